@@ -1,0 +1,1 @@
+//! arp_cache (in progress)

@@ -1,0 +1,1 @@
+//! eni (in progress)

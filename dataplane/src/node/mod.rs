@@ -1,0 +1,110 @@
+//! Nodes: the things that forward frames. Each is a state machine with no I/O.
+//!
+//! A node takes a frame on a port, or the passing of time, and gives frames out on its ports.
+//! It never reads a clock, sleeps, locks or touches a file descriptor: `now` is passed in, and
+//! the runtime (sim or live) delivers what lands in the [`Outbox`]. Configuration changes made by
+//! the control plane (an IP moved, a route re-targeted) are method calls at a given instant.
+//!
+//! - [`host`]: an ESXi host: per-segment switching, the Geneve TEP, the uplink to its ENI.
+//! - [`underlay`]: the SDDC underlay network that carries Geneve between host TEPs.
+//! - [`edge`]: the NSX Edge: Tier-0 with the CGW and MGW gateways, ARP, routing, ICMP, SNAT.
+//! - [`eni`]: an AWS elastic network interface: its IPs, attachment, source/destination check.
+//! - [`vpc_router`]: the VPC's implicit router: route tables, IP→ENI delivery, gateway endpoints.
+//! - [`endpoint`]: a VM, vCenter, an EC2 instance or S3: a smoltcp stack with traffic apps.
+//! - [`route`]: the longest-prefix-match route table shared by Tier-0 and the VPC.
+
+pub mod arp_cache;
+pub mod edge;
+pub mod endpoint;
+pub mod eni;
+pub mod host;
+pub mod route;
+pub mod underlay;
+pub mod vpc_router;
+
+use std::any::Any;
+
+use crate::time::Instant;
+use crate::wire::Frame;
+
+/// A port number on a node. What each number means is the node's own business; each node kind
+/// documents its port layout.
+pub type Port = u16;
+
+/// Frames a node gives out, with the port each leaves on. Reused across calls: the runtime
+/// drains it after every call.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    frames: Vec<(Port, Frame)>,
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Send `frame` out of `port`.
+    pub fn send(&mut self, port: Port, frame: Frame) {
+        self.frames.push((port, frame));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Take the frames out in the order they were sent.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, (Port, Frame)> {
+        self.frames.drain(..)
+    }
+}
+
+/// A node's counters, by name, in a fixed order (for tables and JSON).
+pub type Counters = Vec<(&'static str, u64)>;
+
+/// One frame-forwarding element of the emulated network.
+pub trait Node: Any {
+    /// The node's name, unique in a lab (`esxi-1`, `eni-2`, `vpc-router`, `web-1`).
+    fn name(&self) -> &str;
+
+    /// The kind of node, for tables (`host`, `edge`, `eni`, …).
+    fn kind(&self) -> &'static str;
+
+    /// A name for a port, for capture files and link names (`uplink`, `overlay`, `vnic:web-1`).
+    fn port_name(&self, port: Port) -> String {
+        format!("p{port}")
+    }
+
+    /// A frame arrived on `port` at `now`.
+    fn handle(&mut self, now: Instant, port: Port, frame: Frame, out: &mut Outbox);
+
+    /// Time passed: run timers due at or before `now` (ARP retries, TCP retransmits, apps).
+    fn poll(&mut self, _now: Instant, _out: &mut Outbox) {}
+
+    /// When the node next wants [`Node::poll`] called, if ever.
+    fn poll_at(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Counters named for what happened (`rx_dropped_no_route`).
+    fn counters(&self) -> Counters;
+}
+
+/// A counter struct that lists itself by field name. Generates `fn list(&self) -> Counters`.
+#[macro_export]
+macro_rules! counters {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $field:ident,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct $name { $($(#[$fm])* pub $field: u64,)* }
+        impl $name {
+            /// Every counter by name, in declaration order.
+            pub fn list(&self) -> $crate::node::Counters {
+                vec![$((stringify!($field), self.$field),)*]
+            }
+        }
+    };
+}

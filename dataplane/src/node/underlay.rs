@@ -1,0 +1,1 @@
+//! underlay (in progress)

@@ -1,0 +1,1 @@
+//! vpc_router (in progress)

@@ -1,0 +1,342 @@
+//! IPv4 in an Ethernet frame: a read-only view, validation and in-place edits that keep every
+//! checksum right (IP header, and TCP/UDP through the pseudo-header).
+
+use std::net::Ipv4Addr;
+
+use bytes::BytesMut;
+
+use super::checksum;
+use super::{put_eth_header, MacAddr, ETHERTYPE_IPV4, ETH_HEADER_LEN};
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+/// Minimum IPv4 header length.
+pub const HEADER_LEN: usize = 20;
+/// Offset of the IPv4 header in a frame.
+const IP: usize = ETH_HEADER_LEN;
+
+/// A validated IPv4 packet inside an Ethernet frame: version 4, header length ≥ 20, total length
+/// within the frame. The header checksum is checked separately ([`Ipv4View::checksum_ok`]).
+#[derive(Clone, Copy)]
+pub struct Ipv4View<'a> {
+    frame: &'a [u8],
+}
+
+impl<'a> Ipv4View<'a> {
+    /// The IPv4 packet of an Ethernet frame, if the frame carries a well-formed one.
+    pub fn parse(frame: &'a [u8]) -> Option<Self> {
+        if frame.len() < IP + HEADER_LEN || super::ethertype(frame)? != ETHERTYPE_IPV4 {
+            return None;
+        }
+        let vihl = frame[IP];
+        let ihl = (vihl & 0x0f) as usize * 4;
+        let total = u16::from_be_bytes([frame[IP + 2], frame[IP + 3]]) as usize;
+        if vihl >> 4 != 4 || ihl < HEADER_LEN || total < ihl || IP + total > frame.len() {
+            return None;
+        }
+        Some(Ipv4View { frame })
+    }
+
+    pub fn header_len(&self) -> usize {
+        (self.frame[IP] & 0x0f) as usize * 4
+    }
+    /// Total length of the IP packet (header + payload), in bytes.
+    pub fn total_len(&self) -> usize {
+        u16::from_be_bytes([self.frame[IP + 2], self.frame[IP + 3]]) as usize
+    }
+    pub fn ttl(&self) -> u8 {
+        self.frame[IP + 8]
+    }
+    pub fn protocol(&self) -> u8 {
+        self.frame[IP + 9]
+    }
+    pub fn src(&self) -> Ipv4Addr {
+        addr_at(self.frame, IP + 12)
+    }
+    pub fn dst(&self) -> Ipv4Addr {
+        addr_at(self.frame, IP + 16)
+    }
+    /// True if this is not the first fragment (so it carries no L4 header).
+    pub fn is_later_fragment(&self) -> bool {
+        u16::from_be_bytes([self.frame[IP + 6], self.frame[IP + 7]]) & 0x1fff != 0
+    }
+    /// The header checksum verifies.
+    pub fn checksum_ok(&self) -> bool {
+        checksum::checksum(&self.frame[IP..IP + self.header_len()]) == 0
+    }
+    /// The IP packet: header and payload, without Ethernet padding.
+    pub fn packet(&self) -> &'a [u8] {
+        &self.frame[IP..IP + self.total_len()]
+    }
+    /// The L4 payload (after the IP header).
+    pub fn payload(&self) -> &'a [u8] {
+        &self.frame[IP + self.header_len()..IP + self.total_len()]
+    }
+    /// Offset of the L4 header within the frame.
+    pub fn l4_offset(&self) -> usize {
+        IP + self.header_len()
+    }
+    /// Source and destination ports of a TCP or UDP first fragment.
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        let p = self.payload();
+        let l4 = matches!(self.protocol(), PROTO_TCP | PROTO_UDP);
+        (l4 && !self.is_later_fragment() && p.len() >= 4).then(|| {
+            (
+                u16::from_be_bytes([p[0], p[1]]),
+                u16::from_be_bytes([p[2], p[3]]),
+            )
+        })
+    }
+}
+
+fn addr_at(b: &[u8], off: usize) -> Ipv4Addr {
+    Ipv4Addr::new(b[off], b[off + 1], b[off + 2], b[off + 3])
+}
+
+/// Decrement the TTL of a frame that holds a valid IPv4 header, updating the header checksum
+/// incrementally (RFC 1624). The caller has checked that the TTL is above 1.
+pub fn decrement_ttl(frame: &mut [u8]) {
+    let old = u16::from_be_bytes([frame[IP + 8], frame[IP + 9]]);
+    frame[IP + 8] -= 1;
+    let new = u16::from_be_bytes([frame[IP + 8], frame[IP + 9]]);
+    let c = u16::from_be_bytes([frame[IP + 10], frame[IP + 11]]);
+    frame[IP + 10..IP + 12].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
+}
+
+/// Which address of the header to rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Src,
+    Dst,
+}
+
+/// Rewrite the source or destination address (NAT), fixing the IP checksum and, for a first
+/// fragment, the TCP or UDP checksum (their pseudo-header holds the address).
+pub fn rewrite_addr(frame: &mut [u8], side: Side, new: Ipv4Addr) {
+    let off = IP + if side == Side::Src { 12 } else { 16 };
+    let old = u32::from_be_bytes([frame[off], frame[off + 1], frame[off + 2], frame[off + 3]]);
+    let new = u32::from(new);
+    frame[off..off + 4].copy_from_slice(&new.to_be_bytes());
+    let c = u16::from_be_bytes([frame[IP + 10], frame[IP + 11]]);
+    frame[IP + 10..IP + 12].copy_from_slice(&checksum::update32(c, old, new).to_be_bytes());
+    if let Some(coff) = l4_checksum_offset(frame) {
+        let c = u16::from_be_bytes([frame[coff], frame[coff + 1]]);
+        frame[coff..coff + 2].copy_from_slice(&checksum::update32(c, old, new).to_be_bytes());
+    }
+}
+
+/// Rewrite the TCP/UDP source or destination port (or the ICMP echo identifier, as `Src` or
+/// `Dst` alike), fixing the L4 checksum.
+pub fn rewrite_port(frame: &mut [u8], side: Side, new: u16) {
+    let Some(v) = Ipv4View::parse(frame) else {
+        return;
+    };
+    let l4 = v.l4_offset();
+    let (field, coff) = match v.protocol() {
+        PROTO_TCP | PROTO_UDP => (
+            l4 + if side == Side::Src { 0 } else { 2 },
+            l4_checksum_offset(frame),
+        ),
+        PROTO_ICMP => (l4 + 4, Some(l4 + 2)),
+        _ => return,
+    };
+    if field + 2 > frame.len() {
+        return;
+    }
+    let old = u16::from_be_bytes([frame[field], frame[field + 1]]);
+    frame[field..field + 2].copy_from_slice(&new.to_be_bytes());
+    if let Some(coff) = coff.filter(|c| c + 2 <= frame.len()) {
+        let c = u16::from_be_bytes([frame[coff], frame[coff + 1]]);
+        frame[coff..coff + 2].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
+    }
+}
+
+/// Offset of a TCP or UDP checksum that covers the pseudo-header; `None` for other protocols,
+/// later fragments, truncated headers and a UDP checksum of zero (none sent).
+fn l4_checksum_offset(frame: &[u8]) -> Option<usize> {
+    let v = Ipv4View::parse(frame)?;
+    if v.is_later_fragment() {
+        return None;
+    }
+    let l4 = v.l4_offset();
+    let off = match v.protocol() {
+        PROTO_TCP => l4 + 16,
+        PROTO_UDP => l4 + 6,
+        _ => return None,
+    };
+    if off + 2 > frame.len() {
+        return None;
+    }
+    let zero_udp = v.protocol() == PROTO_UDP && frame[off] == 0 && frame[off + 1] == 0;
+    (!zero_udp).then_some(off)
+}
+
+/// Verify the L4 checksum of a TCP, UDP or ICMP packet (for tests and diagnostics).
+pub fn l4_checksum_ok(frame: &[u8]) -> bool {
+    let Some(v) = Ipv4View::parse(frame) else {
+        return false;
+    };
+    let p = v.payload();
+    match v.protocol() {
+        PROTO_ICMP => checksum::checksum(p) == 0,
+        PROTO_TCP | PROTO_UDP => {
+            if v.protocol() == PROTO_UDP && p.len() >= 8 && p[6] == 0 && p[7] == 0 {
+                return true;
+            }
+            let ph = checksum::pseudo_header(
+                v.src().octets(),
+                v.dst().octets(),
+                v.protocol(),
+                p.len() as u16,
+            );
+            !(checksum::sum(p, ph) as u16) == 0
+        }
+        _ => true,
+    }
+}
+
+/// Header fields of an IPv4 packet to build.
+#[derive(Debug, Clone, Copy)]
+pub struct Ipv4Params {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    pub ttl: u8,
+    pub ident: u16,
+}
+
+/// Append an Ethernet + IPv4 header for a payload of `payload_len` bytes (checksum filled in).
+/// The caller appends the payload.
+pub fn put_headers(
+    buf: &mut BytesMut,
+    dst: MacAddr,
+    src: MacAddr,
+    p: &Ipv4Params,
+    payload_len: usize,
+) {
+    put_eth_header(buf, dst, src, ETHERTYPE_IPV4);
+    let start = buf.len();
+    let total = (HEADER_LEN + payload_len) as u16;
+    buf.extend_from_slice(&[0x45, 0]);
+    buf.extend_from_slice(&total.to_be_bytes());
+    buf.extend_from_slice(&p.ident.to_be_bytes());
+    buf.extend_from_slice(&[0x40, 0]); // DF
+    buf.extend_from_slice(&[p.ttl, p.protocol, 0, 0]);
+    buf.extend_from_slice(&p.src.octets());
+    buf.extend_from_slice(&p.dst.octets());
+    let c = checksum::checksum(&buf[start..start + HEADER_LEN]);
+    buf[start + 10..start + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A UDP frame with correct checksums, for tests across the crate.
+    pub(crate) fn udp_frame(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        ttl: u8,
+        sport: u16,
+        dport: u16,
+        payload: &[u8],
+    ) -> BytesMut {
+        let mut b = BytesMut::new();
+        let p = Ipv4Params {
+            src,
+            dst,
+            protocol: PROTO_UDP,
+            ttl,
+            ident: 7,
+        };
+        put_headers(
+            &mut b,
+            MacAddr::local(1, 1),
+            MacAddr::local(1, 2),
+            &p,
+            8 + payload.len(),
+        );
+        let l4 = b.len();
+        b.extend_from_slice(&sport.to_be_bytes());
+        b.extend_from_slice(&dport.to_be_bytes());
+        b.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(payload);
+        let ph = checksum::pseudo_header(
+            src.octets(),
+            dst.octets(),
+            PROTO_UDP,
+            (8 + payload.len()) as u16,
+        );
+        let c = !(checksum::sum(&b[l4..], ph) as u16);
+        b[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+        b
+    }
+
+    const A: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
+    const B: Ipv4Addr = Ipv4Addr::new(172, 31, 16, 10);
+
+    #[test]
+    fn view_reads_fields_and_etherparse_agrees() {
+        let f = udp_frame(A, B, 64, 1000, 2000, b"hello");
+        let v = Ipv4View::parse(&f).unwrap();
+        assert_eq!(
+            (v.src(), v.dst(), v.ttl(), v.protocol()),
+            (A, B, 64, PROTO_UDP)
+        );
+        assert_eq!(v.ports(), Some((1000, 2000)));
+        assert!(v.checksum_ok());
+        assert!(l4_checksum_ok(&f));
+        let e = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
+        match e.net {
+            Some(etherparse::NetSlice::Ipv4(ip)) => {
+                assert_eq!(ip.header().source_addr(), A);
+                assert_eq!(
+                    ip.header().header_checksum(),
+                    ip.header().to_header().calc_header_checksum()
+                );
+            }
+            _ => panic!("not ipv4"),
+        }
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        let f = udp_frame(A, B, 64, 1, 2, b"x");
+        assert!(Ipv4View::parse(&f[..30]).is_none());
+        let mut bad = f.clone();
+        bad[14] = 0x65; // version 6
+        assert!(Ipv4View::parse(&bad).is_none());
+        let mut bad = f.clone();
+        bad[14] = 0x44; // ihl 16 bytes
+        assert!(Ipv4View::parse(&bad).is_none());
+        let mut bad = f.clone();
+        bad[16] = 0xff; // total length beyond the frame
+        assert!(Ipv4View::parse(&bad).is_none());
+        let mut bad = f;
+        bad[24] ^= 0xff;
+        assert!(!Ipv4View::parse(&bad).unwrap().checksum_ok());
+    }
+
+    #[test]
+    fn ttl_decrement_keeps_checksum() {
+        let mut f = udp_frame(A, B, 2, 1, 2, b"x");
+        decrement_ttl(&mut f);
+        let v = Ipv4View::parse(&f).unwrap();
+        assert_eq!(v.ttl(), 1);
+        assert!(v.checksum_ok());
+    }
+
+    #[test]
+    fn nat_rewrite_keeps_all_checksums() {
+        let mut f = udp_frame(A, B, 64, 40000, 443, b"payload!");
+        rewrite_addr(&mut f, Side::Src, Ipv4Addr::new(172, 31, 0, 30));
+        rewrite_port(&mut f, Side::Src, 1024);
+        let v = Ipv4View::parse(&f).unwrap();
+        assert_eq!(v.src(), Ipv4Addr::new(172, 31, 0, 30));
+        assert_eq!(v.ports(), Some((1024, 443)));
+        assert!(v.checksum_ok());
+        assert!(l4_checksum_ok(&f));
+    }
+}
