@@ -4,13 +4,14 @@
 //! - [`validate`]: the rules of VMC and AWS a topology must follow; every error names the field
 //!   and the line of the file.
 //!
-//! Load a topology with [`load`] (from a file) or [`parse`] (from text).
+//! Load a topology with [`load`] (from a file) or [`parse`] (from text); check one built in code
+//! with [`Topology::validate`].
 
 pub mod model;
 pub mod validate;
 
 pub use model::*;
-pub use validate::TopoError;
+pub use validate::{FieldPath, TopoError, Violation};
 
 use std::path::Path;
 

@@ -245,6 +245,56 @@ impl Topology {
     }
 }
 
+/// The size of a topology at a glance, e.g. for a report header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub clusters: usize,
+    pub hosts: usize,
+    /// ENIs mapped to a cluster-1 host.
+    pub enis_in_use: usize,
+    pub enis: usize,
+    pub segments: usize,
+    pub vms: usize,
+    /// VPC subnets, the connected one included.
+    pub subnets: usize,
+    pub instances: usize,
+}
+
+impl Topology {
+    /// Counts of clusters, hosts, ENIs, segments, VMs, subnets and instances.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            clusters: self.sddc.clusters.len(),
+            hosts: self.hosts().count(),
+            enis_in_use: self.host_enis().count(),
+            enis: self.vpc.enis.len(),
+            segments: self.sddc.segments.len(),
+            vms: self.vms().count(),
+            subnets: 1 + self.vpc.subnets.len(),
+            instances: self.vpc.instances.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    /// `1 cluster, 3 hosts, 3 of 17 ENIs in use, 3 segments, 3 VMs, 2 subnets, 1 instance`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        write!(
+            f,
+            "{}, {}, {} of {} in use, {}, {}, {}, {}",
+            count(self.clusters, "cluster"),
+            count(self.hosts, "host"),
+            self.enis_in_use,
+            count(self.enis, "ENI"),
+            count(self.segments, "segment"),
+            count(self.vms, "VM"),
+            count(self.subnets, "subnet"),
+            count(self.instances, "instance"),
+        )
+    }
+}
+
 impl Segment {
     /// The gateway address of the segment: the first host address of its network.
     pub fn gateway_ip(&self) -> Ipv4Addr {

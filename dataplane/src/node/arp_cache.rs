@@ -1,1 +1,164 @@
-//! arp_cache (in progress)
+//! An ARP cache with a queue of frames waiting for resolution, as a router keeps one.
+//!
+//! A frame for an unresolved next hop waits (at most [`MAX_QUEUED`] per next hop) while a
+//! request is sent every [`RETRY`]; after [`MAX_TRIES`] requests the waiting frames are given
+//! back as failed, so that the router can answer them with host-unreachable.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use crate::time::Instant;
+use crate::wire::{Frame, MacAddr};
+
+pub const RETRY: Duration = Duration::from_secs(1);
+pub const MAX_TRIES: u8 = 3;
+pub const MAX_QUEUED: usize = 16;
+
+/// Index of the interface a neighbour is on.
+pub type IfaceIdx = usize;
+
+#[derive(Debug)]
+struct Pending {
+    iface: IfaceIdx,
+    ip: Ipv4Addr,
+    frames: Vec<Frame>,
+    tries: u8,
+    next_try: Instant,
+}
+
+/// What [`ArpCache::enqueue`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// First frame for this next hop: send a request now.
+    SendRequest,
+    /// A request is already out; the frame waits.
+    Waiting,
+    /// The queue is full; the frame is dropped.
+    Dropped,
+}
+
+/// Timers that fired.
+#[derive(Debug, Default)]
+pub struct Expired {
+    /// Requests to send again: (interface, address).
+    pub retry: Vec<(IfaceIdx, Ipv4Addr)>,
+    /// Frames whose next hop never answered.
+    pub failed: Vec<Frame>,
+}
+
+#[derive(Debug, Default)]
+pub struct ArpCache {
+    entries: FxHashMap<(IfaceIdx, Ipv4Addr), MacAddr>,
+    pending: Vec<Pending>,
+}
+
+impl ArpCache {
+    #[inline]
+    pub fn lookup(&self, iface: IfaceIdx, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.entries.get(&(iface, ip)).copied()
+    }
+
+    /// Learn (or update) a neighbour; returns the frames that were waiting for it.
+    pub fn learn(&mut self, iface: IfaceIdx, ip: Ipv4Addr, mac: MacAddr) -> Vec<Frame> {
+        self.entries.insert((iface, ip), mac);
+        match self.pending.iter().position(|p| p.iface == iface && p.ip == ip) {
+            Some(i) => self.pending.remove(i).frames,
+            None => Vec::new(),
+        }
+    }
+
+    /// Forget every neighbour learned on `iface`.
+    pub fn flush_iface(&mut self, iface: IfaceIdx) {
+        self.entries.retain(|(i, _), _| *i != iface);
+    }
+
+    /// Queue a frame for an unresolved next hop.
+    pub fn enqueue(&mut self, now: Instant, iface: IfaceIdx, ip: Ipv4Addr, frame: Frame) -> Enqueued {
+        if let Some(p) = self.pending.iter_mut().find(|p| p.iface == iface && p.ip == ip) {
+            if p.frames.len() >= MAX_QUEUED {
+                return Enqueued::Dropped;
+            }
+            p.frames.push(frame);
+            return Enqueued::Waiting;
+        }
+        self.pending.push(Pending {
+            iface,
+            ip,
+            frames: vec![frame],
+            tries: 1,
+            next_try: now + RETRY,
+        });
+        Enqueued::SendRequest
+    }
+
+    /// Run the retry timers due at `now`.
+    pub fn expire(&mut self, now: Instant) -> Expired {
+        let mut ex = Expired::default();
+        self.pending.retain_mut(|p| {
+            if p.next_try > now {
+                return true;
+            }
+            if p.tries >= MAX_TRIES {
+                ex.failed.append(&mut p.frames);
+                return false;
+            }
+            p.tries += 1;
+            p.next_try = now + RETRY;
+            ex.retry.push((p.iface, p.ip));
+            true
+        });
+        ex
+    }
+
+    /// When the next retry timer fires.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.next_try).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IP: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
+
+    #[test]
+    fn queue_then_learn_releases_frames() {
+        let mut c = ArpCache::default();
+        let t0 = Instant::ZERO;
+        assert_eq!(c.enqueue(t0, 1, IP, Frame::from_static(b"a")), Enqueued::SendRequest);
+        assert_eq!(c.enqueue(t0, 1, IP, Frame::from_static(b"b")), Enqueued::Waiting);
+        assert_eq!(c.next_deadline(), Some(t0 + RETRY));
+        let frames = c.learn(1, IP, MacAddr::local(1, 1));
+        assert_eq!(frames, vec![Frame::from_static(b"a"), Frame::from_static(b"b")]);
+        assert_eq!(c.lookup(1, IP), Some(MacAddr::local(1, 1)));
+        assert_eq!(c.lookup(2, IP), None);
+        assert_eq!(c.next_deadline(), None);
+    }
+
+    #[test]
+    fn retries_then_fails() {
+        let mut c = ArpCache::default();
+        c.enqueue(Instant::ZERO, 0, IP, Frame::from_static(b"a"));
+        for _ in 0..MAX_QUEUED {
+            c.enqueue(Instant::ZERO, 0, IP, Frame::from_static(b"x"));
+        }
+        assert_eq!(c.enqueue(Instant::ZERO, 0, IP, Frame::new()), Enqueued::Dropped);
+        let mut t = Instant::ZERO;
+        let mut retries = 0;
+        loop {
+            t = c.next_deadline().expect("a timer");
+            let ex = c.expire(t);
+            retries += ex.retry.len();
+            if !ex.failed.is_empty() {
+                assert_eq!(ex.failed.len(), MAX_QUEUED);
+                break;
+            }
+        }
+        assert_eq!(retries, (MAX_TRIES - 1) as usize);
+        assert_eq!(t, Instant::ZERO + RETRY * MAX_TRIES as u32);
+        assert_eq!(c.next_deadline(), None);
+    }
+}

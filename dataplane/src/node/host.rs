@@ -1,1 +1,453 @@
-//! host (in progress)
+//! An ESXi host: the virtual switch for the VMs and Edge interfaces it runs, the Geneve tunnel
+//! end point (TEP) to the other hosts, and the uplink to its ENI in the Connected VPC.
+//!
+//! Ports: [`UPLINK`] to the host's ENI (cluster-1 hosts only), [`OVERLAY`] to the underlay, and
+//! one port per vNIC from [`FIRST_VNIC`] on.
+//!
+//! Switching is per segment (VNI). A frame from a vNIC goes to the local vNIC or remote TEP that
+//! learned its destination MAC; a broadcast or unknown destination is flooded to the local vNICs
+//! of the segment and, by head-end replication, to every other host. Frames from the overlay are
+//! delivered to local vNICs only (split horizon).
+//!
+//! The uplink carries the addresses of the host's ENI. In VMC the ENI is the host's NIC in the
+//! Connected VPC: a vNIC attached to the uplink (the Edge's Tier-0 uplink) leaves with the ENI's
+//! MAC, and a frame from the ENI goes to the local vNIC that owns its destination IP (the ARP
+//! target for ARP). When no local vNIC owns it — the Edge left this host — the frame is dropped.
+
+use std::net::Ipv4Addr;
+
+use rustc_hash::FxHashMap;
+
+use super::{Counters, Node, Outbox, Port};
+use crate::counters;
+use crate::time::Instant;
+use crate::wire::arp::{self, Arp};
+use crate::wire::geneve::{self, Outer, Vni};
+use crate::wire::ipv4::Ipv4View;
+use crate::wire::{self, make_mut, Frame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+
+pub const UPLINK: Port = 0;
+pub const OVERLAY: Port = 1;
+pub const FIRST_VNIC: Port = 2;
+
+/// What a vNIC is plugged into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attachment {
+    /// An overlay segment.
+    Segment(Vni),
+    /// The host's uplink to its ENI.
+    Uplink,
+}
+
+/// A vNIC on the host's switch.
+#[derive(Debug, Clone)]
+pub struct Vnic {
+    /// `web-1`, `edge-1/uplink`, …
+    pub name: String,
+    pub mac: MacAddr,
+    pub attach: Attachment,
+}
+
+/// Another host's TEP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tep {
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+}
+
+/// Where a MAC was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum L2Dest {
+    Local(Port),
+    Remote(Ipv4Addr),
+}
+
+counters! {
+    /// What the host's switch did with frames.
+    pub struct HostCounters {
+        pub switched_local,
+        pub tx_encapsulated,
+        pub rx_decapsulated,
+        pub flooded,
+        pub to_uplink,
+        pub from_uplink,
+        pub rx_dropped_not_geneve,
+        pub rx_dropped_unknown_vni,
+        pub rx_dropped_no_vnic,
+        pub rx_dropped_uplink_no_owner,
+        pub rx_dropped_no_uplink,
+        pub rx_dropped_runt,
+    }
+}
+
+/// An ESXi host.
+#[derive(Debug)]
+pub struct Host {
+    name: String,
+    tep: Tep,
+    /// The MAC of the host's ENI, if it has one.
+    eni_mac: Option<MacAddr>,
+    vnics: Vec<Option<Vnic>>,
+    peers: Vec<Tep>,
+    l2: FxHashMap<(Vni, MacAddr), L2Dest>,
+    /// IPs of the host's ENI and the local vNIC port that owns each.
+    uplink_owners: Vec<(Ipv4Addr, Port)>,
+    pub counters: HostCounters,
+}
+
+impl Host {
+    pub fn new(name: &str, tep: Tep, eni_mac: Option<MacAddr>) -> Self {
+        Host {
+            name: name.to_string(),
+            tep,
+            eni_mac,
+            vnics: Vec::new(),
+            peers: Vec::new(),
+            l2: FxHashMap::default(),
+            uplink_owners: Vec::new(),
+            counters: HostCounters::default(),
+        }
+    }
+
+    pub fn tep(&self) -> Tep {
+        self.tep
+    }
+
+    pub fn eni_mac(&self) -> Option<MacAddr> {
+        self.eni_mac
+    }
+
+    /// Plug a vNIC in; returns its port.
+    pub fn add_vnic(&mut self, vnic: Vnic) -> Port {
+        let slot = match self.vnics.iter().position(Option::is_none) {
+            Some(i) => {
+                self.vnics[i] = Some(vnic);
+                i
+            }
+            None => {
+                self.vnics.push(Some(vnic));
+                self.vnics.len() - 1
+            }
+        };
+        FIRST_VNIC + slot as Port
+    }
+
+    /// Unplug a vNIC (the VM left the host); forgets what was learned on it.
+    pub fn remove_vnic(&mut self, port: Port) -> Option<Vnic> {
+        let v = self.vnics.get_mut(port.checked_sub(FIRST_VNIC)? as usize)?.take();
+        self.l2.retain(|_, d| *d != L2Dest::Local(port));
+        self.uplink_owners.retain(|(_, p)| *p != port);
+        v
+    }
+
+    /// The vNICs plugged in, with their ports.
+    pub fn vnics(&self) -> impl Iterator<Item = (Port, &Vnic)> {
+        self.vnics
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_ref().map(|v| (FIRST_VNIC + i as Port, v)))
+    }
+
+    /// The other hosts' TEPs, for head-end replication.
+    pub fn set_peers(&mut self, peers: Vec<Tep>) {
+        self.peers = peers.into_iter().filter(|p| *p != self.tep).collect();
+    }
+
+    /// `ip`, an address of this host's ENI, belongs to the vNIC on `port`.
+    pub fn set_uplink_owner(&mut self, ip: Ipv4Addr, port: Port) {
+        self.uplink_owners.retain(|(a, _)| *a != ip);
+        self.uplink_owners.push((ip, port));
+    }
+
+    /// `ip` no longer belongs to any local vNIC.
+    pub fn clear_uplink_owner(&mut self, ip: Ipv4Addr) {
+        self.uplink_owners.retain(|(a, _)| *a != ip);
+    }
+
+    fn vnic(&self, port: Port) -> Option<&Vnic> {
+        self.vnics.get(port.checked_sub(FIRST_VNIC)? as usize)?.as_ref()
+    }
+
+    fn peer_mac(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.peers.iter().find(|p| p.ip == ip).map(|p| p.mac)
+    }
+
+    fn encap_to(&mut self, peer: Tep, vni: Vni, inner: &[u8], out: &mut Outbox) {
+        let outer = Outer {
+            src_mac: self.tep.mac,
+            dst_mac: peer.mac,
+            src_ip: self.tep.ip,
+            dst_ip: peer.ip,
+        };
+        self.counters.tx_encapsulated += 1;
+        out.send(OVERLAY, geneve::encap(inner, &outer, vni));
+    }
+
+    /// Local vNIC ports on segment `vni`, except `except`.
+    fn flood_local(&mut self, vni: Vni, except: Option<Port>, frame: &Frame, out: &mut Outbox) {
+        for (i, v) in self.vnics.iter().enumerate() {
+            let port = FIRST_VNIC + i as Port;
+            if matches!(v, Some(v) if v.attach == Attachment::Segment(vni)) && Some(port) != except {
+                out.send(port, frame.clone());
+            }
+        }
+    }
+
+    fn learn(&mut self, vni: Vni, src: MacAddr, at: L2Dest) {
+        if src.is_group() {
+            return;
+        }
+        let key = (vni, src);
+        if self.l2.get(&key) != Some(&at) {
+            self.l2.insert(key, at);
+        }
+    }
+
+    fn from_vnic(&mut self, port: Port, vnic_attach: Attachment, frame: Frame, out: &mut Outbox) {
+        let (Some(dst), Some(src)) = (wire::eth_dst(&frame), wire::eth_src(&frame)) else {
+            self.counters.rx_dropped_runt += 1;
+            return;
+        };
+        let vni = match vnic_attach {
+            Attachment::Uplink => return self.to_uplink(frame, out),
+            Attachment::Segment(vni) => vni,
+        };
+        self.learn(vni, src, L2Dest::Local(port));
+        match self.l2.get(&(vni, dst)).copied() {
+            Some(L2Dest::Local(p)) if !dst.is_group() => {
+                if p != port {
+                    self.counters.switched_local += 1;
+                    out.send(p, frame);
+                }
+            }
+            Some(L2Dest::Remote(ip)) if !dst.is_group() => match self.peer_mac(ip) {
+                Some(mac) => self.encap_to(Tep { ip, mac }, vni, &frame, out),
+                None => self.counters.rx_dropped_no_vnic += 1,
+            },
+            _ => {
+                self.counters.flooded += 1;
+                self.flood_local(vni, Some(port), &frame, out);
+                for i in 0..self.peers.len() {
+                    let peer = self.peers[i];
+                    self.encap_to(peer, vni, &frame, out);
+                }
+            }
+        }
+    }
+
+    fn to_uplink(&mut self, frame: Frame, out: &mut Outbox) {
+        let Some(eni_mac) = self.eni_mac else {
+            self.counters.rx_dropped_no_uplink += 1;
+            return;
+        };
+        let mut f = make_mut(frame);
+        if wire::ethertype(&f) == Some(ETHERTYPE_ARP) {
+            arp::rewrite_sender_mac(&mut f, eni_mac);
+        } else {
+            f[6..12].copy_from_slice(&eni_mac.0);
+        }
+        self.counters.to_uplink += 1;
+        out.send(UPLINK, f.freeze());
+    }
+
+    fn from_uplink(&mut self, frame: Frame, out: &mut Outbox) {
+        let target = match wire::ethertype(&frame) {
+            Some(ETHERTYPE_IPV4) => Ipv4View::parse(&frame).map(|v| v.dst()),
+            Some(ETHERTYPE_ARP) => Arp::parse(&frame).map(|a| a.target_ip),
+            _ => None,
+        };
+        let owner = target.and_then(|ip| self.uplink_owners.iter().find(|(a, _)| *a == ip));
+        let Some(&(_, port)) = owner else {
+            self.counters.rx_dropped_uplink_no_owner += 1;
+            return;
+        };
+        let Some(mac) = self.vnic(port).map(|v| v.mac) else {
+            self.counters.rx_dropped_uplink_no_owner += 1;
+            return;
+        };
+        let mut f = make_mut(frame);
+        f[0..6].copy_from_slice(&mac.0);
+        self.counters.from_uplink += 1;
+        out.send(port, f.freeze());
+    }
+
+    fn from_overlay(&mut self, frame: Frame, out: &mut Outbox) {
+        let Some(d) = geneve::decap(&frame) else {
+            self.counters.rx_dropped_not_geneve += 1;
+            return;
+        };
+        let (Some(dst), Some(src)) = (wire::eth_dst(&d.inner), wire::eth_src(&d.inner)) else {
+            self.counters.rx_dropped_runt += 1;
+            return;
+        };
+        self.counters.rx_decapsulated += 1;
+        self.learn(d.vni, src, L2Dest::Remote(d.outer_src));
+        match self.l2.get(&(d.vni, dst)).copied() {
+            Some(L2Dest::Local(p)) if !dst.is_group() => out.send(p, d.inner),
+            Some(L2Dest::Remote(_)) if !dst.is_group() => self.counters.rx_dropped_no_vnic += 1,
+            _ => {
+                let before = out.len();
+                self.flood_local(d.vni, None, &d.inner, out);
+                if out.len() == before {
+                    self.counters.rx_dropped_unknown_vni += 1;
+                }
+            }
+        }
+    }
+}
+
+impl Node for Host {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "host"
+    }
+
+    fn port_name(&self, port: Port) -> String {
+        match port {
+            UPLINK => "uplink".into(),
+            OVERLAY => "overlay".into(),
+            p => match self.vnic(p) {
+                Some(v) => format!("vnic:{}", v.name),
+                None => format!("vnic{}", p - FIRST_VNIC),
+            },
+        }
+    }
+
+    fn handle(&mut self, _now: Instant, port: Port, frame: Frame, out: &mut Outbox) {
+        match port {
+            UPLINK => self.from_uplink(frame, out),
+            OVERLAY => self.from_overlay(frame, out),
+            p => match self.vnic(p).map(|v| v.attach) {
+                Some(a) => self.from_vnic(p, a, frame, out),
+                None => self.counters.rx_dropped_no_vnic += 1,
+            },
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters.list()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ipv4::tests::udp_frame;
+
+    const VNI: Vni = 5001;
+
+    fn tep(n: u8) -> Tep {
+        Tep {
+            ip: Ipv4Addr::new(10, 2, 64, n),
+            mac: MacAddr::local(0x70, n as u32),
+        }
+    }
+
+    fn frame(dst: MacAddr, src: MacAddr) -> Frame {
+        let mut f = udp_frame(Ipv4Addr::new(192, 168, 1, 10), Ipv4Addr::new(192, 168, 1, 20), 64, 1, 2, b"hi");
+        wire::set_macs(&mut f, dst, src);
+        f.freeze()
+    }
+
+    fn host_with_two_vms() -> (Host, Port, Port, MacAddr, MacAddr) {
+        let mut h = Host::new("esxi-1", tep(1), Some(MacAddr::local(0xe0, 1)));
+        h.set_peers(vec![tep(1), tep(2), tep(3)]);
+        let (ma, mb) = (MacAddr::local(1, 1), MacAddr::local(1, 2));
+        let a = h.add_vnic(Vnic { name: "a".into(), mac: ma, attach: Attachment::Segment(VNI) });
+        let b = h.add_vnic(Vnic { name: "b".into(), mac: mb, attach: Attachment::Segment(VNI) });
+        (h, a, b, ma, mb)
+    }
+
+    #[test]
+    fn broadcast_floods_locally_and_to_every_peer_tep() {
+        let (mut h, a, b, ma, _) = host_with_two_vms();
+        let mut out = Outbox::new();
+        h.handle(Instant::ZERO, a, frame(MacAddr::BROADCAST, ma), &mut out);
+        let sent: Vec<_> = out.drain().collect();
+        assert_eq!(sent.len(), 3, "vm b + two peer TEPs (not itself)");
+        assert_eq!(sent[0].0, b);
+        let mut teps = vec![];
+        for (p, f) in &sent[1..] {
+            assert_eq!(*p, OVERLAY);
+            let d = geneve::decap(f).unwrap();
+            assert_eq!(d.vni, VNI);
+            assert_eq!(d.inner, frame(MacAddr::BROADCAST, ma));
+            teps.push(Ipv4View::parse(f).unwrap().dst());
+            assert_eq!(wire::eth_dst(f), Some(if teps.len() == 1 { tep(2).mac } else { tep(3).mac }));
+        }
+        assert_eq!(teps, vec![tep(2).ip, tep(3).ip]);
+    }
+
+    #[test]
+    fn learns_local_and_remote_macs() {
+        let (mut h, a, b, ma, mb) = host_with_two_vms();
+        let mut out = Outbox::new();
+        h.handle(Instant::ZERO, b, frame(MacAddr::BROADCAST, mb), &mut out);
+        out.drain();
+        // a → b is now switched locally, not flooded.
+        h.handle(Instant::ZERO, a, frame(mb, ma), &mut out);
+        let sent: Vec<_> = out.drain().collect();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, b);
+        // A frame from a remote VM teaches its TEP: the reply is unicast-encapsulated to it.
+        let remote = MacAddr::local(1, 9);
+        let outer = Outer { src_mac: tep(3).mac, dst_mac: tep(1).mac, src_ip: tep(3).ip, dst_ip: tep(1).ip };
+        h.handle(Instant::ZERO, OVERLAY, geneve::encap(&frame(ma, remote), &outer, VNI), &mut out);
+        let sent: Vec<_> = out.drain().collect();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, a);
+        h.handle(Instant::ZERO, a, frame(remote, ma), &mut out);
+        let sent: Vec<_> = out.drain().collect();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(Ipv4View::parse(&sent[0].1).unwrap().dst(), tep(3).ip);
+        assert_eq!(h.counters.rx_decapsulated, 1);
+    }
+
+    #[test]
+    fn overlay_frames_for_another_vni_or_not_geneve_are_dropped() {
+        let (mut h, _, _, ma, _) = host_with_two_vms();
+        let mut out = Outbox::new();
+        let outer = Outer { src_mac: tep(2).mac, dst_mac: tep(1).mac, src_ip: tep(2).ip, dst_ip: tep(1).ip };
+        h.handle(Instant::ZERO, OVERLAY, geneve::encap(&frame(MacAddr::BROADCAST, ma), &outer, 999), &mut out);
+        h.handle(Instant::ZERO, OVERLAY, frame(ma, ma), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(h.counters.rx_dropped_unknown_vni, 1);
+        assert_eq!(h.counters.rx_dropped_not_geneve, 1);
+    }
+
+    #[test]
+    fn uplink_rewrites_macs_and_delivers_by_owner_ip() {
+        let eni = MacAddr::local(0xe0, 1);
+        let mut h = Host::new("esxi-2", tep(2), Some(eni));
+        let edge_mac = MacAddr::local(0xed, 1);
+        let up = h.add_vnic(Vnic { name: "edge-1/uplink".into(), mac: edge_mac, attach: Attachment::Uplink });
+        let uplink_ip = Ipv4Addr::new(172, 31, 0, 30);
+        let mut out = Outbox::new();
+        // Edge → VPC: leaves with the ENI's MAC, ARP sender rewritten too.
+        let req = Arp::request(edge_mac, uplink_ip, Ipv4Addr::new(172, 31, 0, 1)).to_frame();
+        h.handle(Instant::ZERO, up, req, &mut out);
+        let (p, f) = out.drain().next().unwrap();
+        assert_eq!(p, UPLINK);
+        assert_eq!(wire::eth_src(&f), Some(eni));
+        assert_eq!(Arp::parse(&f).unwrap().sender_mac, eni);
+        // VPC → Edge: dropped until the Edge owns the IP on this host, then delivered.
+        let mut f = udp_frame(Ipv4Addr::new(172, 31, 16, 10), uplink_ip, 64, 1, 2, b"x");
+        wire::set_macs(&mut f, eni, MacAddr::local(0xaa, 1));
+        let f = f.freeze();
+        h.handle(Instant::ZERO, UPLINK, f.clone(), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(h.counters.rx_dropped_uplink_no_owner, 1);
+        h.set_uplink_owner(uplink_ip, up);
+        h.handle(Instant::ZERO, UPLINK, f, &mut out);
+        let (p, f) = out.drain().next().unwrap();
+        assert_eq!((p, wire::eth_dst(&f)), (up, Some(edge_mac)));
+        // After the Edge leaves, the IP has no owner again.
+        h.remove_vnic(up);
+        h.handle(Instant::ZERO, UPLINK, f, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(h.counters.rx_dropped_uplink_no_owner, 2);
+    }
+}

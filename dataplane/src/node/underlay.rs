@@ -1,1 +1,71 @@
-//! underlay (in progress)
+//! The SDDC underlay: the network between host TEPs that carries Geneve. It switches frames by
+//! destination MAC to the port of the host that owns it; the control plane programs the table.
+//!
+//! Ports: one per host, in the order the hosts were connected.
+
+use rustc_hash::FxHashMap;
+
+use super::{Counters, Node, Outbox, Port};
+use crate::counters;
+use crate::time::Instant;
+use crate::wire::{self, Frame, MacAddr};
+
+counters! {
+    /// What the underlay did with frames.
+    pub struct UnderlayCounters {
+        pub forwarded,
+        pub rx_dropped_unknown_dst,
+        pub rx_dropped_runt,
+    }
+}
+
+/// The underlay switch.
+#[derive(Debug)]
+pub struct Underlay {
+    name: String,
+    table: FxHashMap<MacAddr, Port>,
+    pub counters: UnderlayCounters,
+}
+
+impl Underlay {
+    pub fn new(name: &str) -> Self {
+        Underlay {
+            name: name.to_string(),
+            table: FxHashMap::default(),
+            counters: UnderlayCounters::default(),
+        }
+    }
+
+    /// Frames for `mac` leave on `port`.
+    pub fn set_port(&mut self, mac: MacAddr, port: Port) {
+        self.table.insert(mac, port);
+    }
+}
+
+impl Node for Underlay {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "underlay"
+    }
+
+    fn handle(&mut self, _now: Instant, _port: Port, frame: Frame, out: &mut Outbox) {
+        let Some(dst) = wire::eth_dst(&frame) else {
+            self.counters.rx_dropped_runt += 1;
+            return;
+        };
+        match self.table.get(&dst) {
+            Some(&p) => {
+                self.counters.forwarded += 1;
+                out.send(p, frame);
+            }
+            None => self.counters.rx_dropped_unknown_dst += 1,
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters.list()
+    }
+}
