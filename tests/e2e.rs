@@ -1,1 +1,360 @@
+//! End-to-end tests: the default lab in the sim runtime, the smoke drill, the pcaps it writes
+//! (read back by tcpdump and tshark), and the `vmcnet` command line.
 
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vmcnet::control::Lab;
+use vmcnet::drill::{run_drill, DrillFile, DrillReport, RunOptions};
+use vmcnet::node::endpoint::{AppReport, Endpoint};
+use vmcnet::node::vpc_router::VpcRouter;
+use vmcnet_topo::Topology;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn default_topo() -> Topology {
+    vmcnet_topo::load(&root().join("topo/default.toml")).expect("default topology")
+}
+
+fn smoke() -> DrillFile {
+    DrillFile::load(&root().join("scripts/drills/smoke.toml")).expect("smoke drill")
+}
+
+/// A directory removed when the test ends, pass or fail.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("vmcnet-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run_smoke(pcap: Option<&Path>) -> DrillReport {
+    let opts = RunOptions {
+        pcap_dir: pcap.map(Path::to_path_buf),
+        ..RunOptions::default()
+    };
+    run_drill(&default_topo(), &smoke(), &opts).expect("drill runs")
+}
+
+#[test]
+fn smoke_drill_passes_with_the_expected_paths() {
+    let r = run_smoke(None);
+    assert!(r.passed, "{r}");
+    assert_eq!(r.steps.len(), 7);
+    // S3 saw the Edge's uplink address (SNAT), the EC2 server the VM's own address.
+    let s3 = r.steps[4]
+        .server_connection
+        .as_ref()
+        .expect("s3 connection");
+    assert_eq!(*s3.peer.ip(), Ipv4Addr::new(172, 31, 0, 30));
+    assert_eq!(s3.bytes, 1 << 20);
+    let ec2 = r.steps[5]
+        .server_connection
+        .as_ref()
+        .expect("ec2 connection");
+    assert_eq!(*ec2.peer.ip(), Ipv4Addr::new(192, 168, 1, 10));
+    assert_eq!(ec2.bytes, 10 << 20);
+    assert!(ec2.pattern_ok);
+    match &r.steps[6].app {
+        AppReport::Traceroute(t) => {
+            assert_eq!(
+                t.hops,
+                vec![
+                    Some(Ipv4Addr::new(192, 168, 1, 1)),
+                    Some(Ipv4Addr::new(172, 31, 16, 10))
+                ]
+            );
+            assert!(t.reached);
+        }
+        other => panic!("not a traceroute: {other:?}"),
+    }
+}
+
+#[test]
+fn smoke_drill_is_deterministic_bit_for_bit() {
+    let (a, b) = (TempDir::new("det-a"), TempDir::new("det-b"));
+    let ra = run_smoke(Some(&a.0));
+    let rb = run_smoke(Some(&b.0));
+    assert!(ra.passed && rb.passed);
+    let mut files: Vec<_> = std::fs::read_dir(&a.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    files.sort();
+    assert!(files.len() > 20, "a pcap per link: {files:?}");
+    let mut nonempty = 0;
+    for f in &files {
+        let (x, y) = (
+            std::fs::read(a.0.join(f)).unwrap(),
+            std::fs::read(b.0.join(f)).unwrap(),
+        );
+        assert_eq!(x, y, "{f:?} differs between two runs");
+        nonempty += usize::from(x.len() > 24);
+    }
+    assert!(nonempty > 15, "most links carried frames");
+}
+
+#[test]
+fn pcaps_are_read_by_tcpdump_and_tshark_and_overlay_is_geneve() {
+    for tool in ["tcpdump", "tshark"] {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            found,
+            "{tool} is needed: run `make deps` (scripts/install-deps.sh)"
+        );
+    }
+    let dir = TempDir::new("pcap");
+    assert!(run_smoke(Some(&dir.0)).passed);
+    for name in [
+        "web-1--esxi-1",
+        "esxi-1--underlay",
+        "esxi-2--eni-2",
+        "eni-2--vpc-router",
+        "s3--vpc-router",
+    ] {
+        let path = dir.0.join(format!("{name}.pcap"));
+        let out = Command::new("tcpdump")
+            .args(["-nn", "-r"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tcpdump -r {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stdout.is_empty(), "{name} has packets");
+        let out = Command::new("tshark")
+            .args(["-n", "-r"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tshark -r {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("appears to have been cut short") && !err.contains("malformed"),
+            "{name}: {err}"
+        );
+    }
+    // The overlay link carries Geneve with the inner ICMP and TCP of web-1.
+    let path = dir.0.join("esxi-1--underlay.pcap");
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&path)
+        .args([
+            "-Y",
+            "geneve.vni == 69632 && ip.src == 192.168.1.10",
+            "-T",
+            "fields",
+            "-e",
+            "geneve.vni",
+            "-e",
+            "ip.proto",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.len() > 100,
+        "Geneve frames from web-1: {}",
+        lines.len()
+    );
+    // Outer UDP (17) around web-1's ICMP (1) and TCP (6).
+    assert!(lines.iter().all(|l| l.starts_with("0x011000\t")));
+    assert!(lines.iter().any(|l| l.ends_with("\t17,1")), "ICMP inside");
+    assert!(lines.iter().any(|l| l.ends_with("\t17,6")), "TCP inside");
+    // The Edge routed web-1's pings onto the management segment (VNI 69634) to vcenter on esxi-1.
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&path)
+        .args([
+            "-Y",
+            "geneve.vni == 69634 && icmp.type == 8 && ip.dst == 10.2.224.4",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+}
+
+#[test]
+fn a_detached_eni_blackholes_its_routes() {
+    let mut lab = Lab::build(&default_topo(), 7);
+    let router = lab.id("vpc-router").unwrap();
+    lab.sim
+        .get_mut::<VpcRouter>(router)
+        .unwrap()
+        .set_eni_attached("eni-2", false);
+    let routes = lab.vpc_routes();
+    let seg = routes
+        .iter()
+        .find(|r| r.destination_cidr_block == "192.168.1.0/24")
+        .unwrap();
+    assert_eq!(
+        (seg.network_interface_id.as_deref(), seg.state.as_str()),
+        (Some("eni-2"), "blackhole")
+    );
+    let web = Ipv4Addr::new(192, 168, 1, 10);
+    let ec2 = lab.id("ec2-1").unwrap();
+    let now = lab.sim.now();
+    let app = lab.sim.get_mut::<Endpoint>(ec2).unwrap().ping(
+        now,
+        web,
+        2,
+        std::time::Duration::from_millis(100),
+        56,
+    );
+    lab.sim.run_for(std::time::Duration::from_secs(5));
+    let AppReport::Ping(p) = lab.sim.get::<Endpoint>(ec2).unwrap().app(app).clone() else {
+        panic!()
+    };
+    assert_eq!((p.sent, p.received), (2, 0));
+    let dropped = lab
+        .sim
+        .get::<VpcRouter>(router)
+        .unwrap()
+        .counters
+        .rx_dropped_blackhole;
+    assert_eq!(dropped, 2);
+}
+
+fn vmcnet(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vmcnet"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_show_eni_json_is_shaped_like_aws() {
+    let out = vmcnet(&["show", "topo/default.toml", "eni", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let enis = v["NetworkInterfaces"].as_array().unwrap();
+    let sddc: Vec<_> = enis
+        .iter()
+        .filter(|e| e["Description"] == "VMware VMC Interface")
+        .collect();
+    assert_eq!(sddc.len(), 17);
+    assert_eq!(sddc.iter().filter(|e| e["Status"] == "in-use").count(), 3);
+    assert_eq!(
+        sddc.iter().filter(|e| e["Status"] == "available").count(),
+        14
+    );
+    let eni2 = sddc
+        .iter()
+        .find(|e| e["NetworkInterfaceId"] == "eni-2")
+        .unwrap();
+    assert_eq!(eni2["Host"], "esxi-2");
+    assert_eq!(eni2["SourceDestCheck"], false);
+    let ips = eni2["PrivateIpAddresses"].as_array().unwrap();
+    assert_eq!(ips.len(), 2);
+    assert_eq!(
+        (
+            ips[1]["Primary"].as_bool(),
+            ips[1]["PrivateIpAddress"].as_str()
+        ),
+        (Some(false), Some("172.31.0.30"))
+    );
+    let ec2 = enis
+        .iter()
+        .find(|e| e["NetworkInterfaceId"] == "eni-ec2-1")
+        .unwrap();
+    assert_eq!(ec2["SourceDestCheck"], true);
+}
+
+#[test]
+fn cli_show_routes_lists_every_segment_on_the_edge_eni() {
+    let out = vmcnet(&["show", "default", "routes"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for seg in ["192.168.1.0/24", "192.168.2.0/24", "10.2.224.0/20"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(seg) && l.contains("eni-"))
+            .unwrap_or_else(|| panic!("{seg} in {text}"));
+        assert!(line.contains("eni-2") && line.contains("active"), "{line}");
+    }
+    assert!(text.contains("vpce-s3"));
+}
+
+#[test]
+fn cli_validate_names_file_line_and_field() {
+    let dir = TempDir::new("cli-validate");
+    let bad = std::fs::read_to_string(root().join("topo/default.toml"))
+        .unwrap()
+        .replace("\"10.2.0.0/16\"", "\"10.2.0.0/24\"");
+    let path = dir.0.join("bad.toml");
+    std::fs::write(&path, bad).unwrap();
+    let out = vmcnet(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:6: sddc.management_cidr"), "{err}");
+    let out = vmcnet(&["validate", "topo/default.toml"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 of 17 ENIs in use"));
+}
+
+#[test]
+fn cli_drill_exit_status_follows_the_assertions() {
+    let dir = TempDir::new("cli-drill");
+    let wrong = "name = \"wrong\"\n[[traffic]]\nkind = \"ping\"\nfrom = \"web-1\"\nto = \"ec2-1\"\ncount = 1\nexpect = { reply_ttl = 64 }\n";
+    let path = dir.0.join("wrong.toml");
+    std::fs::write(&path, wrong).unwrap();
+    let out = vmcnet(&[
+        "drill",
+        "default",
+        path.to_str().unwrap(),
+        "--report",
+        dir.0.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL") && text.contains("TTL 63, expected 64"),
+        "{text}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.0.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["passed"], false);
+    let unknown = "name = \"u\"\n[[traffic]]\nkind = \"ping\"\nfrom = \"nobody\"\nto = \"ec2-1\"\n";
+    std::fs::write(&path, unknown).unwrap();
+    let out = vmcnet(&["drill", "default", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`nobody` is not an endpoint"));
+}

@@ -1,1 +1,278 @@
-fn main() {}
+//! `vmcnet`: the command line of the emulator.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde::Serialize;
+use vmcnet::control::Lab;
+use vmcnet::drill::{run_drill, DrillFile, RunOptions};
+use vmcnet_topo::Topology;
+
+/// Packet-level emulator of a VMware Cloud on AWS SDDC and its Connected VPC.
+///
+/// Every host, ENI, the NSX Edge, the VPC router and each VM, EC2 instance and S3 endpoint is a
+/// node that forwards real Ethernet frames. TOPO is a topology file (see topo/default.toml);
+/// the word `default` names the built-in default lab.
+#[derive(Parser)]
+#[command(name = "vmcnet", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a topology: every error names the field and the line.
+    Validate {
+        /// Topology file, or `default`.
+        topo: String,
+    },
+    /// Show the state of a topology as tables (or JSON).
+    Show {
+        /// Topology file, or `default`.
+        topo: String,
+        /// What to show.
+        what: ShowWhat,
+        /// Print JSON instead of tables (ENIs shaped like `aws ec2 describe-network-interfaces`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a drill: send its traffic across the emulated network and check what it expects.
+    ///
+    /// Exits with status 1 when an expectation fails.
+    Drill {
+        /// Topology file, or `default`.
+        topo: String,
+        /// Drill file (e.g. scripts/drills/smoke.toml).
+        drill: PathBuf,
+        /// Write a pcap of every link into DIR (read them with tcpdump -r or tshark -r).
+        #[arg(long, value_name = "DIR")]
+        pcap: Option<PathBuf>,
+        /// Write report.json and report.txt into DIR.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ShowWhat {
+    /// The ENIs of the Connected VPC: in-use (mapped to a host) or available.
+    Eni,
+    /// The VPC main route table and the Edge's (Tier-0) route table.
+    Routes,
+    /// The ESXi hosts: cluster, TEP, ENI, the VMs and Edges on each.
+    Hosts,
+    /// The SDDC segments: gateway, CIDR, VNI, VMs.
+    Segments,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vmcnet: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Validate { topo } => {
+            let t = load_topo(&topo)?;
+            println!("{}: valid: {}", t.name, t.summary());
+            let lab = Lab::build(&t, 1);
+            println!(
+                "{} routes in the VPC main route table",
+                lab.vpc_routes().len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { topo, what, json } => {
+            let t = load_topo(&topo)?;
+            let lab = Lab::build(&t, 1);
+            show(&lab, what, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Drill {
+            topo,
+            drill,
+            pcap,
+            report,
+            json,
+        } => {
+            let t = load_topo(&topo)?;
+            let d = DrillFile::load(&drill).map_err(anyhow::Error::msg)?;
+            let opts = RunOptions {
+                pcap_dir: pcap,
+                ..RunOptions::default()
+            };
+            let r = run_drill(&t, &d, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{r}");
+            }
+            if let Some(dir) = report {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&r)?)?;
+                std::fs::write(dir.join("report.txt"), r.to_string())?;
+            }
+            Ok(if r.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn load_topo(arg: &str) -> Result<Topology> {
+    if arg == "default" && !Path::new(arg).exists() {
+        return Ok(vmcnet_topo::parse(
+            vmcnet_topo::DEFAULT_TOPOLOGY,
+            "topo/default.toml",
+        )?);
+    }
+    Ok(vmcnet_topo::load(Path::new(arg))?)
+}
+
+fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
+    match what {
+        ShowWhat::Eni => {
+            let rows = lab.enis();
+            if json {
+                #[derive(Serialize)]
+                #[serde(rename_all = "PascalCase")]
+                struct Out<'a> {
+                    network_interfaces: &'a [vmcnet::control::state::EniRow],
+                }
+                return print_json(&Out {
+                    network_interfaces: &rows,
+                });
+            }
+            let mut t = table(&[
+                "ENI",
+                "Status",
+                "Host",
+                "Primary IP",
+                "Secondary IPs",
+                "Src/dst check",
+                "Subnet",
+            ]);
+            for r in rows {
+                let secondary: Vec<&str> = r
+                    .private_ip_addresses
+                    .iter()
+                    .filter(|p| !p.primary)
+                    .map(|p| p.private_ip_address.as_str())
+                    .collect();
+                let attached = r
+                    .host
+                    .clone()
+                    .or(r.attachment.as_ref().map(|a| a.instance_id.clone()));
+                t.add_row(vec![
+                    r.network_interface_id,
+                    r.status,
+                    attached.unwrap_or_else(|| "-".into()),
+                    r.private_ip_address,
+                    if secondary.is_empty() {
+                        "-".into()
+                    } else {
+                        secondary.join(", ")
+                    },
+                    if r.source_dest_check { "on" } else { "off" }.into(),
+                    r.subnet_id,
+                ]);
+            }
+            println!("{t}");
+        }
+        ShowWhat::Routes => {
+            let vpc = lab.vpc_routes();
+            let edge = lab.edge_routes();
+            if json {
+                return print_json(
+                    &serde_json::json!({ "VpcMainRouteTable": vpc, "EdgeRouteTable": edge }),
+                );
+            }
+            println!("VPC {} main route table", lab.topo.vpc.id);
+            let mut t = table(&["Destination", "Target", "State"]);
+            for r in vpc {
+                let target = r.network_interface_id.or(r.gateway_id).unwrap_or_default();
+                t.add_row(vec![r.destination_cidr_block, target, r.state]);
+            }
+            println!("{t}");
+            println!(
+                "\nEdge {} (Tier-0, CGW, MGW) route table",
+                lab.topo.sddc.edges.active.name
+            );
+            let mut t = table(&["Destination", "Next hop", "Interface", "SNAT"]);
+            for r in edge {
+                t.add_row(vec![
+                    r.destination,
+                    r.next_hop,
+                    r.interface,
+                    if r.snat { "yes" } else { "" }.into(),
+                ]);
+            }
+            println!("{t}");
+        }
+        ShowWhat::Hosts => {
+            let rows = lab.hosts();
+            if json {
+                return print_json(&rows);
+            }
+            let mut t = table(&["Host", "Cluster", "TEP", "ENI", "VMs", "Edges"]);
+            for r in rows {
+                t.add_row(vec![
+                    r.host,
+                    r.cluster,
+                    r.tep,
+                    r.eni.unwrap_or_else(|| "-".into()),
+                    r.vms.join(", "),
+                    r.edges.join(", "),
+                ]);
+            }
+            println!("{t}");
+        }
+        ShowWhat::Segments => {
+            let rows = lab.segments();
+            if json {
+                return print_json(&rows);
+            }
+            let mut t = table(&["Segment", "Gateway", "CIDR", "Gateway IP", "VNI", "VMs"]);
+            for r in rows {
+                t.add_row(vec![
+                    r.segment,
+                    r.gateway,
+                    r.cidr,
+                    r.gateway_ip,
+                    r.vni.to_string(),
+                    r.vms.join("\n"),
+                ]);
+            }
+            println!("{t}");
+        }
+    }
+    Ok(())
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(header.to_vec());
+    t
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}

@@ -97,7 +97,7 @@ impl TopoError {
     /// A syntax or schema error from `toml`, at the line of its span. The field is the deepest one
     /// whose key or value holds the span; none for a syntax error.
     pub fn from_toml(err: &toml::de::Error, src: &str, origin: &str) -> Self {
-        let start = err.span().map(|span| span.start);
+        let start = unknown_key_offset(err, src).or(err.span().map(|span| span.start));
         let field = start
             .and_then(|offset| {
                 let doc = Document::parse(src).ok()?;
@@ -161,6 +161,32 @@ impl fmt::Display for Violation {
 impl std::error::Error for Violation {}
 
 /// The 1-based line of a byte offset (clamped to the text).
+/// For an unknown field, `toml` may span the whole table that holds it (always so inside an
+/// internally tagged enum); the key's own line is better. Finds the first line, from the span's
+/// start to the next table header, that assigns the key.
+fn unknown_key_offset(err: &toml::de::Error, src: &str) -> Option<usize> {
+    let key = err
+        .message()
+        .strip_prefix("unknown field `")?
+        .split('`')
+        .next()?;
+    let start = err.span()?.start;
+    let mut offset = start;
+    for (i, line) in src.get(start..)?.split_inclusive('\n').enumerate() {
+        let t = line.trim_start();
+        if i > 0 && t.starts_with('[') {
+            break;
+        }
+        if let Some(rest) = t.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return Some(offset + (line.len() - t.len()));
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
 fn line_at(src: &str, offset: usize) -> usize {
     let bytes = src.as_bytes();
     let end = offset.min(bytes.len());

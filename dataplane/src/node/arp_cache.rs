@@ -63,7 +63,11 @@ impl ArpCache {
     /// Learn (or update) a neighbour; returns the frames that were waiting for it.
     pub fn learn(&mut self, iface: IfaceIdx, ip: Ipv4Addr, mac: MacAddr) -> Vec<Frame> {
         self.entries.insert((iface, ip), mac);
-        match self.pending.iter().position(|p| p.iface == iface && p.ip == ip) {
+        match self
+            .pending
+            .iter()
+            .position(|p| p.iface == iface && p.ip == ip)
+        {
             Some(i) => self.pending.remove(i).frames,
             None => Vec::new(),
         }
@@ -75,8 +79,18 @@ impl ArpCache {
     }
 
     /// Queue a frame for an unresolved next hop.
-    pub fn enqueue(&mut self, now: Instant, iface: IfaceIdx, ip: Ipv4Addr, frame: Frame) -> Enqueued {
-        if let Some(p) = self.pending.iter_mut().find(|p| p.iface == iface && p.ip == ip) {
+    pub fn enqueue(
+        &mut self,
+        now: Instant,
+        iface: IfaceIdx,
+        ip: Ipv4Addr,
+        frame: Frame,
+    ) -> Enqueued {
+        if let Some(p) = self
+            .pending
+            .iter_mut()
+            .find(|p| p.iface == iface && p.ip == ip)
+        {
             if p.frames.len() >= MAX_QUEUED {
                 return Enqueued::Dropped;
             }
@@ -128,11 +142,20 @@ mod tests {
     fn queue_then_learn_releases_frames() {
         let mut c = ArpCache::default();
         let t0 = Instant::ZERO;
-        assert_eq!(c.enqueue(t0, 1, IP, Frame::from_static(b"a")), Enqueued::SendRequest);
-        assert_eq!(c.enqueue(t0, 1, IP, Frame::from_static(b"b")), Enqueued::Waiting);
+        assert_eq!(
+            c.enqueue(t0, 1, IP, Frame::from_static(b"a")),
+            Enqueued::SendRequest
+        );
+        assert_eq!(
+            c.enqueue(t0, 1, IP, Frame::from_static(b"b")),
+            Enqueued::Waiting
+        );
         assert_eq!(c.next_deadline(), Some(t0 + RETRY));
         let frames = c.learn(1, IP, MacAddr::local(1, 1));
-        assert_eq!(frames, vec![Frame::from_static(b"a"), Frame::from_static(b"b")]);
+        assert_eq!(
+            frames,
+            vec![Frame::from_static(b"a"), Frame::from_static(b"b")]
+        );
         assert_eq!(c.lookup(1, IP), Some(MacAddr::local(1, 1)));
         assert_eq!(c.lookup(2, IP), None);
         assert_eq!(c.next_deadline(), None);
@@ -145,18 +168,20 @@ mod tests {
         for _ in 0..MAX_QUEUED {
             c.enqueue(Instant::ZERO, 0, IP, Frame::from_static(b"x"));
         }
-        assert_eq!(c.enqueue(Instant::ZERO, 0, IP, Frame::new()), Enqueued::Dropped);
-        let mut t = Instant::ZERO;
+        assert_eq!(
+            c.enqueue(Instant::ZERO, 0, IP, Frame::new()),
+            Enqueued::Dropped
+        );
         let mut retries = 0;
-        loop {
-            t = c.next_deadline().expect("a timer");
+        let t = loop {
+            let t = c.next_deadline().expect("a timer");
             let ex = c.expire(t);
             retries += ex.retry.len();
             if !ex.failed.is_empty() {
                 assert_eq!(ex.failed.len(), MAX_QUEUED);
-                break;
+                break t;
             }
-        }
+        };
         assert_eq!(retries, (MAX_TRIES - 1) as usize);
         assert_eq!(t, Instant::ZERO + RETRY * MAX_TRIES as u32);
         assert_eq!(c.next_deadline(), None);

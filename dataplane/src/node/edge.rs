@@ -112,10 +112,16 @@ impl Snat {
     /// The L4 "port" a packet is keyed on, by direction: source (outbound) or destination.
     fn port(v: &Ipv4View<'_>, side: Side) -> Option<u16> {
         match v.protocol() {
-            PROTO_TCP | PROTO_UDP => v.ports().map(|(s, d)| if side == Side::Src { s } else { d }),
+            PROTO_TCP | PROTO_UDP => v
+                .ports()
+                .map(|(s, d)| if side == Side::Src { s } else { d }),
             PROTO_ICMP => {
                 let p = v.payload();
-                let want = if side == Side::Src { icmp::TYPE_ECHO_REQUEST } else { icmp::TYPE_ECHO_REPLY };
+                let want = if side == Side::Src {
+                    icmp::TYPE_ECHO_REQUEST
+                } else {
+                    icmp::TYPE_ECHO_REPLY
+                };
                 (p.len() >= 8 && p[0] == want).then(|| u16::from_be_bytes([p[4], p[5]]))
             }
             _ => None,
@@ -124,9 +130,15 @@ impl Snat {
 
     /// Translate an outbound packet's source; false if it cannot be (no port free, no L4).
     fn translate_out(&mut self, f: &mut [u8]) -> bool {
-        let Some(ext) = self.external else { return false };
-        let Some(v) = Ipv4View::parse(f) else { return false };
-        let Some(port) = Self::port(&v, Side::Src) else { return false };
+        let Some(ext) = self.external else {
+            return false;
+        };
+        let Some(v) = Ipv4View::parse(f) else {
+            return false;
+        };
+        let Some(port) = Self::port(&v, Side::Src) else {
+            return false;
+        };
         let key = (v.protocol(), v.src(), port);
         let ext_port = match self.outbound.get(&key) {
             Some(&p) => p,
@@ -151,9 +163,15 @@ impl Snat {
 
     /// Translate an inbound answer's destination back; false if no mapping holds it.
     fn translate_in(&mut self, f: &mut [u8]) -> bool {
-        let Some(v) = Ipv4View::parse(f) else { return false };
-        let Some(port) = Self::port(&v, Side::Dst) else { return false };
-        let Some(&(ip, p)) = self.inbound.get(&(v.protocol(), port)) else { return false };
+        let Some(v) = Ipv4View::parse(f) else {
+            return false;
+        };
+        let Some(port) = Self::port(&v, Side::Dst) else {
+            return false;
+        };
+        let Some(&(ip, p)) = self.inbound.get(&(v.protocol(), port)) else {
+            return false;
+        };
         ipv4::rewrite_addr(f, Side::Dst, ip);
         ipv4::rewrite_port(f, Side::Dst, p);
         true
@@ -177,17 +195,28 @@ impl Edge {
     pub fn new(cfg: EdgeConfig) -> Self {
         let mut routes = RouteTable::new();
         for (i, ifc) in cfg.ifaces.iter().enumerate() {
-            let r = EdgeRoute { iface: i, next_hop: NextHop::Connected, snat: false };
+            let r = EdgeRoute {
+                iface: i,
+                next_hop: NextHop::Connected,
+                snat: false,
+            };
             routes.insert(ifc.net, r);
         }
-        let external = cfg.ifaces.iter().find(|i| i.role == IfaceRole::Uplink).map(|i| i.ip);
+        let external = cfg
+            .ifaces
+            .iter()
+            .find(|i| i.role == IfaceRole::Uplink)
+            .map(|i| i.ip);
         Edge {
             name: cfg.name,
             active: false,
             ifaces: cfg.ifaces,
             routes,
             arp: ArpCache::default(),
-            snat: Snat { external, ..Snat::default() },
+            snat: Snat {
+                external,
+                ..Snat::default()
+            },
             counters: EdgeCounters::default(),
         }
     }
@@ -214,7 +243,14 @@ impl Edge {
         let Some(iface) = self.ifaces.iter().position(|i| i.net.contains(&gateway)) else {
             return;
         };
-        self.routes.insert(dest, EdgeRoute { iface, next_hop: NextHop::Gateway(gateway), snat });
+        self.routes.insert(
+            dest,
+            EdgeRoute {
+                iface,
+                next_hop: NextHop::Gateway(gateway),
+                snat,
+            },
+        );
     }
 
     pub fn routes(&self) -> &RouteTable<EdgeRoute> {
@@ -254,7 +290,14 @@ impl Edge {
         };
         let Some(route) = self.routes.lookup(dst).map(|r| r.target) else {
             self.counters.rx_dropped_no_route += 1;
-            self.icmp_error(now, in_port, icmp::TYPE_DEST_UNREACHABLE, CODE_NET_UNREACHABLE, &f, out);
+            self.icmp_error(
+                now,
+                in_port,
+                icmp::TYPE_DEST_UNREACHABLE,
+                CODE_NET_UNREACHABLE,
+                &f,
+                out,
+            );
             return;
         };
         let mut f = f;
@@ -274,7 +317,14 @@ impl Edge {
     }
 
     /// Send an IP frame out of `iface` to next hop `nh`, resolving its MAC.
-    fn transmit(&mut self, now: Instant, iface: usize, nh: Ipv4Addr, frame: Frame, out: &mut Outbox) {
+    fn transmit(
+        &mut self,
+        now: Instant,
+        iface: usize,
+        nh: Ipv4Addr,
+        frame: Frame,
+        out: &mut Outbox,
+    ) {
         if let Some(mac) = self.arp.lookup(iface, nh) {
             return self.transmit_resolved(iface, mac, frame, out);
         }
@@ -298,8 +348,18 @@ impl Edge {
     }
 
     /// Answer `offending` with an ICMP error from the address of interface `from`.
-    fn icmp_error(&mut self, now: Instant, from: usize, t: u8, code: u8, offending: &[u8], out: &mut Outbox) {
-        let Some(v) = Ipv4View::parse(offending) else { return };
+    fn icmp_error(
+        &mut self,
+        now: Instant,
+        from: usize,
+        t: u8,
+        code: u8,
+        offending: &[u8],
+        out: &mut Outbox,
+    ) {
+        let Some(v) = Ipv4View::parse(offending) else {
+            return;
+        };
         if icmp::is_error(&v) || v.src().is_unspecified() || v.src().is_broadcast() {
             return;
         }
@@ -311,7 +371,9 @@ impl Edge {
 
     /// Send a packet the Edge itself built (its MACs are filled in here).
     fn originate(&mut self, now: Instant, frame: Frame, out: &mut Outbox) {
-        let Some(dst) = Ipv4View::parse(&frame).map(|v| v.dst()) else { return };
+        let Some(dst) = Ipv4View::parse(&frame).map(|v| v.dst()) else {
+            return;
+        };
         let Some(route) = self.routes.lookup(dst).map(|r| r.target) else {
             self.counters.rx_dropped_no_route += 1;
             return;
@@ -325,7 +387,9 @@ impl Edge {
 
     /// A packet for one of the Edge's own addresses.
     fn deliver_local(&mut self, now: Instant, in_port: usize, frame: Frame, out: &mut Outbox) {
-        let Some(v) = Ipv4View::parse(&frame) else { return };
+        let Some(v) = Ipv4View::parse(&frame) else {
+            return;
+        };
         match (v.protocol(), icmp::type_code(&v)) {
             (PROTO_ICMP, Some((icmp::TYPE_ECHO_REQUEST, 0))) => {
                 self.counters.delivered_local += 1;
@@ -334,7 +398,14 @@ impl Edge {
             }
             (PROTO_UDP, _) => {
                 self.counters.delivered_local += 1;
-                self.icmp_error(now, in_port, icmp::TYPE_DEST_UNREACHABLE, CODE_PORT_UNREACHABLE, &frame, out);
+                self.icmp_error(
+                    now,
+                    in_port,
+                    icmp::TYPE_DEST_UNREACHABLE,
+                    CODE_PORT_UNREACHABLE,
+                    &frame,
+                    out,
+                );
             }
             _ => self.counters.rx_dropped_not_handled += 1,
         }
@@ -391,7 +462,9 @@ impl Node for Edge {
             self.counters.rx_dropped_standby += 1;
             return;
         }
-        let Some(ifc) = self.ifaces.get(port) else { return };
+        let Some(ifc) = self.ifaces.get(port) else {
+            return;
+        };
         match wire::eth_dst(&frame) {
             Some(d) if d == ifc.mac || d.is_group() => {}
             _ => {
@@ -417,7 +490,14 @@ impl Node for Edge {
             let from = Ipv4View::parse(&f)
                 .and_then(|v| self.routes.lookup(v.src()).map(|r| r.target.iface))
                 .unwrap_or(from);
-            self.icmp_error(now, from, icmp::TYPE_DEST_UNREACHABLE, CODE_HOST_UNREACHABLE, &f, out);
+            self.icmp_error(
+                now,
+                from,
+                icmp::TYPE_DEST_UNREACHABLE,
+                CODE_HOST_UNREACHABLE,
+                &f,
+                out,
+            );
         }
     }
 

@@ -45,7 +45,13 @@ pub struct Eni {
 }
 
 impl Eni {
-    pub fn new(id: &str, mac: MacAddr, primary: Ipv4Addr, src_dst_check: bool, description: &str) -> Self {
+    pub fn new(
+        id: &str,
+        mac: MacAddr,
+        primary: Ipv4Addr,
+        src_dst_check: bool,
+        description: &str,
+    ) -> Self {
         Eni {
             id: id.to_string(),
             mac,
@@ -192,7 +198,12 @@ mod tests {
 
     fn send(e: &mut Eni, port: Port, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<(Port, Frame)> {
         let mut out = Outbox::new();
-        e.handle(Instant::ZERO, port, udp_frame(src, dst, 64, 1, 2, b"x").freeze(), &mut out);
+        e.handle(
+            Instant::ZERO,
+            port,
+            udp_frame(src, dst, 64, 1, 2, b"x").freeze(),
+            &mut out,
+        );
         out.drain().collect()
     }
 
@@ -203,7 +214,13 @@ mod tests {
         assert_eq!(send(&mut e, VPC, OTHER, OWN)[0].0, INSTANCE);
         assert!(send(&mut e, INSTANCE, OTHER, OWN).is_empty());
         assert!(send(&mut e, VPC, OWN, OTHER).is_empty());
-        assert_eq!((e.counters.tx_dropped_src_dst_check, e.counters.rx_dropped_src_dst_check), (1, 1));
+        assert_eq!(
+            (
+                e.counters.tx_dropped_src_dst_check,
+                e.counters.rx_dropped_src_dst_check
+            ),
+            (1, 1)
+        );
         // A secondary IP counts as its own.
         e.assign_secondary(OTHER);
         assert_eq!(send(&mut e, VPC, OWN, OTHER).len(), 1);

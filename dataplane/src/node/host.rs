@@ -12,7 +12,9 @@
 //! The uplink carries the addresses of the host's ENI. In VMC the ENI is the host's NIC in the
 //! Connected VPC: a vNIC attached to the uplink (the Edge's Tier-0 uplink) leaves with the ENI's
 //! MAC, and a frame from the ENI goes to the local vNIC that owns its destination IP (the ARP
-//! target for ARP). When no local vNIC owns it — the Edge left this host — the frame is dropped.
+//! target for ARP); an IP packet for any other address (an SDDC segment, routed by the VPC to
+//! this ENI) goes to the vNIC that owns an uplink address — the Edge, which routes it. When no
+//! local vNIC owns an uplink address — the Edge left this host — the frame is dropped.
 
 use std::net::Ipv4Addr;
 
@@ -69,10 +71,10 @@ counters! {
         pub tx_encapsulated,
         pub rx_decapsulated,
         pub flooded,
-        pub to_uplink,
-        pub from_uplink,
+        pub uplink_out,
+        pub uplink_in,
         pub rx_dropped_not_geneve,
-        pub rx_dropped_unknown_vni,
+        pub rx_dropped_no_vnic_on_segment,
         pub rx_dropped_no_vnic,
         pub rx_dropped_uplink_no_owner,
         pub rx_dropped_no_uplink,
@@ -134,7 +136,10 @@ impl Host {
 
     /// Unplug a vNIC (the VM left the host); forgets what was learned on it.
     pub fn remove_vnic(&mut self, port: Port) -> Option<Vnic> {
-        let v = self.vnics.get_mut(port.checked_sub(FIRST_VNIC)? as usize)?.take();
+        let v = self
+            .vnics
+            .get_mut(port.checked_sub(FIRST_VNIC)? as usize)?
+            .take();
         self.l2.retain(|_, d| *d != L2Dest::Local(port));
         self.uplink_owners.retain(|(_, p)| *p != port);
         v
@@ -165,7 +170,9 @@ impl Host {
     }
 
     fn vnic(&self, port: Port) -> Option<&Vnic> {
-        self.vnics.get(port.checked_sub(FIRST_VNIC)? as usize)?.as_ref()
+        self.vnics
+            .get(port.checked_sub(FIRST_VNIC)? as usize)?
+            .as_ref()
     }
 
     fn peer_mac(&self, ip: Ipv4Addr) -> Option<MacAddr> {
@@ -187,7 +194,8 @@ impl Host {
     fn flood_local(&mut self, vni: Vni, except: Option<Port>, frame: &Frame, out: &mut Outbox) {
         for (i, v) in self.vnics.iter().enumerate() {
             let port = FIRST_VNIC + i as Port;
-            if matches!(v, Some(v) if v.attach == Attachment::Segment(vni)) && Some(port) != except {
+            if matches!(v, Some(v) if v.attach == Attachment::Segment(vni)) && Some(port) != except
+            {
                 out.send(port, frame.clone());
             }
         }
@@ -203,13 +211,13 @@ impl Host {
         }
     }
 
-    fn from_vnic(&mut self, port: Port, vnic_attach: Attachment, frame: Frame, out: &mut Outbox) {
+    fn vnic_in(&mut self, port: Port, vnic_attach: Attachment, frame: Frame, out: &mut Outbox) {
         let (Some(dst), Some(src)) = (wire::eth_dst(&frame), wire::eth_src(&frame)) else {
             self.counters.rx_dropped_runt += 1;
             return;
         };
         let vni = match vnic_attach {
-            Attachment::Uplink => return self.to_uplink(frame, out),
+            Attachment::Uplink => return self.uplink_out(frame, out),
             Attachment::Segment(vni) => vni,
         };
         self.learn(vni, src, L2Dest::Local(port));
@@ -235,7 +243,7 @@ impl Host {
         }
     }
 
-    fn to_uplink(&mut self, frame: Frame, out: &mut Outbox) {
+    fn uplink_out(&mut self, frame: Frame, out: &mut Outbox) {
         let Some(eni_mac) = self.eni_mac else {
             self.counters.rx_dropped_no_uplink += 1;
             return;
@@ -246,18 +254,25 @@ impl Host {
         } else {
             f[6..12].copy_from_slice(&eni_mac.0);
         }
-        self.counters.to_uplink += 1;
+        self.counters.uplink_out += 1;
         out.send(UPLINK, f.freeze());
     }
 
-    fn from_uplink(&mut self, frame: Frame, out: &mut Outbox) {
+    fn uplink_in(&mut self, frame: Frame, out: &mut Outbox) {
         let target = match wire::ethertype(&frame) {
             Some(ETHERTYPE_IPV4) => Ipv4View::parse(&frame).map(|v| v.dst()),
             Some(ETHERTYPE_ARP) => Arp::parse(&frame).map(|a| a.target_ip),
             _ => None,
         };
-        let owner = target.and_then(|ip| self.uplink_owners.iter().find(|(a, _)| *a == ip));
-        let Some(&(_, port)) = owner else {
+        // The vNIC that owns the address; for an IP packet to any other address (a segment the
+        // VPC routes to this ENI), the vNIC that owns an uplink address: the Edge, which routes.
+        let exact = target.and_then(|ip| self.uplink_owners.iter().find(|(a, _)| *a == ip));
+        let routed = || {
+            self.uplink_owners
+                .first()
+                .filter(|_| wire::ethertype(&frame) == Some(ETHERTYPE_IPV4))
+        };
+        let Some(&(_, port)) = exact.or_else(routed) else {
             self.counters.rx_dropped_uplink_no_owner += 1;
             return;
         };
@@ -267,11 +282,11 @@ impl Host {
         };
         let mut f = make_mut(frame);
         f[0..6].copy_from_slice(&mac.0);
-        self.counters.from_uplink += 1;
+        self.counters.uplink_in += 1;
         out.send(port, f.freeze());
     }
 
-    fn from_overlay(&mut self, frame: Frame, out: &mut Outbox) {
+    fn overlay_in(&mut self, frame: Frame, out: &mut Outbox) {
         let Some(d) = geneve::decap(&frame) else {
             self.counters.rx_dropped_not_geneve += 1;
             return;
@@ -289,7 +304,7 @@ impl Host {
                 let before = out.len();
                 self.flood_local(d.vni, None, &d.inner, out);
                 if out.len() == before {
-                    self.counters.rx_dropped_unknown_vni += 1;
+                    self.counters.rx_dropped_no_vnic_on_segment += 1;
                 }
             }
         }
@@ -318,10 +333,10 @@ impl Node for Host {
 
     fn handle(&mut self, _now: Instant, port: Port, frame: Frame, out: &mut Outbox) {
         match port {
-            UPLINK => self.from_uplink(frame, out),
-            OVERLAY => self.from_overlay(frame, out),
+            UPLINK => self.uplink_in(frame, out),
+            OVERLAY => self.overlay_in(frame, out),
             p => match self.vnic(p).map(|v| v.attach) {
-                Some(a) => self.from_vnic(p, a, frame, out),
+                Some(a) => self.vnic_in(p, a, frame, out),
                 None => self.counters.rx_dropped_no_vnic += 1,
             },
         }
@@ -347,7 +362,14 @@ mod tests {
     }
 
     fn frame(dst: MacAddr, src: MacAddr) -> Frame {
-        let mut f = udp_frame(Ipv4Addr::new(192, 168, 1, 10), Ipv4Addr::new(192, 168, 1, 20), 64, 1, 2, b"hi");
+        let mut f = udp_frame(
+            Ipv4Addr::new(192, 168, 1, 10),
+            Ipv4Addr::new(192, 168, 1, 20),
+            64,
+            1,
+            2,
+            b"hi",
+        );
         wire::set_macs(&mut f, dst, src);
         f.freeze()
     }
@@ -356,8 +378,16 @@ mod tests {
         let mut h = Host::new("esxi-1", tep(1), Some(MacAddr::local(0xe0, 1)));
         h.set_peers(vec![tep(1), tep(2), tep(3)]);
         let (ma, mb) = (MacAddr::local(1, 1), MacAddr::local(1, 2));
-        let a = h.add_vnic(Vnic { name: "a".into(), mac: ma, attach: Attachment::Segment(VNI) });
-        let b = h.add_vnic(Vnic { name: "b".into(), mac: mb, attach: Attachment::Segment(VNI) });
+        let a = h.add_vnic(Vnic {
+            name: "a".into(),
+            mac: ma,
+            attach: Attachment::Segment(VNI),
+        });
+        let b = h.add_vnic(Vnic {
+            name: "b".into(),
+            mac: mb,
+            attach: Attachment::Segment(VNI),
+        });
         (h, a, b, ma, mb)
     }
 
@@ -376,7 +406,14 @@ mod tests {
             assert_eq!(d.vni, VNI);
             assert_eq!(d.inner, frame(MacAddr::BROADCAST, ma));
             teps.push(Ipv4View::parse(f).unwrap().dst());
-            assert_eq!(wire::eth_dst(f), Some(if teps.len() == 1 { tep(2).mac } else { tep(3).mac }));
+            assert_eq!(
+                wire::eth_dst(f),
+                Some(if teps.len() == 1 {
+                    tep(2).mac
+                } else {
+                    tep(3).mac
+                })
+            );
         }
         assert_eq!(teps, vec![tep(2).ip, tep(3).ip]);
     }
@@ -394,8 +431,18 @@ mod tests {
         assert_eq!(sent[0].0, b);
         // A frame from a remote VM teaches its TEP: the reply is unicast-encapsulated to it.
         let remote = MacAddr::local(1, 9);
-        let outer = Outer { src_mac: tep(3).mac, dst_mac: tep(1).mac, src_ip: tep(3).ip, dst_ip: tep(1).ip };
-        h.handle(Instant::ZERO, OVERLAY, geneve::encap(&frame(ma, remote), &outer, VNI), &mut out);
+        let outer = Outer {
+            src_mac: tep(3).mac,
+            dst_mac: tep(1).mac,
+            src_ip: tep(3).ip,
+            dst_ip: tep(1).ip,
+        };
+        h.handle(
+            Instant::ZERO,
+            OVERLAY,
+            geneve::encap(&frame(ma, remote), &outer, VNI),
+            &mut out,
+        );
         let sent: Vec<_> = out.drain().collect();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].0, a);
@@ -410,11 +457,21 @@ mod tests {
     fn overlay_frames_for_another_vni_or_not_geneve_are_dropped() {
         let (mut h, _, _, ma, _) = host_with_two_vms();
         let mut out = Outbox::new();
-        let outer = Outer { src_mac: tep(2).mac, dst_mac: tep(1).mac, src_ip: tep(2).ip, dst_ip: tep(1).ip };
-        h.handle(Instant::ZERO, OVERLAY, geneve::encap(&frame(MacAddr::BROADCAST, ma), &outer, 999), &mut out);
+        let outer = Outer {
+            src_mac: tep(2).mac,
+            dst_mac: tep(1).mac,
+            src_ip: tep(2).ip,
+            dst_ip: tep(1).ip,
+        };
+        h.handle(
+            Instant::ZERO,
+            OVERLAY,
+            geneve::encap(&frame(MacAddr::BROADCAST, ma), &outer, 999),
+            &mut out,
+        );
         h.handle(Instant::ZERO, OVERLAY, frame(ma, ma), &mut out);
         assert!(out.is_empty());
-        assert_eq!(h.counters.rx_dropped_unknown_vni, 1);
+        assert_eq!(h.counters.rx_dropped_no_vnic_on_segment, 1);
         assert_eq!(h.counters.rx_dropped_not_geneve, 1);
     }
 
@@ -423,7 +480,11 @@ mod tests {
         let eni = MacAddr::local(0xe0, 1);
         let mut h = Host::new("esxi-2", tep(2), Some(eni));
         let edge_mac = MacAddr::local(0xed, 1);
-        let up = h.add_vnic(Vnic { name: "edge-1/uplink".into(), mac: edge_mac, attach: Attachment::Uplink });
+        let up = h.add_vnic(Vnic {
+            name: "edge-1/uplink".into(),
+            mac: edge_mac,
+            attach: Attachment::Uplink,
+        });
         let uplink_ip = Ipv4Addr::new(172, 31, 0, 30);
         let mut out = Outbox::new();
         // Edge → VPC: leaves with the ENI's MAC, ARP sender rewritten too.
@@ -440,14 +501,41 @@ mod tests {
         h.handle(Instant::ZERO, UPLINK, f.clone(), &mut out);
         assert!(out.is_empty());
         assert_eq!(h.counters.rx_dropped_uplink_no_owner, 1);
+        let mut routed = udp_frame(
+            Ipv4Addr::new(172, 31, 16, 10),
+            Ipv4Addr::new(192, 168, 1, 10),
+            64,
+            1,
+            2,
+            b"x",
+        );
+        wire::set_macs(&mut routed, eni, MacAddr::local(0xaa, 1));
+        let routed = routed.freeze();
+        h.handle(Instant::ZERO, UPLINK, routed.clone(), &mut out);
+        assert!(
+            out.is_empty(),
+            "no Edge here yet: a segment's traffic has nowhere to go"
+        );
         h.set_uplink_owner(uplink_ip, up);
         h.handle(Instant::ZERO, UPLINK, f, &mut out);
         let (p, f) = out.drain().next().unwrap();
         assert_eq!((p, wire::eth_dst(&f)), (up, Some(edge_mac)));
+        // A segment's traffic routed to this ENI goes to the Edge, which routes it.
+        h.handle(Instant::ZERO, UPLINK, routed, &mut out);
+        let (p, _) = out.drain().next().unwrap();
+        assert_eq!(p, up);
+        // ARP for an address nobody here owns is not answered by the Edge.
+        let req = Arp::request(
+            MacAddr::local(0xaa, 1),
+            Ipv4Addr::new(172, 31, 0, 1),
+            Ipv4Addr::new(172, 31, 0, 9),
+        );
+        h.handle(Instant::ZERO, UPLINK, req.to_frame(), &mut out);
+        assert!(out.is_empty());
         // After the Edge leaves, the IP has no owner again.
         h.remove_vnic(up);
         h.handle(Instant::ZERO, UPLINK, f, &mut out);
         assert!(out.is_empty());
-        assert_eq!(h.counters.rx_dropped_uplink_no_owner, 2);
+        assert_eq!(h.counters.rx_dropped_uplink_no_owner, 4);
     }
 }

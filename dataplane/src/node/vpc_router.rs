@@ -7,8 +7,9 @@
 //! As in AWS: longest-prefix match; the `local` route covers the VPC CIDR and delivers to the ENI
 //! that holds the destination address (primary or secondary); a route may target an ENI, which
 //! drops as `blackhole` while that ENI is detached; a gateway-endpoint route carries a prefix list
-//! to a service. The router answers ARP for the router address of each subnet (base + 1) and
-//! does not decrement the TTL: it is not a hop that traceroute sees.
+//! to a service. The router answers ARP for the router address of each subnet (base + 1), and
+//! for any address an ENI holds, with its own MAC: the VPC fabric carries every frame, as AWS's
+//! does. It does not decrement the TTL: it is not a hop that traceroute sees.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -210,7 +211,11 @@ impl VpcRouter {
 
     fn answer_arp(&mut self, port: Port, frame: &Frame, out: &mut Outbox) {
         match Arp::parse(frame) {
-            Some(a) if a.op == OP_REQUEST && self.router_ips.contains(&a.target_ip) => {
+            Some(a)
+                if a.op == OP_REQUEST
+                    && (self.router_ips.contains(&a.target_ip)
+                        || self.ip_to_eni.contains_key(&a.target_ip)) =>
+            {
                 self.counters.arp_replies_sent += 1;
                 out.send(port, a.reply_from(self.mac).to_frame());
             }
@@ -269,7 +274,12 @@ impl Node for VpcRouter {
             .iter()
             .find(|e| e.port == port)
             .map(|e| e.id.clone())
-            .or_else(|| self.endpoints.iter().find(|e| e.port == port).map(|e| e.id.clone()))
+            .or_else(|| {
+                self.endpoints
+                    .iter()
+                    .find(|e| e.port == port)
+                    .map(|e| e.id.clone())
+            })
             .unwrap_or_else(|| format!("p{port}"))
     }
 
@@ -327,8 +337,12 @@ mod tests {
         assert_eq!(r.add_eni("eni-ec2-1", EC2, true), 2);
         r.assign_ip("eni-2", UPLINK);
         r.assign_ip("eni-ec2-1", EC2_IP);
-        r.main_table_mut().insert("172.31.0.0/16".parse().unwrap(), VpcTarget::Local);
-        r.main_table_mut().insert("192.168.1.0/24".parse().unwrap(), VpcTarget::Eni("eni-2".into()));
+        r.main_table_mut()
+            .insert("172.31.0.0/16".parse().unwrap(), VpcTarget::Local);
+        r.main_table_mut().insert(
+            "192.168.1.0/24".parse().unwrap(),
+            VpcTarget::Eni("eni-2".into()),
+        );
         r
     }
 
@@ -366,7 +380,10 @@ mod tests {
         let table = r.main_table();
         assert_eq!(table[0].2, RouteState::Blackhole);
         // Re-target to eni-1 (ReplaceRoute): traffic flows again, to the new ENI.
-        r.main_table_mut().insert("192.168.1.0/24".parse().unwrap(), VpcTarget::Eni("eni-1".into()));
+        r.main_table_mut().insert(
+            "192.168.1.0/24".parse().unwrap(),
+            VpcTarget::Eni("eni-1".into()),
+        );
         let got = send(&mut r, 2, EC2_IP, WEB);
         assert_eq!((got[0].0, wire::eth_dst(&got[0].1)), (0, Some(ENI1)));
         assert_eq!(r.main_table()[0].2, RouteState::Active);
@@ -392,6 +409,15 @@ mod tests {
         let (p, f) = out.drain().next().unwrap();
         let rep = Arp::parse(&f).unwrap();
         assert_eq!((p, rep.sender_mac, rep.target_mac), (1, RMAC, ENI2));
+        // An address an ENI holds is answered too (with the router's MAC); DNS (.2) is not.
+        let req = Arp::request(ENI2, UPLINK, EC2_IP);
+        r.handle(Instant::ZERO, 1, req.to_frame(), &mut out);
+        assert_eq!(
+            Arp::parse(&out.drain().next().unwrap().1)
+                .unwrap()
+                .sender_mac,
+            RMAC
+        );
         let req = Arp::request(ENI2, UPLINK, Ipv4Addr::new(172, 31, 0, 2));
         r.handle(Instant::ZERO, 1, req.to_frame(), &mut out);
         assert!(out.is_empty());

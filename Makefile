@@ -1,0 +1,40 @@
+# vmcnet: the two commands a fresh machine needs are `make run` and `make test`.
+CARGO ?= cargo
+VMCNET := target/release/vmcnet
+TOPO ?= topo/default.toml
+DRILL ?= scripts/drills/smoke.toml
+
+.PHONY: all build run test lint unit bench deps clean
+
+all: build
+
+build:
+	$(CARGO) build --release --bin vmcnet
+
+# Build, then show the default lab and run the smoke drill on it.
+run: build
+	$(VMCNET) validate $(TOPO)
+	$(VMCNET) show $(TOPO) eni
+	$(VMCNET) show $(TOPO) routes
+	$(VMCNET) drill $(TOPO) $(DRILL)
+
+# Formatting, lints, then every test (unit, topology, sim, end-to-end with tcpdump/tshark).
+test: deps lint unit
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --release
+
+# Forwarding rate of the sim on the full VM -> EC2 path, next to a direct-call baseline.
+bench:
+	$(CARGO) bench -p vmcnet --bench forward
+
+# Tools the end-to-end tests use to read captures.
+deps:
+	@scripts/install-deps.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,410 @@
+//! The control planes: they turn a topology into a wired lab of nodes, and they read back the
+//! state the CLI shows (ENIs, route tables, hosts, segments).
+//!
+//! Building a lab is what the SDDC and AWS control planes do when an SDDC is deployed: place
+//! the VMs and Edges on hosts, map cluster-1 hosts to ENIs, give the active Edge's uplink address
+//! to its host's ENI as a secondary IP, and fill the VPC's main route table with a route per
+//! SDDC segment targeting that ENI. Failover actions (vMotion, HA, ENI moves) will change the
+//! same state through the same nodes, each as an event at an instant.
+//!
+//! Addresses and names that the topology leaves implicit are fixed here:
+//! - host TEPs: the second quarter of the management CIDR, host n at offset n (10.2.64.1, …);
+//! - segment VNIs: 69632 + the segment's index (NSX's range);
+//! - an EC2 instance's ENI: `eni-<instance>`; the S3 gateway endpoint: `vpce-s3`;
+//! - MACs: locally administered, `02:<kind>:<index>`.
+
+pub mod state;
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use vmcnet_topo::{nth_addr, vpc_router_ip, Topology};
+
+use crate::node::edge::{Edge, EdgeConfig, EdgeIface, IfaceRole};
+use crate::node::endpoint::{Endpoint, EndpointConfig, EndpointKind};
+use crate::node::eni::{self, Eni};
+use crate::node::host::{self, Attachment, Host, Tep, Vnic};
+use crate::node::underlay::Underlay;
+use crate::node::vpc_router::{VpcRouter, VpcTarget};
+use crate::runtime::sim::{NodeId, Sim};
+use crate::wire::geneve::Vni;
+use crate::wire::MacAddr;
+
+/// Name of the underlay node.
+pub const UNDERLAY: &str = "underlay";
+/// Name of the VPC router node.
+pub const VPC_ROUTER: &str = "vpc-router";
+/// Id of the S3 gateway endpoint.
+pub const S3_ENDPOINT_ID: &str = "vpce-s3";
+/// First VNI handed to segments.
+pub const FIRST_VNI: Vni = 69632;
+/// IP MTU of endpoints, in bytes (the Ethernet MTU is 14 more).
+pub const ENDPOINT_IP_MTU: usize = 1500;
+
+mod mac_kind {
+    pub const TEP: u8 = 0x10;
+    pub const VM: u8 = 0x50;
+    pub const ENI: u8 = 0xe0;
+    pub const EC2_ENI: u8 = 0xe1;
+    pub const EDGE: u8 = 0xed;
+    pub const ROUTER: u8 = 0xaa;
+}
+
+/// A topology built into nodes and links in a simulation.
+pub struct Lab {
+    pub topo: Topology,
+    pub sim: Sim,
+}
+
+/// The VNI of the segment with index `i`.
+pub fn segment_vni(i: usize) -> Vni {
+    FIRST_VNI + i as Vni
+}
+
+/// The TEP address of the host with (0-based, SDDC-wide) index `i`.
+pub fn tep_ip(topo: &Topology, i: usize) -> Ipv4Addr {
+    let m = topo.sddc.management_cidr;
+    let quarter = 1u32 << (32 - m.prefix_len() - 2);
+    nth_addr(m, quarter + 1 + i as u32)
+}
+
+/// The ENI id of an EC2 instance.
+pub fn instance_eni_id(instance: &str) -> String {
+    format!("eni-{instance}")
+}
+
+impl Lab {
+    /// Build the lab of a validated topology. `seed` seeds every endpoint's TCP/IP stack.
+    pub fn build(topo: &Topology, seed: u64) -> Lab {
+        Builder::new(topo, seed).build()
+    }
+
+    /// A node's id by name.
+    pub fn id(&self, name: &str) -> Option<NodeId> {
+        self.sim.node_id(name)
+    }
+
+    /// The endpoint (VM, EC2, S3) called `name`.
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.sim.get(self.id(name)?)
+    }
+
+    pub fn endpoint_mut(&mut self, name: &str) -> Option<&mut Endpoint> {
+        let id = self.id(name)?;
+        self.sim.get_mut(id)
+    }
+
+    /// The host that runs the active Edge.
+    pub fn active_edge_host(&self) -> &str {
+        &self.topo.sddc.edges.active.host
+    }
+
+    /// The address of an endpoint by node name, or a literal address.
+    pub fn resolve(&self, name_or_ip: &str) -> Option<Ipv4Addr> {
+        if let Ok(ip) = name_or_ip.parse() {
+            return Some(ip);
+        }
+        self.endpoint(name_or_ip).map(|e| e.config().ip)
+    }
+}
+
+struct Builder<'t> {
+    topo: &'t Topology,
+    seed: u64,
+    sim: Sim,
+    macs: u32,
+}
+
+impl<'t> Builder<'t> {
+    fn new(topo: &'t Topology, seed: u64) -> Self {
+        Builder {
+            topo,
+            seed,
+            sim: Sim::new(),
+            macs: 0,
+        }
+    }
+
+    fn mac(&mut self, kind: u8) -> MacAddr {
+        self.macs += 1;
+        MacAddr::local(kind, self.macs)
+    }
+
+    fn build(mut self) -> Lab {
+        let t = self.topo;
+        let underlay = self.sim.add_node(Box::new(Underlay::new(UNDERLAY)));
+        let router_mac = self.mac(mac_kind::ROUTER);
+        let router = self
+            .sim
+            .add_node(Box::new(VpcRouter::new(VPC_ROUTER, router_mac)));
+        self.hosts(underlay);
+        self.sddc_enis(router);
+        self.vpc(router);
+        self.vms();
+        self.edges(router);
+        Lab {
+            topo: t.clone(),
+            sim: self.sim,
+        }
+    }
+
+    fn hosts(&mut self, underlay: NodeId) {
+        let t = self.topo;
+        let mut teps = Vec::new();
+        for (i, name) in t.hosts().enumerate() {
+            let tep = Tep {
+                ip: tep_ip(t, i),
+                mac: self.mac(mac_kind::TEP),
+            };
+            let eni_mac = t.host_enis().position(|(h, _)| h == name).map(eni_mac);
+            let id = self.sim.add_node(Box::new(Host::new(name, tep, eni_mac)));
+            let port = i as u16;
+            self.sim
+                .get_mut::<Underlay>(underlay)
+                .expect("underlay")
+                .set_port(tep.mac, port);
+            self.sim.connect(
+                &format!("{name}--{UNDERLAY}"),
+                (id, host::OVERLAY),
+                (underlay, port),
+            );
+            teps.push(tep);
+        }
+        for name in t.hosts() {
+            let id = self.sim.node_id(name).expect("host just added");
+            self.sim
+                .get_mut::<Host>(id)
+                .expect("host")
+                .set_peers(teps.clone());
+        }
+    }
+
+    fn sddc_enis(&mut self, router: NodeId) {
+        let t = self.topo;
+        for (j, e) in t.vpc.enis.iter().enumerate() {
+            let mut node = Eni::new(&e.id, eni_mac(j), e.ip, false, "VMware VMC Interface");
+            let host = t
+                .host_enis()
+                .find(|(_, he)| he.id == e.id)
+                .map(|(h, _)| h.to_string());
+            if let Some(h) = &host {
+                node.attach(h);
+            }
+            let id = self.sim.add_node(Box::new(node));
+            let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
+            let port = r.add_eni(&e.id, eni_mac(j), host.is_some());
+            r.assign_ip(&e.id, e.ip);
+            self.sim.connect(
+                &format!("{}--{VPC_ROUTER}", e.id),
+                (id, eni::VPC),
+                (router, port),
+            );
+            if let Some(h) = host {
+                let hid = self.sim.node_id(&h).expect("host");
+                self.sim.connect(
+                    &format!("{h}--{}", e.id),
+                    (hid, host::UPLINK),
+                    (id, eni::INSTANCE),
+                );
+            }
+        }
+    }
+
+    fn vpc(&mut self, router: NodeId) {
+        let t = self.topo;
+        let edge_eni = t
+            .eni_of_host(&t.sddc.edges.active.host)
+            .map(|e| e.id.clone());
+        {
+            let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
+            for s in std::iter::once(&t.vpc.connected_subnet).chain(&t.vpc.subnets) {
+                r.add_router_ip(vpc_router_ip(s.cidr));
+            }
+            let table = r.main_table_mut();
+            table.insert(t.vpc.cidr, VpcTarget::Local);
+            if let Some(eni) = &edge_eni {
+                for s in &t.sddc.segments {
+                    table.insert(s.cidr, VpcTarget::Eni(eni.clone()));
+                }
+            }
+        }
+        for (k, inst) in t.vpc.instances.iter().enumerate() {
+            let Some(subnet) = t.subnet(&inst.subnet) else {
+                continue;
+            };
+            let mac = MacAddr::local(mac_kind::EC2_ENI, k as u32 + 1);
+            let eni_id = instance_eni_id(&inst.name);
+            let mut e = Eni::new(
+                &eni_id,
+                mac,
+                inst.ip,
+                true,
+                &format!("Primary network interface of {}", inst.name),
+            );
+            e.attach(&inst.name);
+            let eni = self.sim.add_node(Box::new(e));
+            let ep = self.endpoint(&inst.name, EndpointKind::Ec2, mac, inst.ip, subnet.cidr);
+            let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
+            let port = r.add_eni(&eni_id, mac, true);
+            r.assign_ip(&eni_id, inst.ip);
+            self.sim.connect(
+                &format!("{}--{eni_id}", inst.name),
+                (ep, 0),
+                (eni, eni::INSTANCE),
+            );
+            self.sim.connect(
+                &format!("{eni_id}--{VPC_ROUTER}"),
+                (eni, eni::VPC),
+                (router, port),
+            );
+        }
+        if let Some(s3) = &t.vpc.s3_endpoint {
+            let net = s3
+                .prefix_list
+                .iter()
+                .find(|p| p.contains(&s3.ip))
+                .copied()
+                .unwrap_or(Ipv4Net::new(s3.ip, 32).expect("/32"));
+            let mac = self.mac(mac_kind::VM);
+            let ep = self.endpoint(&s3.name, EndpointKind::S3, mac, s3.ip, net);
+            let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
+            r.add_router_ip(vpc_router_ip(net));
+            let port = r.add_gateway_endpoint(S3_ENDPOINT_ID, mac);
+            for p in &s3.prefix_list {
+                r.main_table_mut()
+                    .insert(*p, VpcTarget::GatewayEndpoint(S3_ENDPOINT_ID.into()));
+            }
+            self.sim.connect(
+                &format!("{}--{VPC_ROUTER}", s3.name),
+                (ep, 0),
+                (router, port),
+            );
+        }
+    }
+
+    /// Add an endpoint node whose gateway is base + 1 of `net`.
+    fn endpoint(
+        &mut self,
+        name: &str,
+        kind: EndpointKind,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        net: Ipv4Net,
+    ) -> NodeId {
+        let n = self.sim.nodes().count() as u64;
+        let cfg = EndpointConfig {
+            name: name.to_string(),
+            kind,
+            mac,
+            ip,
+            prefix_len: net.prefix_len(),
+            gateway: nth_addr(net, 1),
+            seed: self
+                .seed
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .wrapping_add(n),
+            ip_mtu: ENDPOINT_IP_MTU,
+        };
+        self.sim.add_node(Box::new(Endpoint::new(cfg)))
+    }
+
+    fn vms(&mut self) {
+        let t = self.topo;
+        for (i, seg) in t.sddc.segments.iter().enumerate() {
+            for vm in &seg.vms {
+                let mac = self.mac(mac_kind::VM);
+                let ep = self.endpoint(&vm.name, EndpointKind::Vm, mac, vm.ip, seg.cidr);
+                let hid = self
+                    .sim
+                    .node_id(&vm.host)
+                    .expect("validated: VM on a known host");
+                let vnic = Vnic {
+                    name: vm.name.clone(),
+                    mac,
+                    attach: Attachment::Segment(segment_vni(i)),
+                };
+                let port = self.sim.get_mut::<Host>(hid).expect("host").add_vnic(vnic);
+                self.sim
+                    .connect(&format!("{}--{}", vm.name, vm.host), (ep, 0), (hid, port));
+            }
+        }
+    }
+
+    fn edges(&mut self, router: NodeId) {
+        let t = self.topo;
+        let e = &t.sddc.edges;
+        let router_ip = vpc_router_ip(t.vpc.connected_subnet.cidr);
+        for (vm, active) in [(&e.active, true), (&e.standby, false)] {
+            let mut ifaces = vec![EdgeIface {
+                name: "uplink".into(),
+                mac: self.mac(mac_kind::EDGE),
+                ip: e.uplink_ip,
+                net: t.vpc.connected_subnet.cidr,
+                role: IfaceRole::Uplink,
+            }];
+            for s in &t.sddc.segments {
+                ifaces.push(EdgeIface {
+                    name: s.name.clone(),
+                    mac: self.mac(mac_kind::EDGE),
+                    ip: s.gateway_ip(),
+                    net: s.cidr,
+                    role: IfaceRole::Segment,
+                });
+            }
+            let mut edge = Edge::new(EdgeConfig {
+                name: vm.name.clone(),
+                ifaces: ifaces.clone(),
+            });
+            edge.add_static_route(t.vpc.cidr, router_ip, false);
+            for p in t.vpc.s3_endpoint.iter().flat_map(|s| &s.prefix_list) {
+                edge.add_static_route(*p, router_ip, true);
+            }
+            edge.set_active(active);
+            let eid = self.sim.add_node(Box::new(edge));
+            let hid = self
+                .sim
+                .node_id(&vm.host)
+                .expect("validated: Edge on a known host");
+            for (k, ifc) in ifaces.iter().enumerate() {
+                let attach = match ifc.role {
+                    IfaceRole::Uplink => Attachment::Uplink,
+                    IfaceRole::Segment => Attachment::Segment(segment_vni(k - 1)),
+                };
+                let vnic = Vnic {
+                    name: format!("{}/{}", vm.name, ifc.name),
+                    mac: ifc.mac,
+                    attach,
+                };
+                let h: &mut Host = self.sim.get_mut(hid).expect("host");
+                let port = h.add_vnic(vnic);
+                if active && ifc.role == IfaceRole::Uplink {
+                    h.set_uplink_owner(e.uplink_ip, port);
+                }
+                let name = format!("{}.{}--{}", vm.name, ifc.name, vm.host);
+                self.sim.connect(&name, (eid, k as u16), (hid, port));
+            }
+            if active {
+                self.assign_uplink_ip(router, &vm.host);
+            }
+        }
+    }
+
+    /// The uplink address becomes a secondary IP of the ENI of the active Edge's host.
+    fn assign_uplink_ip(&mut self, router: NodeId, host: &str) {
+        let t = self.topo;
+        let Some(eni) = t.eni_of_host(host) else {
+            return;
+        };
+        let id = self.sim.node_id(&eni.id).expect("eni");
+        self.sim
+            .get_mut::<Eni>(id)
+            .expect("eni")
+            .assign_secondary(t.sddc.edges.uplink_ip);
+        let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
+        r.assign_ip(&eni.id, t.sddc.edges.uplink_ip);
+    }
+}
+
+fn eni_mac(j: usize) -> MacAddr {
+    MacAddr::local(mac_kind::ENI, j as u32 + 1)
+}

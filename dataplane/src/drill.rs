@@ -1,1 +1,0 @@
-//! drill (in progress)

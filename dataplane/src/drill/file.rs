@@ -1,0 +1,205 @@
+//! The drill file format (TOML).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A drill: traffic, and what must hold.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillFile {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Seeds every endpoint's TCP/IP stack: the same seed gives the same frames.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub traffic: Vec<Traffic>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+/// One traffic item.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Traffic {
+    /// ICMP echo requests.
+    Ping {
+        from: String,
+        to: String,
+        #[serde(default = "default_count")]
+        count: u32,
+        #[serde(default = "default_interval", with = "humantime_serde")]
+        interval: Duration,
+        /// ICMP payload, in bytes.
+        #[serde(default = "default_ping_size")]
+        size: usize,
+        #[serde(default)]
+        expect: Expect,
+    },
+    /// A TCP transfer of `bytes` bytes to a sink server on `to`:`port`.
+    Tcp {
+        from: String,
+        to: String,
+        #[serde(default = "default_tcp_port")]
+        port: u16,
+        bytes: u64,
+        #[serde(default)]
+        expect: Expect,
+    },
+    /// A UDP traceroute.
+    Traceroute {
+        from: String,
+        to: String,
+        #[serde(default = "default_max_hops")]
+        max_hops: u8,
+        #[serde(default)]
+        expect: Expect,
+    },
+}
+
+/// What must hold for a traffic item. Unset fields take the natural default: every ping
+/// answered, the TCP transfer complete and intact, the traceroute reaching its target.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Ping: replies received (default: all).
+    pub received: Option<u32>,
+    /// Ping: the TTL every reply arrives with.
+    pub reply_ttl: Option<u8>,
+    /// TCP: the transfer completes (default true); false expects it to fail.
+    pub complete: Option<bool>,
+    /// TCP: the source address the server sees (after NAT).
+    pub server_sees_source: Option<std::net::Ipv4Addr>,
+    /// Traceroute: the hops, in order (addresses; `*` for a hop that did not answer).
+    pub hops: Option<Vec<String>>,
+    /// Traceroute: the target answers (default true).
+    pub reached: Option<bool>,
+    /// Any: the item finishes within this much virtual time.
+    #[serde(default, with = "humantime_serde")]
+    pub within: Option<Duration>,
+}
+
+fn default_count() -> u32 {
+    3
+}
+fn default_interval() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_ping_size() -> usize {
+    56
+}
+fn default_tcp_port() -> u16 {
+    5201
+}
+fn default_max_hops() -> u8 {
+    16
+}
+
+impl Traffic {
+    pub fn from(&self) -> &str {
+        match self {
+            Traffic::Ping { from, .. }
+            | Traffic::Tcp { from, .. }
+            | Traffic::Traceroute { from, .. } => from,
+        }
+    }
+
+    pub fn to(&self) -> &str {
+        match self {
+            Traffic::Ping { to, .. } | Traffic::Tcp { to, .. } | Traffic::Traceroute { to, .. } => {
+                to
+            }
+        }
+    }
+
+    pub fn expect(&self) -> &Expect {
+        match self {
+            Traffic::Ping { expect, .. }
+            | Traffic::Tcp { expect, .. }
+            | Traffic::Traceroute { expect, .. } => expect,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Traffic::Ping { .. } => "ping",
+            Traffic::Tcp { .. } => "tcp",
+            Traffic::Traceroute { .. } => "traceroute",
+        }
+    }
+}
+
+impl DrillFile {
+    /// Parse a drill; errors name the origin and line.
+    pub fn parse(src: &str, origin: &str) -> Result<DrillFile, String> {
+        toml::from_str(src)
+            .map_err(|e| vmcnet_topo::TopoError::from_toml(&e, src, origin).to_string())
+    }
+
+    pub fn load(path: &Path) -> Result<DrillFile, String> {
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        Self::parse(&src, &path.display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind_with_defaults() {
+        let d = DrillFile::parse(
+            r#"
+name = "t"
+[[traffic]]
+kind = "ping"
+from = "web-1"
+to = "ec2-1"
+[[traffic]]
+kind = "tcp"
+from = "web-1"
+to = "s3"
+port = 443
+bytes = 1000
+expect = { server_sees_source = "172.31.0.30" }
+[[traffic]]
+kind = "traceroute"
+from = "web-1"
+to = "172.31.16.10"
+expect = { hops = ["192.168.1.1", "*"], within = "5s" }
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(d.seed, 1);
+        assert_eq!(d.traffic.len(), 3);
+        assert!(matches!(d.traffic[0], Traffic::Ping { count: 3, .. }));
+        assert_eq!(
+            d.traffic[1].expect().server_sees_source,
+            Some("172.31.0.30".parse().unwrap())
+        );
+        assert_eq!(d.traffic[2].expect().within, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e =
+            DrillFile::parse("name = \"t\"\n[[traffic]]\nkind = \"pong\"\n", "d.toml").unwrap_err();
+        assert!(e.starts_with("d.toml:"), "{e}");
+        assert!(e.contains("pong"), "{e}");
+        let e = DrillFile::parse("name = \"t\"\nbogus = 1\n", "d.toml").unwrap_err();
+        assert!(e.starts_with("d.toml:2:"), "{e}");
+        let e = DrillFile::parse(
+            "name = \"t\"\n[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"b\"\ncuont = 3\n",
+            "d.toml",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("d.toml:6:"), "{e}");
+    }
+}

@@ -1,0 +1,200 @@
+//! Drill reports: a text summary for people, JSON for machines.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::file::Traffic;
+use crate::node::endpoint::{AppReport, TcpConnStats};
+use crate::time::Instant;
+
+/// What a drill run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    pub drill: String,
+    pub topology: String,
+    pub seed: u64,
+    pub passed: bool,
+    pub steps: Vec<StepResult>,
+    /// Virtual time at the end of the drill, in seconds.
+    pub virtual_time_s: f64,
+    /// Frames carried across links.
+    pub frames_delivered: u64,
+    /// Every non-zero drop counter, node by node.
+    pub drops: Vec<DropCount>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DropCount {
+    pub node: String,
+    pub counter: String,
+    pub count: u64,
+}
+
+/// One traffic item's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    pub index: usize,
+    pub kind: String,
+    pub from: String,
+    pub to: String,
+    pub dst: Ipv4Addr,
+    pub passed: bool,
+    /// Why it failed; empty when it passed.
+    pub failures: Vec<String>,
+    pub started_s: f64,
+    pub duration_s: f64,
+    pub app: AppReport,
+    /// TCP: the connection as the server saw it.
+    pub server_connection: Option<TcpConnStats>,
+}
+
+impl StepResult {
+    pub(crate) fn new(
+        index: usize,
+        t: &Traffic,
+        dst: Ipv4Addr,
+        start: Instant,
+        took: Duration,
+        app: AppReport,
+    ) -> Self {
+        StepResult {
+            index,
+            kind: t.kind().into(),
+            from: t.from().into(),
+            to: t.to().into(),
+            dst,
+            passed: false,
+            failures: Vec::new(),
+            started_s: start.as_secs_f64(),
+            duration_s: took.as_secs_f64(),
+            app,
+            server_connection: None,
+        }
+    }
+
+    /// One line on what happened.
+    pub fn summary(&self) -> String {
+        match &self.app {
+            AppReport::Ping(p) => {
+                let mut s = format!("{}/{} replies", p.received, p.count);
+                if let (Some(min), Some(max)) = (p.rtts.iter().min(), p.rtts.iter().max()) {
+                    s += &format!(", rtt {:.3}/{:.3} ms", ms(*min), ms(*max));
+                }
+                let mut ttls = p.reply_ttls.clone();
+                ttls.dedup();
+                if !ttls.is_empty() {
+                    let ttls: Vec<String> = ttls.iter().map(u8::to_string).collect();
+                    s += &format!(", ttl {}", ttls.join(","));
+                }
+                if let Some(e) = p.errors.first() {
+                    s += &format!(
+                        ", {} ICMP errors (first: type {} code {} from {})",
+                        p.errors.len(),
+                        e.icmp_type,
+                        e.code,
+                        e.src
+                    );
+                }
+                s
+            }
+            AppReport::TcpSend(t) => {
+                let secs = t.finished.map(|f| (f - t.started).as_secs_f64());
+                let mut s = format!("{} of {} bytes acknowledged", t.acked, t.requested);
+                if let Some(secs) = secs.filter(|s| *s > 0.0) {
+                    s += &format!(
+                        " in {secs:.3} s ({:.1} Mbit/s)",
+                        t.acked as f64 * 8.0 / secs / 1e6
+                    );
+                }
+                if let Some(c) = &self.server_connection {
+                    s += &format!(
+                        ", server saw {} ({} bytes{})",
+                        c.peer,
+                        c.bytes,
+                        if c.pattern_ok {
+                            ", intact"
+                        } else {
+                            ", CORRUPTED"
+                        }
+                    );
+                }
+                if let Some(e) = &t.error {
+                    s += &format!(", error: {e}");
+                }
+                s
+            }
+            AppReport::Traceroute(tr) => {
+                let hops: Vec<String> = hop_strings(&tr.hops)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| format!("{} {h}", i + 1))
+                    .collect();
+                format!(
+                    "{}{}",
+                    hops.join(", "),
+                    if tr.reached {
+                        " (reached)"
+                    } else {
+                        " (not reached)"
+                    }
+                )
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Hops as text: the address, or `*` for no answer.
+pub fn hop_strings(hops: &[Option<Ipv4Addr>]) -> Vec<String> {
+    hops.iter()
+        .map(|h| h.map_or("*".to_string(), |a| a.to_string()))
+        .collect()
+}
+
+impl fmt::Display for DrillReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "drill {} on topology {} (seed {})",
+            self.drill, self.topology, self.seed
+        )?;
+        for s in &self.steps {
+            let verdict = if s.passed { "PASS" } else { "FAIL" };
+            let to = if s.to == s.dst.to_string() {
+                s.to.clone()
+            } else {
+                format!("{} ({})", s.to, s.dst)
+            };
+            writeln!(
+                f,
+                "  {verdict}  {:<10} {} -> {}: {}",
+                s.kind,
+                s.from,
+                to,
+                s.summary()
+            )?;
+            for why in &s.failures {
+                writeln!(f, "        ! {why}")?;
+            }
+        }
+        if !self.drops.is_empty() {
+            writeln!(f, "  drops:")?;
+            for d in &self.drops {
+                writeln!(f, "    {:<12} {:<32} {}", d.node, d.counter, d.count)?;
+            }
+        }
+        let passed = self.steps.iter().filter(|s| s.passed).count();
+        writeln!(
+            f,
+            "  {} frames carried, {:.3} s of virtual time",
+            self.frames_delivered, self.virtual_time_s
+        )?;
+        writeln!(f, "{passed} passed, {} failed", self.steps.len() - passed)
+    }
+}

@@ -1,0 +1,303 @@
+//! The drill runner: builds the lab in the sim runtime, sends each traffic item, checks it.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vmcnet_topo::Topology;
+
+use super::file::{DrillFile, Traffic};
+use super::report::{DrillReport, DropCount, StepResult};
+use crate::capture::PcapFile;
+use crate::control::Lab;
+use crate::node::endpoint::{AppReport, Endpoint, TcpConnStats};
+use crate::runtime::sim::NodeId;
+
+/// How to run a drill.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Write a pcap of every link into this directory (created if missing).
+    pub pcap_dir: Option<PathBuf>,
+    /// Virtual time a traffic item may take before it counts as failed.
+    pub step_timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            pcap_dir: None,
+            step_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Why a drill could not run (a failed assertion is not an error: it is in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum DrillError {
+    #[error(
+        "traffic[{index}]: `{name}` is not an endpoint of the topology (VMs, EC2 instances, S3)"
+    )]
+    UnknownEndpoint { index: usize, name: String },
+    #[error("traffic[{index}]: `{name}` is neither an endpoint nor an IPv4 address")]
+    UnknownTarget { index: usize, name: String },
+    #[error("traffic[{index}]: a TCP target must be an endpoint, to run its server: `{name}`")]
+    TcpTargetNotEndpoint { index: usize, name: String },
+    #[error("pcap {path}: {source}")]
+    Pcap {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Run `drill` on `topo` and report.
+pub fn run_drill(
+    topo: &Topology,
+    drill: &DrillFile,
+    opts: &RunOptions,
+) -> Result<DrillReport, DrillError> {
+    let mut lab = Lab::build(topo, drill.seed);
+    check_names(&lab, drill)?;
+    let pcaps = start_pcaps(&mut lab, opts)?;
+    let mut steps = Vec::new();
+    for (index, t) in drill.traffic.iter().enumerate() {
+        steps.push(run_step(&mut lab, index, t, opts.step_timeout));
+    }
+    finish_pcaps(&mut lab, pcaps)?;
+    Ok(DrillReport {
+        drill: drill.name.clone(),
+        topology: topo.name.clone(),
+        seed: drill.seed,
+        passed: steps.iter().all(|s| s.passed),
+        steps,
+        virtual_time_s: lab.sim.now().as_secs_f64(),
+        frames_delivered: lab.sim.counters.delivered,
+        drops: drops(&lab),
+    })
+}
+
+fn check_names(lab: &Lab, drill: &DrillFile) -> Result<(), DrillError> {
+    for (index, t) in drill.traffic.iter().enumerate() {
+        if lab.endpoint(t.from()).is_none() {
+            return Err(DrillError::UnknownEndpoint {
+                index,
+                name: t.from().into(),
+            });
+        }
+        if lab.resolve(t.to()).is_none() {
+            return Err(DrillError::UnknownTarget {
+                index,
+                name: t.to().into(),
+            });
+        }
+        if matches!(t, Traffic::Tcp { .. }) && endpoint_named_or_at(lab, t.to()).is_none() {
+            return Err(DrillError::TcpTargetNotEndpoint {
+                index,
+                name: t.to().into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The endpoint called `name`, or holding the address `name`.
+fn endpoint_named_or_at(lab: &Lab, name: &str) -> Option<NodeId> {
+    if lab.endpoint(name).is_some() {
+        return lab.id(name);
+    }
+    let ip: Ipv4Addr = name.parse().ok()?;
+    lab.sim
+        .nodes()
+        .find(|(id, _)| {
+            lab.sim
+                .get::<Endpoint>(*id)
+                .is_some_and(|e| e.config().ip == ip)
+        })
+        .map(|(id, _)| id)
+}
+
+fn start_pcaps(lab: &mut Lab, opts: &RunOptions) -> Result<Vec<usize>, DrillError> {
+    let Some(dir) = &opts.pcap_dir else {
+        return Ok(Vec::new());
+    };
+    std::fs::create_dir_all(dir).map_err(|source| DrillError::Pcap {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut links = Vec::new();
+    for (i, link) in lab.sim.links().to_vec().iter().enumerate() {
+        let path = dir.join(format!("{}.pcap", link.name));
+        let f = PcapFile::create(&path).map_err(|source| DrillError::Pcap {
+            path: path.clone(),
+            source,
+        })?;
+        lab.sim.capture(i, Box::new(f));
+        links.push(i);
+    }
+    Ok(links)
+}
+
+fn finish_pcaps(lab: &mut Lab, links: Vec<usize>) -> Result<(), DrillError> {
+    for i in links {
+        if let Some(mut sink) = lab.sim.take_capture(i) {
+            let path = PathBuf::from(format!("{}.pcap", lab.sim.links()[i].name));
+            sink.finish()
+                .map_err(|source| DrillError::Pcap { path, source })?;
+        }
+    }
+    Ok(())
+}
+
+fn run_step(lab: &mut Lab, index: usize, t: &Traffic, timeout: Duration) -> StepResult {
+    let start = lab.sim.now();
+    let from = lab.id(t.from()).expect("checked");
+    let dst = lab.resolve(t.to()).expect("checked");
+    let server = match t {
+        Traffic::Tcp { port, .. } => {
+            let id = endpoint_named_or_at(lab, t.to()).expect("checked");
+            let ep: &mut Endpoint = lab.sim.get_mut(id).expect("endpoint");
+            if ep.tcp_server(*port).is_none() {
+                ep.tcp_listen(*port);
+            }
+            let before = ep.tcp_server(*port).map_or(0, |s| s.connections.len());
+            Some((id, *port, before))
+        }
+        _ => None,
+    };
+    let ep: &mut Endpoint = lab.sim.get_mut(from).expect("endpoint");
+    let app = match t {
+        Traffic::Ping {
+            count,
+            interval,
+            size,
+            ..
+        } => ep.ping(start, dst, *count, *interval, *size),
+        Traffic::Tcp { port, bytes, .. } => ep.tcp_send(start, dst, *port, *bytes),
+        Traffic::Traceroute { max_hops, .. } => ep.traceroute(start, dst, *max_hops),
+    };
+    let deadline = start + timeout;
+    let finished = lab.sim.run_while(deadline, |sim| {
+        sim.get::<Endpoint>(from).is_some_and(|e| e.app(app).done())
+    });
+    let took = lab.sim.now() - start;
+    let report = lab
+        .sim
+        .get::<Endpoint>(from)
+        .expect("endpoint")
+        .app(app)
+        .clone();
+    let conn = server.and_then(|(id, port, before)| {
+        let s = lab.sim.get::<Endpoint>(id)?.tcp_server(port)?;
+        s.connections.get(before).cloned()
+    });
+    let mut r = StepResult::new(index, t, dst, start, took, report);
+    r.server_connection = conn.clone();
+    if !finished {
+        r.failures.push(format!(
+            "did not finish within {} s of virtual time",
+            timeout.as_secs()
+        ));
+    }
+    evaluate(&mut r, t, conn.as_ref());
+    r.passed = r.failures.is_empty();
+    r
+}
+
+fn evaluate(r: &mut StepResult, t: &Traffic, conn: Option<&TcpConnStats>) {
+    let ex = t.expect();
+    if let Some(within) = ex.within {
+        if r.duration_s > within.as_secs_f64() {
+            r.failures.push(format!(
+                "took {:.3} s, expected within {:.3} s",
+                r.duration_s,
+                within.as_secs_f64()
+            ));
+        }
+    }
+    match (&r.app, t) {
+        (AppReport::Ping(p), Traffic::Ping { count, .. }) => {
+            let want = ex.received.unwrap_or(*count);
+            if p.received != want {
+                r.failures
+                    .push(format!("{} replies, expected {want}", p.received));
+            }
+            if let Some(ttl) = ex.reply_ttl {
+                if let Some(bad) = p.reply_ttls.iter().find(|&&x| x != ttl) {
+                    r.failures
+                        .push(format!("a reply arrived with TTL {bad}, expected {ttl}"));
+                }
+            }
+        }
+        (AppReport::TcpSend(s), Traffic::Tcp { bytes, .. }) => {
+            let complete = s.error.is_none()
+                && s.finished.is_some()
+                && s.acked == *bytes
+                && conn.is_some_and(|c| c.bytes == *bytes && c.pattern_ok);
+            match (ex.complete.unwrap_or(true), complete) {
+                (true, false) => r.failures.push(match (&s.error, conn) {
+                    (Some(e), _) => format!("transfer failed: {e}"),
+                    (None, None) => "the server saw no connection".into(),
+                    (None, Some(c)) if !c.pattern_ok => "the server received corrupted data".into(),
+                    (None, Some(c)) => format!(
+                        "{} of {bytes} bytes acknowledged, {} received",
+                        s.acked, c.bytes
+                    ),
+                }),
+                (false, true) => r
+                    .failures
+                    .push("the transfer completed, expected it to fail".into()),
+                _ => {}
+            }
+            if let Some(want) = ex.server_sees_source {
+                match conn {
+                    Some(c) if *c.peer.ip() == want => {}
+                    Some(c) => r.failures.push(format!(
+                        "the server saw source {}, expected {want}",
+                        c.peer.ip()
+                    )),
+                    None => r.failures.push(format!(
+                        "the server saw no connection, expected one from {want}"
+                    )),
+                }
+            }
+        }
+        (AppReport::Traceroute(tr), Traffic::Traceroute { .. }) => {
+            if ex.reached.unwrap_or(true) != tr.reached {
+                r.failures.push(if tr.reached {
+                    "reached the target, expected not to".into()
+                } else {
+                    "did not reach the target".into()
+                });
+            }
+            if let Some(want) = &ex.hops {
+                let got = super::report::hop_strings(&tr.hops);
+                if &got != want {
+                    r.failures.push(format!(
+                        "hops {}, expected {}",
+                        got.join(" "),
+                        want.join(" ")
+                    ));
+                }
+            }
+        }
+        _ => r.failures.push("internal: report of another kind".into()),
+    }
+}
+
+/// Non-zero drop counters of every node.
+fn drops(lab: &Lab) -> Vec<DropCount> {
+    lab.sim
+        .nodes()
+        .flat_map(|(_, n)| {
+            n.counters()
+                .into_iter()
+                .filter(|(k, v)| k.contains("dropped") && *v > 0)
+                .map(|(k, v)| DropCount {
+                    node: n.name().to_string(),
+                    counter: k.to_string(),
+                    count: v,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -1,0 +1,702 @@
+//! An endpoint: a VM (web-1, app-1, vCenter), an EC2 instance or the S3 service.
+//!
+//! A smoltcp [`Interface`] and [`SocketSet`] sit behind an in-memory device: a frame handed to
+//! [`Node::handle`] is queued for smoltcp, every frame smoltcp transmits goes out on port 0, the
+//! endpoint's only NIC. Traffic [`apps`] run on top: ping, a TCP bulk sender, a UDP traceroute and
+//! a TCP sink server. Time is always passed in and smoltcp's random seed comes from the
+//! configuration, so two runs with the same inputs give the same frames, bit for bit.
+//!
+//! Before smoltcp sees a frame the endpoint reads its ICMP itself: the TTL of echo replies, and
+//! time-exceeded and unreachable errors matched to the ping, probe or connection they quote.
+//! smoltcp hands sockets neither.
+
+mod apps;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use serde::Serialize;
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::{icmp, tcp, udp};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+
+pub use apps::{
+    AppId, AppReport, IcmpErrorSeen, PingReport, TcpConnStats, TcpSendReport, TcpServerStats,
+    TracerouteReport, PING_TIMEOUT, PROBE_TIMEOUT, TCP_STALL_TIMEOUT, TRACEROUTE_BASE_PORT,
+};
+use apps::{AppState, PingApp, ServerSock, TcpSendApp, TcpServer, TracerouteApp};
+
+use super::{Counters, Node, Outbox, Port};
+use crate::counters;
+use crate::time::Instant;
+use crate::wire::arp::Arp;
+use crate::wire::icmp::{is_error, type_code, TYPE_ECHO_REPLY, TYPE_ECHO_REQUEST};
+use crate::wire::ipv4::{l4_checksum_ok, Ipv4View, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::wire::{
+    eth_dst, ethertype, Frame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HEADER_LEN,
+};
+
+/// The endpoint's NIC.
+pub const NIC_PORT: Port = 0;
+/// Receive and send buffer of a TCP connection's data direction, in bytes: large enough that a
+/// 10 MB transfer takes few round trips of virtual time.
+pub const TCP_BUFFER: usize = 256 * 1024;
+/// Buffer of the direction that carries no data (the sender's receive side, the sink's send side).
+const TCP_SMALL_BUFFER: usize = 4 * 1024;
+/// First local port of connections and traceroutes; later ones count up from it.
+pub const EPHEMERAL_BASE: u16 = 49152;
+/// Transmit buffers are carved from chunks this large, so most frames cost no allocation.
+const TX_CHUNK: usize = 64 * 1024;
+/// Echo requests (and replies) an ICMP socket can queue.
+const PING_QUEUE: usize = 16;
+/// Rounds of interface poll + app step in one call; apps settle in two or three.
+const MAX_ROUNDS: usize = 8;
+/// When smoltcp still asks to be polled right after a full poll (it could not send what it
+/// wanted), the next poll is this much later rather than at once, so a sim loop cannot spin.
+const STALL_NUDGE: Duration = Duration::from_millis(1);
+
+/// What an endpoint stands for; only tables and reports tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointKind {
+    Vm,
+    Ec2,
+    S3,
+}
+
+impl EndpointKind {
+    /// `vm`, `ec2` or `s3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointKind::Vm => "vm",
+            EndpointKind::Ec2 => "ec2",
+            EndpointKind::S3 => "s3",
+        }
+    }
+}
+
+/// How an endpoint is set up.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub name: String,
+    pub kind: EndpointKind,
+    /// A unicast MAC (a group address makes [`Endpoint::new`] panic).
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    /// Prefix length of the endpoint's subnet, 0–32.
+    pub prefix_len: u8,
+    /// Default gateway; `0.0.0.0` for none.
+    pub gateway: Ipv4Addr,
+    /// Seeds smoltcp (TCP initial sequence numbers, IP identifiers) and the ping identifiers.
+    pub seed: u64,
+    /// IP MTU in bytes (Ethernet MTU is +14)
+    pub ip_mtu: usize,
+}
+
+counters! {
+    /// What an endpoint's NIC and stack saw.
+    pub struct EndpointCounters {
+        pub rx_frames,
+        pub rx_bytes,
+        /// Not to our MAC (or broadcast), or an IPv4 packet not to our address.
+        pub rx_dropped_not_for_me,
+        /// Shorter than an Ethernet header, a malformed IPv4 header or a bad header checksum.
+        pub rx_dropped_malformed,
+        /// An EtherType other than IPv4 and ARP.
+        pub rx_dropped_unsupported,
+        /// Arrived on a port other than the NIC.
+        pub rx_dropped_bad_port,
+        /// ICMP errors addressed to us (time exceeded, unreachable, …).
+        pub rx_icmp_errors,
+        pub rx_echo_replies,
+        pub tx_frames,
+        pub tx_bytes,
+        /// Connections accepted by TCP sink servers.
+        pub tcp_accepted,
+    }
+}
+
+/// An endpoint node. Port 0 is its NIC.
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    nic: Nic,
+    reports: Vec<AppReport>,
+    states: Vec<AppState>,
+    servers: Vec<TcpServer>,
+    counters: EndpointCounters,
+    /// The latest instant seen; smoltcp never sees time go back.
+    now: Instant,
+    next_poll: Option<Instant>,
+    next_ephemeral: u16,
+    ident_base: u16,
+    /// The link came up: the gateway was asked for its MAC.
+    link_up: bool,
+}
+
+impl Endpoint {
+    /// An endpoint with its address configured and no apps running.
+    ///
+    /// # Panics
+    /// If `cfg.mac` is not unicast or `cfg.prefix_len` is above 32.
+    pub fn new(cfg: EndpointConfig) -> Self {
+        let mut nic = Nic {
+            rx: None,
+            tx: Vec::with_capacity(64),
+            chunk: BytesMut::with_capacity(TX_CHUNK),
+            ip_mtu: cfg.ip_mtu,
+        };
+        let mut config = Config::new(HardwareAddress::Ethernet(cfg.mac.into()));
+        config.random_seed = splitmix64(cfg.seed);
+        let mut iface = Interface::new(config, &mut nic, Instant::ZERO.to_smoltcp());
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(cfg.ip), cfg.prefix_len));
+        });
+        if !cfg.gateway.is_unspecified() {
+            let _ = iface.routes_mut().add_default_ipv4_route(cfg.gateway);
+        }
+        let cfg_gateway_unspecified = cfg.gateway.is_unspecified();
+        Endpoint {
+            ident_base: splitmix64(cfg.seed ^ 0x1c3f_u64) as u16,
+            cfg,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            nic,
+            reports: Vec::new(),
+            states: Vec::new(),
+            servers: Vec::new(),
+            counters: EndpointCounters::default(),
+            now: Instant::ZERO,
+            next_poll: (!cfg_gateway_unspecified).then_some(Instant::ZERO),
+            next_ephemeral: 0,
+            link_up: false,
+        }
+    }
+
+    pub fn config(&self) -> &EndpointConfig {
+        &self.cfg
+    }
+
+    /// The counters as a struct (for tests and code that wants one by field).
+    pub fn endpoint_counters(&self) -> &EndpointCounters {
+        &self.counters
+    }
+
+    /// Ping `dst` `count` times, one request every `interval` from `now` on, each carrying
+    /// `payload_len` bytes of data (at most the IP MTU − 28). Done when every request is answered
+    /// or [`PING_TIMEOUT`] after the last one.
+    pub fn ping(
+        &mut self,
+        now: Instant,
+        dst: Ipv4Addr,
+        count: u32,
+        interval: Duration,
+        payload_len: usize,
+    ) -> AppId {
+        let id = self.reports.len();
+        let ident = self.ident_base.wrapping_add(id as u16);
+        let payload_len = payload_len.min(self.cfg.ip_mtu.saturating_sub(28));
+        let socket = (count > 0).then(|| {
+            let slot = payload_len + 8;
+            let buffer = || {
+                icmp::PacketBuffer::new(
+                    vec![icmp::PacketMetadata::EMPTY; PING_QUEUE],
+                    vec![0u8; PING_QUEUE * slot],
+                )
+            };
+            let mut s = icmp::Socket::new(buffer(), buffer());
+            s.bind(icmp::Endpoint::Ident(ident))
+                .expect("a new socket binds");
+            self.sockets.add(s)
+        });
+        self.reports.push(AppReport::Ping(PingReport {
+            dst,
+            count,
+            sent: 0,
+            received: 0,
+            rtts: Vec::new(),
+            reply_ttls: Vec::new(),
+            errors: Vec::new(),
+            done: count == 0,
+        }));
+        self.states.push(AppState::Ping(PingApp::new(
+            socket,
+            ident,
+            count,
+            interval,
+            payload_len,
+            now,
+        )));
+        self.wake_at(now);
+        id
+    }
+
+    /// Start a TCP sink server on `port`: it accepts any number of connections, reads and counts
+    /// everything, checks the byte pattern, and closes its side once the peer has closed. A second
+    /// call for the same port does nothing.
+    pub fn tcp_listen(&mut self, port: u16) {
+        if self.servers.iter().any(|s| s.stats.port == port) {
+            return;
+        }
+        let handle = self.sockets.add(listener(port));
+        self.servers.push(TcpServer {
+            stats: TcpServerStats {
+                port,
+                connections: Vec::new(),
+            },
+            socks: vec![ServerSock { handle, conn: None }],
+        });
+    }
+
+    /// Connect to `dst:port` from the next ephemeral port and send `bytes` bytes of the pattern
+    /// `(i % 251) as u8`, then close. Done when the data and the FIN are acknowledged; failed on
+    /// a reset or after [`TCP_STALL_TIMEOUT`] without progress.
+    pub fn tcp_send(&mut self, now: Instant, dst: Ipv4Addr, port: u16, bytes: u64) -> AppId {
+        let id = self.reports.len();
+        let sport = self.ephemeral_port();
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; TCP_SMALL_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+        );
+        let connected = s.connect(
+            self.iface.context(),
+            IpEndpoint::new(IpAddress::Ipv4(dst), port),
+            sport,
+        );
+        let (socket, error) = match connected {
+            Ok(()) => (Some(self.sockets.add(s)), None),
+            Err(e) => (None, Some(format!("connect: {e}"))),
+        };
+        self.reports.push(AppReport::TcpSend(TcpSendReport {
+            dst,
+            port,
+            src_port: sport,
+            requested: bytes,
+            acked: 0,
+            started: now,
+            finished: error.is_some().then_some(now),
+            done: error.is_some(),
+            error,
+            icmp_errors: Vec::new(),
+        }));
+        self.states
+            .push(AppState::TcpSend(TcpSendApp::new(socket, now)));
+        self.wake_at(now);
+        id
+    }
+
+    /// Trace the route to `dst` with one UDP probe a TTL, 1 to `max_hops`, to port
+    /// [`TRACEROUTE_BASE_PORT`] + TTL, each waiting up to [`PROBE_TIMEOUT`].
+    pub fn traceroute(&mut self, now: Instant, dst: Ipv4Addr, max_hops: u8) -> AppId {
+        let id = self.reports.len();
+        let sport = self.ephemeral_port();
+        let socket = (max_hops > 0).then(|| {
+            let buffer =
+                || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0u8; 1024]);
+            let mut s = udp::Socket::new(buffer(), buffer());
+            s.bind(sport).expect("ephemeral port is nonzero");
+            self.sockets.add(s)
+        });
+        self.reports.push(AppReport::Traceroute(TracerouteReport {
+            dst,
+            max_hops,
+            hops: Vec::new(),
+            reached: false,
+            done: max_hops == 0,
+        }));
+        self.states
+            .push(AppState::Traceroute(TracerouteApp::new(socket, sport)));
+        self.wake_at(now);
+        id
+    }
+
+    /// # Panics
+    /// If `id` was not returned by this endpoint.
+    pub fn app(&self, id: AppId) -> &AppReport {
+        &self.reports[id]
+    }
+
+    /// Every app's report, by [`AppId`].
+    pub fn apps(&self) -> &[AppReport] {
+        &self.reports
+    }
+
+    pub fn all_apps_done(&self) -> bool {
+        self.reports.iter().all(AppReport::done)
+    }
+
+    /// What the sink server on `port` saw, if one was started.
+    pub fn tcp_server(&self, port: u16) -> Option<&TcpServerStats> {
+        self.servers
+            .iter()
+            .find(|s| s.stats.port == port)
+            .map(|s| &s.stats)
+    }
+
+    fn ephemeral_port(&mut self) -> u16 {
+        let port = EPHEMERAL_BASE + self.next_ephemeral % (u16::MAX - EPHEMERAL_BASE + 1);
+        self.next_ephemeral = self.next_ephemeral.wrapping_add(1);
+        port
+    }
+
+    fn wake_at(&mut self, t: Instant) {
+        self.next_poll = Some(self.next_poll.map_or(t, |p| p.min(t)));
+    }
+
+    /// Decide whether a received frame goes to smoltcp, reading its ICMP on the way. For a
+    /// bare SYN to a sink server from a peer it already has a connection with, returns the port
+    /// whose listeners must sit out this frame (see [`Endpoint::run`]).
+    fn admit(&mut self, frame: &[u8]) -> Result<Option<u16>, ()> {
+        let broadcast = self.subnet_broadcast();
+        let c = &mut self.counters;
+        let (Some(dst), Some(et)) = (eth_dst(frame), ethertype(frame)) else {
+            c.rx_dropped_malformed += 1;
+            return Err(());
+        };
+        if dst != self.cfg.mac && !dst.is_broadcast() {
+            c.rx_dropped_not_for_me += 1;
+            return Err(());
+        }
+        match et {
+            ETHERTYPE_ARP => return Ok(None),
+            ETHERTYPE_IPV4 => {}
+            _ => {
+                c.rx_dropped_unsupported += 1;
+                return Err(());
+            }
+        }
+        let Some(v) = Ipv4View::parse(frame).filter(|v| v.checksum_ok()) else {
+            c.rx_dropped_malformed += 1;
+            return Err(());
+        };
+        let ip_dst = v.dst();
+        if ip_dst != self.cfg.ip && !ip_dst.is_broadcast() && ip_dst != broadcast {
+            c.rx_dropped_not_for_me += 1;
+            return Err(());
+        }
+        match v.protocol() {
+            PROTO_ICMP => {
+                self.inspect_icmp(frame, &v);
+                Ok(None)
+            }
+            PROTO_TCP => Ok(self.duplicate_syn_port(&v)),
+            _ => Ok(None),
+        }
+    }
+
+    fn subnet_broadcast(&self) -> Ipv4Addr {
+        let host_bits = 32u32.saturating_sub(self.cfg.prefix_len as u32);
+        let mask = if host_bits >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << host_bits) - 1
+        };
+        Ipv4Addr::from(u32::from(self.cfg.ip) | mask)
+    }
+
+    /// Match an ICMP packet to us against the apps: echo reply TTLs for ping, errors for the
+    /// ping, traceroute probe or TCP connection whose packet they quote.
+    fn inspect_icmp(&mut self, frame: &[u8], v: &Ipv4View<'_>) {
+        let Some((icmp_type, code)) = type_code(v) else {
+            return;
+        };
+        if !l4_checksum_ok(frame) || v.is_later_fragment() {
+            return;
+        }
+        let p = v.payload();
+        if icmp_type == TYPE_ECHO_REPLY {
+            self.counters.rx_echo_replies += 1;
+            let ident = u16::from_be_bytes([p[4], p[5]]);
+            let seq = u16::from_be_bytes([p[6], p[7]]);
+            for st in &mut self.states {
+                if let AppState::Ping(a) = st {
+                    if a.socket.is_some() && a.ident == ident {
+                        a.reply_seen(seq, v.ttl());
+                    }
+                }
+            }
+            return;
+        }
+        if !is_error(v) {
+            return;
+        }
+        self.counters.rx_icmp_errors += 1;
+        // The quoted packet: its IP header, then at least 8 bytes of its payload.
+        let q = &p[8..];
+        if q.len() < 20 || q[0] >> 4 != 4 {
+            return;
+        }
+        let ihl = (q[0] & 0x0f) as usize * 4;
+        if ihl < 20 || q.len() < ihl + 8 || Ipv4Addr::new(q[12], q[13], q[14], q[15]) != self.cfg.ip
+        {
+            return;
+        }
+        let l4 = &q[ihl..ihl + 8];
+        let e = IcmpErrorSeen {
+            src: v.src(),
+            icmp_type,
+            code,
+        };
+        let word = |o: usize| u16::from_be_bytes([l4[o], l4[o + 1]]);
+        for (st, r) in self.states.iter_mut().zip(&mut self.reports) {
+            match (st, r, q[9]) {
+                (AppState::Ping(a), AppReport::Ping(r), PROTO_ICMP)
+                    if l4[0] == TYPE_ECHO_REQUEST && word(4) == a.ident && a.socket.is_some() =>
+                {
+                    r.errors.push(e);
+                }
+                (AppState::Traceroute(a), AppReport::Traceroute(r), PROTO_UDP) => {
+                    a.icmp_error(r, e, word(0), word(2));
+                }
+                (AppState::TcpSend(a), AppReport::TcpSend(r), PROTO_TCP)
+                    if word(0) == r.src_port && word(2) == r.port =>
+                {
+                    a.icmp_error(r, e);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A SYN without ACK to a sink server from a peer that server already has a connection
+    /// with (a retransmitted SYN). smoltcp gives a segment to the first socket that accepts it,
+    /// and a listener placed in a lower slot would take the duplicate and open a second
+    /// connection on the same 4-tuple.
+    fn duplicate_syn_port(&self, v: &Ipv4View<'_>) -> Option<u16> {
+        let p = v.payload();
+        if v.is_later_fragment() || p.len() < 20 || p[13] & 0x12 != 0x02 {
+            return None;
+        }
+        let (sport, dport) = v.ports()?;
+        let server = self.servers.iter().find(|s| s.stats.port == dport)?;
+        let peer = IpEndpoint::new(IpAddress::Ipv4(v.src()), sport);
+        server.has_peer(&self.sockets, peer).then_some(dport)
+    }
+
+    /// Poll smoltcp and step the apps until they settle, then send what smoltcp transmitted.
+    /// With `park`, that server's listeners leave the socket set while the received frame is
+    /// processed.
+    fn run(&mut self, now: Instant, park: Option<u16>, out: &mut Outbox) {
+        let now = now.max(self.now);
+        self.now = now;
+        let ts = now.to_smoltcp();
+
+        let mut parked = Vec::new();
+        if let Some(port) = park {
+            if let Some(si) = self.servers.iter().position(|s| s.stats.port == port) {
+                for i in self.servers[si].listeners(&self.sockets) {
+                    let h = self.servers[si].socks[i].handle;
+                    parked.push((si, i, self.sockets.remove(h)));
+                }
+            }
+        }
+        self.iface.poll(ts, &mut self.nic, &mut self.sockets);
+        for (si, i, s) in parked {
+            self.servers[si].socks[i].handle = self.sockets.add(s);
+        }
+
+        for _ in 0..MAX_ROUNDS {
+            if !self.step_apps(now) {
+                break;
+            }
+            self.iface.poll(ts, &mut self.nic, &mut self.sockets);
+        }
+
+        if !self.link_up {
+            // As a booted OS does when its link comes up: resolve the gateway before any
+            // traffic, so that the first packet (or an automatic echo reply, which smoltcp
+            // drops while its neighbour is unresolved) is not lost to ARP.
+            self.link_up = true;
+            if !self.cfg.gateway.is_unspecified() {
+                let req = Arp::request(self.cfg.mac, self.cfg.ip, self.cfg.gateway);
+                self.nic.tx.insert(0, req.to_frame());
+            }
+        }
+        for f in self.nic.tx.drain(..) {
+            self.counters.tx_frames += 1;
+            self.counters.tx_bytes += f.len() as u64;
+            out.send(NIC_PORT, f);
+        }
+        self.next_poll = self.next_deadline();
+    }
+
+    /// Step every app and server once; true if any wants the interface polled again.
+    fn step_apps(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for (st, r) in self.states.iter_mut().zip(&mut self.reports) {
+            changed |= st.step(r, now, &mut self.sockets);
+        }
+        for server in &mut self.servers {
+            let s = server.step(&mut self.sockets, listener);
+            self.counters.tcp_accepted += s.accepted;
+            changed |= s.changed;
+        }
+        changed
+    }
+
+    /// The earliest of smoltcp's and the apps' timers, never at or before the instant just
+    /// polled.
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let smol = self
+            .iface
+            .poll_at(self.now.to_smoltcp(), &self.sockets)
+            .map(|t| Instant::from_micros(t.total_micros().max(0) as u64));
+        let apps = self
+            .states
+            .iter()
+            .zip(&self.reports)
+            .filter_map(|(s, r)| s.deadline(r))
+            .min();
+        let next = smol.into_iter().chain(apps).min()?;
+        Some(if next <= self.now {
+            self.now + STALL_NUDGE
+        } else {
+            next
+        })
+    }
+}
+
+/// A sink server's listening socket.
+fn listener(port: u16) -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+        tcp::SocketBuffer::new(vec![0u8; TCP_SMALL_BUFFER]),
+    );
+    s.listen(port).expect("listen on a closed socket");
+    s
+}
+
+/// A 64-bit mix, so that neighbouring seeds give unrelated smoltcp seeds and identifiers.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Node for Endpoint {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn kind(&self) -> &'static str {
+        self.cfg.kind.as_str()
+    }
+
+    fn port_name(&self, port: Port) -> String {
+        if port == NIC_PORT {
+            "eth0".to_string()
+        } else {
+            format!("p{port}")
+        }
+    }
+
+    fn handle(&mut self, now: Instant, port: Port, frame: Frame, out: &mut Outbox) {
+        self.counters.rx_frames += 1;
+        self.counters.rx_bytes += frame.len() as u64;
+        if port != NIC_PORT {
+            self.counters.rx_dropped_bad_port += 1;
+            return;
+        }
+        let Ok(park) = self.admit(&frame) else {
+            return;
+        };
+        self.nic.rx = Some(frame);
+        self.run(now, park, out);
+        // smoltcp takes the frame in its first poll; never let one linger into a later call.
+        self.nic.rx = None;
+    }
+
+    fn poll(&mut self, now: Instant, out: &mut Outbox) {
+        self.run(now, None, out);
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        self.next_poll
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters.list()
+    }
+}
+
+/// The in-memory NIC smoltcp talks to: at most one received frame at a time, transmitted
+/// frames collected until the endpoint sends them out.
+struct Nic {
+    rx: Option<Frame>,
+    tx: Vec<Frame>,
+    /// Unused tail of the current transmit chunk.
+    chunk: BytesMut,
+    /// IP MTU in bytes.
+    ip_mtu: usize,
+}
+
+struct NicRx(Frame);
+
+struct NicTx<'a> {
+    tx: &'a mut Vec<Frame>,
+    chunk: &'a mut BytesMut,
+}
+
+impl Device for Nic {
+    type RxToken<'a> = NicRx;
+    type TxToken<'a> = NicTx<'a>;
+
+    fn receive(
+        &mut self,
+        _timestamp: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let frame = self.rx.take()?;
+        Some((
+            NicRx(frame),
+            NicTx {
+                tx: &mut self.tx,
+                chunk: &mut self.chunk,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _timestamp: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        Some(NicTx {
+            tx: &mut self.tx,
+            chunk: &mut self.chunk,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.ip_mtu + ETH_HEADER_LEN;
+        caps
+    }
+}
+
+impl RxToken for NicRx {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        f(&self.0)
+    }
+}
+
+impl TxToken for NicTx<'_> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        if self.chunk.capacity() < len {
+            *self.chunk = BytesMut::with_capacity(TX_CHUNK.max(len));
+        }
+        self.chunk.resize(len, 0);
+        let r = f(&mut self.chunk[..]);
+        self.tx.push(self.chunk.split().freeze());
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests;
