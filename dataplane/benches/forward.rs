@@ -9,7 +9,9 @@
 //! uplink → eni-2 → VPC router → eni-ec2-1 → a counting sink in place of ec2-1.
 //!
 //! Run with `make bench` (or `cargo bench -p vmcnet --bench forward`). Set
-//! `VMCNET_BENCH_SECS` to change the time per measurement (default 1).
+//! `VMCNET_BENCH_SECS` to change the time per measurement (default 1). For a profile that counts
+//! instructions, `VMCNET_BENCH_FRAMES=N` sends exactly N 64-byte frames down the full path and
+//! nothing else: `VMCNET_BENCH_FRAMES=100000 valgrind --tool=callgrind target/release/deps/forward-*`.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -210,7 +212,30 @@ fn full_path(len: usize) -> (f64, u64) {
     (pps, arrived)
 }
 
+/// Exactly `n` 64-byte frames down the full path, for instruction counting.
+fn fixed_work(n: u64) {
+    let (mut lab, esxi1, port, gw_mac, web_mac) = full_path_lab();
+    let template = udp_frame(gw_mac, web_mac, 64);
+    let sink = lab.sim.node_id("sink").unwrap();
+    for _ in 0..n.div_ceil(BATCH as u64) {
+        for _ in 0..BATCH {
+            lab.sim.inject(esxi1, port, template.clone());
+        }
+        lab.sim.settle();
+    }
+    println!(
+        "{} frames reached the sink",
+        lab.sim.get::<Sink>(sink).unwrap().frames
+    );
+}
+
 fn main() {
+    if let Some(n) = std::env::var("VMCNET_BENCH_FRAMES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return fixed_work(n);
+    }
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run briefly then.
     if !std::env::args().any(|a| a == "--bench") {
         std::env::set_var("VMCNET_BENCH_SECS", "0.05");

@@ -24,7 +24,7 @@ use super::{Counters, Node, Outbox, Port};
 use crate::counters;
 use crate::time::Instant;
 use crate::wire::arp::{self, Arp};
-use crate::wire::geneve::{self, Outer, Vni};
+use crate::wire::geneve::{self, Outer, Tunnel, Vni};
 use crate::wire::ipv4::Ipv4View;
 use crate::wire::{self, make_mut, Frame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 
@@ -61,7 +61,15 @@ pub struct Tep {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum L2Dest {
     Local(Port),
-    Remote(Ipv4Addr),
+    /// Behind a peer TEP (its index in `peers`).
+    Remote(usize),
+}
+
+/// Another host's TEP with the outer headers toward it.
+#[derive(Debug, Clone)]
+struct Peer {
+    tep: Tep,
+    tunnel: Tunnel,
 }
 
 counters! {
@@ -74,6 +82,8 @@ counters! {
         pub uplink_out,
         pub uplink_in,
         pub rx_dropped_not_geneve,
+        /// Geneve from an address that is not a peer TEP.
+        pub rx_dropped_unknown_tep,
         pub rx_dropped_no_vnic_on_segment,
         pub rx_dropped_no_vnic,
         pub rx_dropped_uplink_no_owner,
@@ -90,7 +100,8 @@ pub struct Host {
     /// The MAC of the host's ENI, if it has one.
     eni_mac: Option<MacAddr>,
     vnics: Vec<Option<Vnic>>,
-    peers: Vec<Tep>,
+    peers: Vec<Peer>,
+    peer_by_ip: FxHashMap<Ipv4Addr, usize>,
     l2: FxHashMap<(Vni, MacAddr), L2Dest>,
     /// IPs of the host's ENI and the local vNIC port that owns each.
     uplink_owners: Vec<(Ipv4Addr, Port)>,
@@ -105,6 +116,7 @@ impl Host {
             eni_mac,
             vnics: Vec::new(),
             peers: Vec::new(),
+            peer_by_ip: FxHashMap::default(),
             l2: FxHashMap::default(),
             uplink_owners: Vec::new(),
             counters: HostCounters::default(),
@@ -153,9 +165,30 @@ impl Host {
             .filter_map(|(i, v)| v.as_ref().map(|v| (FIRST_VNIC + i as Port, v)))
     }
 
-    /// The other hosts' TEPs, for head-end replication.
+    /// The other hosts' TEPs, for head-end replication. Forgets the MACs learned behind the
+    /// old ones.
     pub fn set_peers(&mut self, peers: Vec<Tep>) {
-        self.peers = peers.into_iter().filter(|p| *p != self.tep).collect();
+        let me = self.tep;
+        self.peers = peers
+            .into_iter()
+            .filter(|p| *p != me)
+            .map(|tep| Peer {
+                tep,
+                tunnel: Tunnel::new(&Outer {
+                    src_mac: me.mac,
+                    dst_mac: tep.mac,
+                    src_ip: me.ip,
+                    dst_ip: tep.ip,
+                }),
+            })
+            .collect();
+        self.peer_by_ip = self
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.tep.ip, i))
+            .collect();
+        self.l2.retain(|_, d| matches!(d, L2Dest::Local(_)));
     }
 
     /// `ip`, an address of this host's ENI, belongs to the vNIC on `port`.
@@ -175,19 +208,9 @@ impl Host {
             .as_ref()
     }
 
-    fn peer_mac(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.peers.iter().find(|p| p.ip == ip).map(|p| p.mac)
-    }
-
-    fn encap_to(&mut self, peer: Tep, vni: Vni, inner: &[u8], out: &mut Outbox) {
-        let outer = Outer {
-            src_mac: self.tep.mac,
-            dst_mac: peer.mac,
-            src_ip: self.tep.ip,
-            dst_ip: peer.ip,
-        };
+    fn encap_to(&mut self, peer: usize, vni: Vni, inner: &[u8], out: &mut Outbox) {
         self.counters.tx_encapsulated += 1;
-        out.send(OVERLAY, geneve::encap(inner, &outer, vni));
+        out.send(OVERLAY, self.peers[peer].tunnel.encap(inner, vni));
     }
 
     /// Local vNIC ports on segment `vni`, except `except`.
@@ -228,15 +251,11 @@ impl Host {
                     out.send(p, frame);
                 }
             }
-            Some(L2Dest::Remote(ip)) if !dst.is_group() => match self.peer_mac(ip) {
-                Some(mac) => self.encap_to(Tep { ip, mac }, vni, &frame, out),
-                None => self.counters.rx_dropped_no_vnic += 1,
-            },
+            Some(L2Dest::Remote(peer)) if !dst.is_group() => self.encap_to(peer, vni, &frame, out),
             _ => {
                 self.counters.flooded += 1;
                 self.flood_local(vni, Some(port), &frame, out);
-                for i in 0..self.peers.len() {
-                    let peer = self.peers[i];
+                for peer in 0..self.peers.len() {
                     self.encap_to(peer, vni, &frame, out);
                 }
             }
@@ -287,7 +306,7 @@ impl Host {
     }
 
     fn overlay_in(&mut self, frame: Frame, out: &mut Outbox) {
-        let Some(d) = geneve::decap(&frame) else {
+        let Some(d) = geneve::decap(frame) else {
             self.counters.rx_dropped_not_geneve += 1;
             return;
         };
@@ -296,7 +315,11 @@ impl Host {
             return;
         };
         self.counters.rx_decapsulated += 1;
-        self.learn(d.vni, src, L2Dest::Remote(d.outer_src));
+        let Some(&peer) = self.peer_by_ip.get(&d.outer_src) else {
+            self.counters.rx_dropped_unknown_tep += 1;
+            return;
+        };
+        self.learn(d.vni, src, L2Dest::Remote(peer));
         match self.l2.get(&(d.vni, dst)).copied() {
             Some(L2Dest::Local(p)) if !dst.is_group() => out.send(p, d.inner),
             Some(L2Dest::Remote(_)) if !dst.is_group() => self.counters.rx_dropped_no_vnic += 1,
@@ -402,7 +425,7 @@ mod tests {
         let mut teps = vec![];
         for (p, f) in &sent[1..] {
             assert_eq!(*p, OVERLAY);
-            let d = geneve::decap(f).unwrap();
+            let d = geneve::decap(f.clone()).unwrap();
             assert_eq!(d.vni, VNI);
             assert_eq!(d.inner, frame(MacAddr::BROADCAST, ma));
             teps.push(Ipv4View::parse(f).unwrap().dst());
@@ -423,7 +446,7 @@ mod tests {
         let (mut h, a, b, ma, mb) = host_with_two_vms();
         let mut out = Outbox::new();
         h.handle(Instant::ZERO, b, frame(MacAddr::BROADCAST, mb), &mut out);
-        out.drain();
+        out.clear();
         // a → b is now switched locally, not flooded.
         h.handle(Instant::ZERO, a, frame(mb, ma), &mut out);
         let sent: Vec<_> = out.drain().collect();

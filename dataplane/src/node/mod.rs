@@ -23,6 +23,7 @@ pub mod underlay;
 pub mod vpc_router;
 
 use std::any::Any;
+use std::collections::VecDeque;
 
 use crate::time::Instant;
 use crate::wire::Frame;
@@ -31,11 +32,26 @@ use crate::wire::Frame;
 /// documents its port layout.
 pub type Port = u16;
 
-/// Frames a node gives out, with the port each leaves on. Reused across calls: the runtime
-/// drains it after every call.
+/// Frames a node gives out, with the port each leaves on.
+///
+/// In the sim runtime the outbox is also the runtime's queue of frames in flight: a frame sent
+/// here is carried across its link when its turn comes, first in, first out. Nodes and tests
+/// see only [`Outbox::send`] and [`Outbox::drain`].
 #[derive(Debug, Default)]
 pub struct Outbox {
-    frames: Vec<(Port, Frame)>,
+    /// The node whose frames are being sent.
+    from: u32,
+    queue: VecDeque<InFlight>,
+}
+
+/// A frame in flight: sent out of a node's port, or (when injected) arriving at one.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    pub node: u32,
+    pub port: Port,
+    /// True if the frame arrives at `node`:`port`; false if it leaves it.
+    pub arriving: bool,
+    pub frame: Frame,
 }
 
 impl Outbox {
@@ -44,21 +60,51 @@ impl Outbox {
     }
 
     /// Send `frame` out of `port`.
+    #[inline]
     pub fn send(&mut self, port: Port, frame: Frame) {
-        self.frames.push((port, frame));
+        self.queue.push_back(InFlight {
+            node: self.from,
+            port,
+            arriving: false,
+            frame,
+        });
     }
 
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.queue.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.frames.len()
+        self.queue.len()
+    }
+
+    /// Forget every frame sent.
+    pub fn clear(&mut self) {
+        self.queue.clear();
     }
 
     /// Take the frames out in the order they were sent.
-    pub fn drain(&mut self) -> std::vec::Drain<'_, (Port, Frame)> {
-        self.frames.drain(..)
+    pub fn drain(&mut self) -> impl Iterator<Item = (Port, Frame)> + '_ {
+        self.queue.drain(..).map(|f| (f.port, f.frame))
+    }
+
+    /// Frames sent from now on come from `node`.
+    pub(crate) fn set_from(&mut self, node: usize) {
+        self.from = node as u32;
+    }
+
+    /// A frame arriving at `node`:`port`, queued behind those in flight.
+    pub(crate) fn arrive(&mut self, node: usize, port: Port, frame: Frame) {
+        self.queue.push_back(InFlight {
+            node: node as u32,
+            port,
+            arriving: true,
+            frame,
+        });
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<InFlight> {
+        self.queue.pop_front()
     }
 }
 

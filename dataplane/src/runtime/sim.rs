@@ -9,7 +9,7 @@
 
 use std::any::Any;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use crate::capture::FrameSink;
@@ -55,8 +55,10 @@ pub struct Sim {
     wiring: Vec<Vec<Option<(NodeId, Port, LinkId)>>>,
     captures: Vec<Option<Box<dyn FrameSink>>>,
     now: Instant,
-    ready: VecDeque<(NodeId, Port, Frame)>,
     timers: BinaryHeap<Reverse<(Instant, NodeId)>>,
+    /// Per node: the earliest timer entry queued for it, if any.
+    scheduled: Vec<Option<Instant>>,
+    /// Frames in flight, in order.
     outbox: Outbox,
     pub counters: SimCounters,
 }
@@ -69,8 +71,8 @@ impl Default for Sim {
             wiring: Vec::new(),
             captures: Vec::new(),
             now: Instant::ZERO,
-            ready: VecDeque::with_capacity(256),
             timers: BinaryHeap::new(),
+            scheduled: Vec::new(),
             outbox: Outbox::new(),
             counters: SimCounters::default(),
         }
@@ -90,8 +92,9 @@ impl Sim {
     pub fn add_node(&mut self, node: Box<dyn Node>) -> NodeId {
         self.nodes.push(node);
         self.wiring.push(Vec::new());
+        self.scheduled.push(None);
         let id = self.nodes.len() - 1;
-        self.schedule(id);
+        self.after_call(id);
         id
     }
 
@@ -171,20 +174,43 @@ impl Sim {
     /// the next run.
     pub fn get_mut<T: Node>(&mut self, id: NodeId) -> Option<&mut T> {
         self.timers.push(Reverse((self.now, id)));
+        self.scheduled[id] = Some(self.now);
         let n: &mut dyn Any = self.nodes.get_mut(id)?.as_mut();
         n.downcast_mut()
     }
 
     /// Hand a frame to a node's port now, as if it arrived on a link.
     pub fn inject(&mut self, node: NodeId, port: Port, frame: Frame) {
-        self.ready.push_back((node, port, frame));
+        self.outbox.arrive(node, port, frame);
     }
 
     /// Run until every frame in flight at the current time has been handled.
     pub fn settle(&mut self) {
-        while let Some((id, port, frame)) = self.ready.pop_front() {
-            self.nodes[id].handle(self.now, port, frame, &mut self.outbox);
-            self.after_call(id);
+        while let Some(f) = self.outbox.pop() {
+            let (node, port) = if f.arriving {
+                (f.node as NodeId, f.port)
+            } else {
+                match self.wiring[f.node as usize]
+                    .get(f.port as usize)
+                    .copied()
+                    .flatten()
+                {
+                    Some((peer, peer_port, link)) => {
+                        if let Some(sink) = self.captures[link].as_mut() {
+                            sink.write(self.now, &f.frame);
+                        }
+                        self.counters.delivered += 1;
+                        (peer, peer_port)
+                    }
+                    None => {
+                        self.counters.dropped_unlinked += 1;
+                        continue;
+                    }
+                }
+            };
+            self.outbox.set_from(node);
+            self.nodes[node].handle(self.now, port, f.frame, &mut self.outbox);
+            self.after_call(node);
         }
     }
 
@@ -197,7 +223,7 @@ impl Sim {
                 Some(&Reverse((t, id))) if t <= deadline => {
                     self.timers.pop();
                     self.now = self.now.max(t);
-                    self.fire(id);
+                    self.fire(t, id);
                 }
                 _ => break,
             }
@@ -222,7 +248,7 @@ impl Sim {
                 Some(&Reverse((t, id))) if t <= deadline => {
                     self.timers.pop();
                     self.now = self.now.max(t);
-                    self.fire(id);
+                    self.fire(t, id);
                 }
                 _ => {
                     self.now = self.now.max(deadline);
@@ -232,50 +258,42 @@ impl Sim {
         }
     }
 
-    /// Poll a node whose timer entry came due, if it is still due.
-    fn fire(&mut self, id: NodeId) {
+    /// A timer entry for `id` queued for `t` came due: poll the node if it is still due, or
+    /// queue its real time.
+    fn fire(&mut self, t: Instant, id: NodeId) {
+        if self.scheduled[id] == Some(t) {
+            self.scheduled[id] = None;
+        }
         match self.nodes[id].poll_at() {
             Some(at) if at <= self.now => {
+                self.outbox.set_from(id);
                 self.nodes[id].poll(self.now, &mut self.outbox);
                 self.after_call(id);
                 if let Some(again) = self.nodes[id].poll_at() {
                     if again <= self.now {
-                        self.timers.push(Reverse((self.now + MIN_TIMER_STEP, id)));
+                        self.queue_timer(id, self.now + MIN_TIMER_STEP);
                     }
                 }
             }
-            Some(at) => self.timers.push(Reverse((at, id))),
+            Some(at) => self.queue_timer(id, at),
             None => {}
         }
     }
 
-    /// Carry what a node sent across its links, and note its next timer.
+    /// After a node call: note the node's next timer.
+    #[inline]
     fn after_call(&mut self, id: NodeId) {
         self.counters.node_calls += 1;
-        for (port, frame) in self.outbox.drain() {
-            match self.wiring[id].get(port as usize).copied().flatten() {
-                Some((peer, peer_port, link)) => {
-                    if let Some(sink) = self.captures[link].as_mut() {
-                        sink.write(self.now, &frame);
-                    }
-                    self.counters.delivered += 1;
-                    self.ready.push_back((peer, peer_port, frame));
-                }
-                None => self.counters.dropped_unlinked += 1,
-            }
+        if let Some(at) = self.nodes[id].poll_at() {
+            self.queue_timer(id, at.max(self.now));
         }
-        self.schedule(id);
     }
 
-    fn schedule(&mut self, id: NodeId) {
-        if let Some(at) = self.nodes[id].poll_at() {
-            if at > self.now {
-                if !self.timers.iter().any(|&Reverse(e)| e == (at, id)) || self.timers.len() > 64 {
-                    self.timers.push(Reverse((at, id)));
-                }
-            } else {
-                self.timers.push(Reverse((self.now, id)));
-            }
+    /// Queue a timer entry unless an earlier one is already queued for the node.
+    fn queue_timer(&mut self, id: NodeId, at: Instant) {
+        if self.scheduled[id].is_none_or(|s| at < s) {
+            self.scheduled[id] = Some(at);
+            self.timers.push(Reverse((at, id)));
         }
     }
 }
