@@ -4,12 +4,19 @@
 //! Ports: one per interface, in [`EdgeConfig::ifaces`] order (the uplink first, by convention).
 //!
 //! A router by RFC 1812: ARP on every interface, longest-prefix match over one route table, TTL
-//! decrement with an incremental checksum update, ICMP time-exceeded, net- and host-unreachable
-//! (never in answer to an ICMP error), echo replies for its own addresses, port-unreachable for
-//! UDP to them (so traceroute ends there). Routes marked `snat` (S3's prefix list) leave with
-//! their source translated to the uplink address; answers are translated back.
+//! decrement with an incremental checksum update, ICMP time-exceeded, net- and host-unreachable,
+//! echo replies for its own addresses, port-unreachable for UDP to them from the address probed
+//! (so traceroute ends there). No ICMP error answers an ICMP error, a later fragment, or a
+//! packet to or from a broadcast or multicast address (RFC 1812 §4.3.2.7). Broadcasts and
+//! multicasts are not routed: there is no multicast routing, and directed broadcasts of the
+//! connected networks are not forwarded (RFC 2644).
 //!
-//! A standby Edge forwards nothing and answers nothing until it is made active.
+//! Routes marked `snat` (S3's prefix list) leave with their source translated to the uplink
+//! address; answers are translated back after their TTL is checked, and a packet that SNAT
+//! translated but could not deliver is translated back before it is answered.
+//!
+//! A standby Edge forwards nothing and answers nothing until it is made active; a demoted Edge
+//! drops what it held for ARP.
 
 use std::net::Ipv4Addr;
 
@@ -88,29 +95,65 @@ counters! {
         pub rx_dropped_bad_header,
         pub rx_dropped_ttl_exceeded,
         pub rx_dropped_no_route,
+        /// Not for the Edge and not routed: a broadcast or multicast destination, or received as
+        /// a link-layer broadcast or multicast.
+        pub rx_dropped_not_routable,
         pub rx_dropped_not_handled,
         pub tx_dropped_arp_failed,
         pub tx_dropped_arp_queue_full,
+        /// Held for ARP when the Edge was demoted to standby.
+        pub tx_dropped_demoted,
+        /// Every external port of the SNAT pool is taken.
         pub tx_dropped_nat_exhausted,
+        /// On an SNAT route but nothing to key a mapping on (no port or echo identifier).
+        pub tx_dropped_nat_untranslatable,
     }
 }
 
 /// Source NAT to one external address, endpoint-independent: one inside (address, port) maps to
 /// one external port, whoever the peer. ICMP echo uses the identifier as the port.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Snat {
     external: Option<Ipv4Addr>,
-    next_port: u16,
+    /// The next external port to hand out; `None` once the pool is used up. Mappings last as
+    /// long as the Edge, so the ports are handed out in order, each once.
+    next_port: Option<u16>,
     outbound: FxHashMap<(u8, Ipv4Addr, u16), u16>,
     inbound: FxHashMap<(u8, u16), (Ipv4Addr, u16)>,
 }
 
-/// First external port handed out.
+/// First external port handed out; the pool is `NAT_FIRST_PORT..=u16::MAX`.
 const NAT_FIRST_PORT: u16 = 1024;
 
+/// Why [`Snat::translate_out`] left a packet as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnatError {
+    /// A new mapping was needed and every external port is taken.
+    Exhausted,
+    /// Nothing to key a mapping on (no TCP/UDP port or echo identifier, a later fragment), or
+    /// no external address.
+    Untranslatable,
+}
+
+/// An inside endpoint: (address, port or echo identifier).
+type Inside = (Ipv4Addr, u16);
+
 impl Snat {
+    fn new(external: Option<Ipv4Addr>) -> Self {
+        Snat {
+            external,
+            next_port: Some(NAT_FIRST_PORT),
+            outbound: FxHashMap::default(),
+            inbound: FxHashMap::default(),
+        }
+    }
+
     /// The L4 "port" a packet is keyed on, by direction: source (outbound) or destination.
+    /// A later fragment has none (its payload holds no L4 header).
     fn port(v: &Ipv4View<'_>, side: Side) -> Option<u16> {
+        if v.is_later_fragment() {
+            return None;
+        }
         match v.protocol() {
             PROTO_TCP | PROTO_UDP => v
                 .ports()
@@ -128,52 +171,57 @@ impl Snat {
         }
     }
 
-    /// Translate an outbound packet's source; false if it cannot be (no port free, no L4).
-    fn translate_out(&mut self, f: &mut [u8]) -> bool {
-        let Some(ext) = self.external else {
-            return false;
-        };
-        let Some(v) = Ipv4View::parse(f) else {
-            return false;
-        };
-        let Some(port) = Self::port(&v, Side::Src) else {
-            return false;
-        };
+    /// Translate an outbound packet's source, mapping its inside endpoint if new.
+    fn translate_out(&mut self, f: &mut [u8]) -> Result<(), SnatError> {
+        let ext = self.external.ok_or(SnatError::Untranslatable)?;
+        let v = Ipv4View::parse(f).ok_or(SnatError::Untranslatable)?;
+        let port = Self::port(&v, Side::Src).ok_or(SnatError::Untranslatable)?;
         let key = (v.protocol(), v.src(), port);
         let ext_port = match self.outbound.get(&key) {
             Some(&p) => p,
-            None => {
-                if self.next_port == 0 {
-                    self.next_port = NAT_FIRST_PORT;
-                }
-                if self.inbound.len() >= (u16::MAX - NAT_FIRST_PORT) as usize {
-                    return false;
-                }
-                let p = self.next_port;
-                self.next_port = self.next_port.checked_add(1).unwrap_or(NAT_FIRST_PORT);
-                self.outbound.insert(key, p);
-                self.inbound.insert((key.0, p), (key.1, key.2));
-                p
-            }
+            None => self.map(key)?,
         };
         ipv4::rewrite_addr(f, Side::Src, ext);
         ipv4::rewrite_port(f, Side::Src, ext_port);
-        true
+        Ok(())
     }
 
-    /// Translate an inbound answer's destination back; false if no mapping holds it.
-    fn translate_in(&mut self, f: &mut [u8]) -> bool {
+    /// A new mapping for `(protocol, inside address, inside port)`: the next external port.
+    fn map(&mut self, key: (u8, Ipv4Addr, u16)) -> Result<u16, SnatError> {
+        let p = self.next_port.ok_or(SnatError::Exhausted)?;
+        self.next_port = p.checked_add(1);
+        self.outbound.insert(key, p);
+        self.inbound.insert((key.0, p), (key.1, key.2));
+        Ok(p)
+    }
+
+    /// The inside endpoint an inbound answer (for the external address) is for, if mapped.
+    fn lookup_in(&self, v: &Ipv4View<'_>) -> Option<Inside> {
+        let port = Self::port(v, Side::Dst)?;
+        self.inbound.get(&(v.protocol(), port)).copied()
+    }
+
+    /// Rewrite an inbound answer's destination to the inside endpoint it is for.
+    fn translate_in(f: &mut [u8], (ip, port): Inside) {
+        ipv4::rewrite_addr(f, Side::Dst, ip);
+        ipv4::rewrite_port(f, Side::Dst, port);
+    }
+
+    /// Undo [`Snat::translate_out`] on a packet that never left: its source back to the inside
+    /// endpoint. False (and untouched) if its source is not a mapped external endpoint.
+    fn untranslate_out(&self, f: &mut [u8]) -> bool {
         let Some(v) = Ipv4View::parse(f) else {
             return false;
         };
-        let Some(port) = Self::port(&v, Side::Dst) else {
+        if Some(v.src()) != self.external {
+            return false;
+        }
+        let inside = Self::port(&v, Side::Src).and_then(|p| self.inbound.get(&(v.protocol(), p)));
+        let Some(&(ip, port)) = inside else {
             return false;
         };
-        let Some(&(ip, p)) = self.inbound.get(&(v.protocol(), port)) else {
-            return false;
-        };
-        ipv4::rewrite_addr(f, Side::Dst, ip);
-        ipv4::rewrite_port(f, Side::Dst, p);
+        ipv4::rewrite_addr(f, Side::Src, ip);
+        ipv4::rewrite_port(f, Side::Src, port);
         true
     }
 }
@@ -213,10 +261,7 @@ impl Edge {
             ifaces: cfg.ifaces,
             routes,
             arp: ArpCache::default(),
-            snat: Snat {
-                external,
-                ..Snat::default()
-            },
+            snat: Snat::new(external),
             counters: EdgeCounters::default(),
         }
     }
@@ -225,8 +270,13 @@ impl Edge {
         self.active
     }
 
+    /// Make the Edge active or standby. A demoted Edge drops the frames it held for ARP, so that
+    /// nothing it took in as active leaves (or is answered) once it is standby.
     pub fn set_active(&mut self, active: bool) {
         self.active = active;
+        if !active {
+            self.drop_pending();
+        }
     }
 
     pub fn ifaces(&self) -> &[EdgeIface] {
@@ -261,6 +311,31 @@ impl Edge {
         self.ifaces.iter().any(|i| i.ip == ip)
     }
 
+    /// An address that stands for a group, not a host: the limited broadcast, a multicast
+    /// group, or the directed broadcast of a connected network (none on a /31 or /32).
+    fn is_group_ip(&self, ip: Ipv4Addr) -> bool {
+        ip.is_broadcast()
+            || ip.is_multicast()
+            || self
+                .ifaces
+                .iter()
+                .any(|i| i.net.prefix_len() < 31 && i.net.broadcast() == ip)
+    }
+
+    /// The frame was sent to a link-layer broadcast or multicast address.
+    fn is_link_group(frame: &[u8]) -> bool {
+        wire::eth_dst(frame).is_some_and(|m| m.is_group())
+    }
+
+    /// Drop every frame held for ARP, counting them. The cache cannot cancel a resolution, so
+    /// its timers are run out here; the retries they ask for are not sent.
+    fn drop_pending(&mut self) {
+        while let Some(at) = self.arp.next_deadline() {
+            let dropped = self.arp.expire(at).failed.len();
+            self.counters.tx_dropped_demoted += dropped as u64;
+        }
+    }
+
     fn on_arp(&mut self, now: Instant, port: usize, frame: &Frame, out: &mut Outbox) {
         let Some(a) = Arp::parse(frame) else {
             self.counters.rx_dropped_bad_header += 1;
@@ -284,29 +359,29 @@ impl Edge {
     }
 
     /// Route a packet that this Edge forwards (TTL already checked and decremented).
-    fn forward(&mut self, now: Instant, in_port: usize, f: BytesMut, out: &mut Outbox) {
+    fn forward(&mut self, now: Instant, in_port: usize, mut f: BytesMut, out: &mut Outbox) {
         let Some((src, dst)) = Ipv4View::parse(&f).map(|v| (v.src(), v.dst())) else {
             return;
         };
         let Some(route) = self.routes.lookup(dst).map(|r| r.target) else {
             self.counters.rx_dropped_no_route += 1;
-            self.icmp_error(
-                now,
-                in_port,
-                icmp::TYPE_DEST_UNREACHABLE,
-                CODE_NET_UNREACHABLE,
-                &f,
-                out,
-            );
+            let from = self.ifaces[in_port].ip;
+            let (t, code) = (icmp::TYPE_DEST_UNREACHABLE, CODE_NET_UNREACHABLE);
+            self.icmp_error(now, from, t, code, &f, out);
             return;
         };
-        let mut f = f;
-        if route.snat && src != self.snat.external.unwrap_or(Ipv4Addr::UNSPECIFIED) {
-            if !self.snat.translate_out(&mut f) {
-                self.counters.tx_dropped_nat_exhausted += 1;
-                return;
+        if route.snat && Some(src) != self.snat.external {
+            match self.snat.translate_out(&mut f) {
+                Ok(()) => self.counters.snat_out += 1,
+                Err(SnatError::Exhausted) => {
+                    self.counters.tx_dropped_nat_exhausted += 1;
+                    return;
+                }
+                Err(SnatError::Untranslatable) => {
+                    self.counters.tx_dropped_nat_untranslatable += 1;
+                    return;
+                }
             }
-            self.counters.snat_out += 1;
         }
         self.counters.forwarded += 1;
         let nh = match route.next_hop {
@@ -347,11 +422,14 @@ impl Edge {
         out.send(iface as Port, Arp::request(ifc.mac, ifc.ip, ip).to_frame());
     }
 
-    /// Answer `offending` with an ICMP error from the address of interface `from`.
+    /// Answer `offending` (a frame with the Ethernet header it arrived with) with an ICMP error
+    /// from `src`. Never about an ICMP error, a later fragment, a packet to a broadcast or
+    /// multicast address, IP or link-layer, or from an address that names no single host
+    /// (RFC 1812 §4.3.2.7); nor about a packet of the Edge's own.
     fn icmp_error(
         &mut self,
         now: Instant,
-        from: usize,
+        src: Ipv4Addr,
         t: u8,
         code: u8,
         offending: &[u8],
@@ -360,10 +438,17 @@ impl Edge {
         let Some(v) = Ipv4View::parse(offending) else {
             return;
         };
-        if icmp::is_error(&v) || v.src().is_unspecified() || v.src().is_broadcast() {
+        let (to, about) = (v.src(), v.dst());
+        if icmp::is_error(&v)
+            || v.is_later_fragment()
+            || Self::is_link_group(offending)
+            || self.is_group_ip(about)
+            || to.is_unspecified()
+            || self.is_group_ip(to)
+            || self.is_own_ip(to)
+        {
             return;
         }
-        let src = self.ifaces[from].ip;
         let e = icmp::error(MacAddr::default(), MacAddr::default(), src, t, code, &v);
         self.counters.icmp_errors_sent += 1;
         self.originate(now, e, out);
@@ -386,7 +471,7 @@ impl Edge {
     }
 
     /// A packet for one of the Edge's own addresses.
-    fn deliver_local(&mut self, now: Instant, in_port: usize, frame: Frame, out: &mut Outbox) {
+    fn deliver_local(&mut self, now: Instant, frame: Frame, out: &mut Outbox) {
         let Some(v) = Ipv4View::parse(&frame) else {
             return;
         };
@@ -397,46 +482,81 @@ impl Edge {
                 self.originate(now, reply, out);
             }
             (PROTO_UDP, _) => {
+                // No UDP service: the address probed says so.
                 self.counters.delivered_local += 1;
-                self.icmp_error(
-                    now,
-                    in_port,
-                    icmp::TYPE_DEST_UNREACHABLE,
-                    CODE_PORT_UNREACHABLE,
-                    &frame,
-                    out,
-                );
+                let (t, code) = (icmp::TYPE_DEST_UNREACHABLE, CODE_PORT_UNREACHABLE);
+                self.icmp_error(now, v.dst(), t, code, &frame, out);
             }
             _ => self.counters.rx_dropped_not_handled += 1,
         }
     }
 
+    /// The inside endpoint a packet to one of the Edge's addresses is an SNAT answer for: it
+    /// came in on the uplink, for the external address, and a mapping holds it.
+    fn nat_answer(&self, port: usize, v: &Ipv4View<'_>) -> Option<Inside> {
+        let for_external =
+            self.ifaces[port].role == IfaceRole::Uplink && Some(v.dst()) == self.snat.external;
+        for_external.then(|| self.snat.lookup_in(v)).flatten()
+    }
+
     fn on_ipv4(&mut self, now: Instant, port: usize, frame: Frame, out: &mut Outbox) {
-        let (dst, ttl) = match Ipv4View::parse(&frame) {
-            Some(v) if v.checksum_ok() => (v.dst(), v.ttl()),
-            _ => {
-                self.counters.rx_dropped_bad_header += 1;
-                return;
-            }
+        let Some(v) = Ipv4View::parse(&frame).filter(|v| v.checksum_ok()) else {
+            self.counters.rx_dropped_bad_header += 1;
+            return;
         };
-        let mut f = make_mut(frame);
+        let (dst, ttl) = (v.dst(), v.ttl());
+        let mut nat_answer = None;
         if self.is_own_ip(dst) {
-            let is_nat_answer = self.ifaces[port].role == IfaceRole::Uplink
-                && Some(dst) == self.snat.external
-                && self.snat.translate_in(&mut f);
-            if !is_nat_answer {
-                return self.deliver_local(now, port, f.freeze(), out);
+            nat_answer = self.nat_answer(port, &v);
+            if nat_answer.is_none() {
+                return self.deliver_local(now, frame, out);
             }
-            self.counters.snat_in += 1;
+        } else if self.is_group_ip(dst) || Self::is_link_group(&frame) {
+            // No multicast routing, no broadcast forwarding (RFC 1812 §5.3.4, RFC 2644).
+            self.counters.rx_dropped_not_routable += 1;
+            return;
         }
+        // The TTL is checked on the packet as received, so that an expired SNAT answer is
+        // quoted as its sender sent it, and is not counted as translated.
         if ttl <= 1 {
             self.counters.rx_dropped_ttl_exceeded += 1;
-            let code = icmp::CODE_TTL_EXCEEDED;
-            self.icmp_error(now, port, icmp::TYPE_TIME_EXCEEDED, code, &f, out);
+            let from = self.ifaces[port].ip;
+            let (t, code) = (icmp::TYPE_TIME_EXCEEDED, icmp::CODE_TTL_EXCEEDED);
+            self.icmp_error(now, from, t, code, &frame, out);
             return;
+        }
+        let mut f = make_mut(frame);
+        if let Some(inside) = nat_answer {
+            Snat::translate_in(&mut f, inside);
+            self.counters.snat_in += 1;
         }
         ipv4::decrement_ttl(&mut f);
         self.forward(now, port, f, out);
+    }
+
+    /// Answer a packet whose next hop never answered ARP with host-unreachable, from the
+    /// address facing its source. A packet SNAT translated is translated back first, so that
+    /// the error goes to the inside host and quotes what it sent.
+    fn host_unreachable(&mut self, now: Instant, frame: Frame, out: &mut Outbox) {
+        let mut f = make_mut(frame);
+        let via_snat = Ipv4View::parse(&f)
+            .and_then(|v| self.routes.lookup(v.dst()))
+            .is_some_and(|r| r.target.snat);
+        if via_snat {
+            self.snat.untranslate_out(&mut f);
+        }
+        let Some(src) = Ipv4View::parse(&f).map(|v| v.src()) else {
+            return;
+        };
+        let iface = self
+            .routes
+            .lookup(src)
+            .map(|r| r.target.iface)
+            .or_else(|| self.uplink())
+            .unwrap_or(0);
+        let from = self.ifaces[iface].ip;
+        let (t, code) = (icmp::TYPE_DEST_UNREACHABLE, CODE_HOST_UNREACHABLE);
+        self.icmp_error(now, from, t, code, &f, out);
     }
 }
 
@@ -480,24 +600,18 @@ impl Node for Edge {
     }
 
     fn poll(&mut self, now: Instant, out: &mut Outbox) {
+        if !self.active {
+            // Demotion dropped what was held; should anything remain, it goes, unsent.
+            self.drop_pending();
+            return;
+        }
         let ex = self.arp.expire(now);
         for (iface, ip) in ex.retry {
             self.send_arp_request(iface, ip, out);
         }
         for f in ex.failed {
             self.counters.tx_dropped_arp_failed += 1;
-            let from = self.uplink().unwrap_or(0);
-            let from = Ipv4View::parse(&f)
-                .and_then(|v| self.routes.lookup(v.src()).map(|r| r.target.iface))
-                .unwrap_or(from);
-            self.icmp_error(
-                now,
-                from,
-                icmp::TYPE_DEST_UNREACHABLE,
-                CODE_HOST_UNREACHABLE,
-                &f,
-                out,
-            );
+            self.host_unreachable(now, f, out);
         }
     }
 

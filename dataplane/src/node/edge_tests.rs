@@ -926,7 +926,6 @@ fn no_icmp_error_toward_an_unspecified_or_broadcast_source() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "edge.rs bug: ICMP errors are sent about non-initial fragments (RFC 1812 4.3.2.7)"]
 fn no_icmp_error_about_a_non_initial_fragment() {
     let mut lab = Lab::new();
     lab.resolve_all();
@@ -947,7 +946,6 @@ fn no_icmp_error_about_a_non_initial_fragment() {
 }
 
 #[test]
-#[ignore = "edge.rs bug: multicast datagrams from VMs (mDNS, LLMNR, SSDP) draw ICMP errors"]
 fn no_icmp_error_about_a_multicast_datagram() {
     let mut lab = Lab::new();
     lab.resolve_all();
@@ -966,10 +964,12 @@ fn no_icmp_error_about_a_multicast_datagram() {
         );
     }
     assert_eq!(lab.e.counters.icmp_errors_sent, 0);
+    // Not routed either: there is no multicast routing.
+    assert_eq!(lab.e.counters.rx_dropped_not_routable, 4);
+    assert_eq!(lab.e.counters.forwarded, 0);
 }
 
 #[test]
-#[ignore = "edge.rs bug: a limited broadcast is routed and answered with net-unreachable"]
 fn limited_broadcast_is_neither_forwarded_nor_answered() {
     let mut lab = Lab::new();
     lab.resolve_all();
@@ -978,6 +978,55 @@ fn limited_broadcast_is_neither_forwarded_nor_answered() {
     let out = lab.rx(SEG1, f.freeze());
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(lab.e.counters.icmp_errors_sent, 0);
+    assert_eq!(lab.e.counters.rx_dropped_not_routable, 1);
+    assert_eq!(lab.e.counters.rx_dropped_no_route, 0);
+}
+
+#[test]
+fn directed_broadcasts_are_not_forwarded() {
+    // RFC 2644: a router does not forward a directed broadcast (smurf amplification).
+    let mut lab = Lab::new();
+    lab.resolve_all();
+    let seg2_bcast = Ipv4Addr::new(192, 168, 2, 255);
+    let uplink_bcast = Ipv4Addr::new(172, 31, 0, 63);
+    for (port, dst, ttl) in [
+        (SEG1, seg2_bcast, 64),
+        (UPLINK, seg2_bcast, 64),
+        (SEG1, seg2_bcast, 1),
+        (SEG1, Ipv4Addr::new(192, 168, 1, 255), 64),
+        (SEG1, uplink_bcast, 64),
+    ] {
+        let src = if port == UPLINK { EC2 } else { VM1 };
+        let out = lab.rx_ip(port, echo(src, dst, ttl, 1, 1, false));
+        assert!(out.is_empty(), "to {dst} from port {port}: {out:?}");
+    }
+    assert_eq!(lab.e.counters.rx_dropped_not_routable, 5);
+    assert_eq!(lab.e.counters.icmp_errors_sent, 0);
+    assert_eq!(lab.e.counters.forwarded, 0);
+    // The address below the broadcast is an ordinary host.
+    let (p, _) = one(lab.rx_ip(SEG1, udp(VM1, Ipv4Addr::new(192, 168, 2, 254), 64, 1, 2)));
+    assert_eq!(p, SEG2);
+}
+
+#[test]
+fn unicast_packets_sent_as_link_layer_broadcast_are_neither_routed_nor_answered() {
+    // RFC 1812 §5.3.4 and §4.3.2.7: a link-layer broadcast is not routed, nor answered with an
+    // error, whatever its IP destination.
+    let mut lab = Lab::new();
+    lab.resolve_all();
+    for (dst, ttl) in [(EC2, 64), (EC2, 1), (NOWHERE, 64), (VM3, 64)] {
+        let mut f = udp(VM1, dst, ttl, 1, 2);
+        wire::set_macs(&mut f, MacAddr::BROADCAST, VM1_MAC);
+        let out = lab.rx(SEG1, f.freeze());
+        assert!(out.is_empty(), "to {dst} (TTL {ttl}): {out:?}");
+    }
+    // Nor UDP to the Edge's own address: no port unreachable about a broadcast frame.
+    let mut f = udp(VM1, CGW1, 64, 1, 2);
+    wire::set_macs(&mut f, MacAddr::BROADCAST, VM1_MAC);
+    assert!(lab.rx(SEG1, f.freeze()).is_empty());
+    let c = &lab.e.counters;
+    assert_eq!((c.rx_dropped_not_routable, c.delivered_local), (4, 1));
+    assert_eq!((c.forwarded, c.icmp_errors_sent), (0, 0));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1047,7 +1096,6 @@ fn udp_to_interface_address_gets_port_unreachable() {
 }
 
 #[test]
-#[ignore = "edge.rs bug: port unreachable comes from the ingress address, not the address probed"]
 fn port_unreachable_comes_from_the_address_probed() {
     // `traceroute 192.168.2.1` from segment 1 should end at 192.168.2.1, as on any router.
     let mut lab = Lab::new();
@@ -1313,18 +1361,28 @@ fn standby_edge_forwards_and_answers_nothing() {
 }
 
 #[test]
-#[ignore = "edge.rs bug: a demoted Edge keeps sending ARP retries and ICMP errors from poll"]
 fn demoted_edge_stays_silent_on_poll() {
     let mut lab = Lab::new();
     let (p, f) = one(lab.rx_ip(SEG1, udp(VM1, EC2, 64, 1, 2)));
     assert_arp_request(p, &f, UPLINK, GW);
     lab.e.set_active(false);
+    // The held frame is dropped with the demotion; no timer is left to fire.
+    assert_eq!(lab.e.counters.tx_dropped_demoted, 1);
+    assert_eq!(lab.e.poll_at(), None);
     let mut out = Vec::new();
     for _ in 0..10 {
         lab.now += RETRY;
         out.extend(lab.poll());
     }
     assert!(out.is_empty(), "a standby Edge sent {out:?}");
+    let c = &lab.e.counters;
+    assert_eq!((c.tx_dropped_arp_failed, c.icmp_errors_sent), (0, 0));
+    // Made active again, it starts afresh: a new packet asks for the router again.
+    lab.e.set_active(true);
+    let (p, f) = one(lab.rx_ip(SEG1, udp(VM1, EC2, 64, 1, 2)));
+    assert_arp_request(p, &f, UPLINK, GW);
+    let (p, _) = one(lab.arp_reply(UPLINK, GW, GW_MAC));
+    assert_eq!(p, UPLINK);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1508,10 +1566,20 @@ fn snat_answers_are_taken_only_from_the_uplink() {
     let mut lab = Lab::new();
     lab.resolve_all();
     let ext = ports_of(&snat_out(&mut lab, udp(VM1, S3, 64, 40000, 53))).0;
-    // VM2 aims at VM1's mapping from inside: the Edge keeps it.
+    // VM2 aims at VM1's mapping from inside: the Edge keeps it, and the address probed says
+    // the port is unreachable.
     let orig = udp(VM2, UPLINK_IP, 64, 53, ext);
     let (p, f) = one(lab.rx_ip_from(SEG1, VM2_MAC, orig));
-    assert_icmp_error(p, &f, SEG1, VM2_MAC, CGW1, VM2, TYPE_DEST_UNREACHABLE, 3);
+    assert_icmp_error(
+        p,
+        &f,
+        SEG1,
+        VM2_MAC,
+        UPLINK_IP,
+        VM2,
+        TYPE_DEST_UNREACHABLE,
+        3,
+    );
     assert_eq!(lab.e.counters.snat_in, 0);
     // A mapping is per protocol: TCP to the UDP mapping's port is not translated.
     assert!(lab
@@ -1581,6 +1649,9 @@ fn untranslatable_packets_never_leave_with_an_inside_source() {
         }
     }
     assert_eq!(lab.e.counters.snat_out, 0);
+    // Dropped for what they are, not for a pool that still has every port free.
+    assert_eq!(lab.e.counters.tx_dropped_nat_untranslatable, 3);
+    assert_eq!(lab.e.counters.tx_dropped_nat_exhausted, 0);
 }
 
 #[test]
@@ -1605,19 +1676,21 @@ fn snat_port_pool_runs_out_without_reusing_a_port() {
             other => panic!("unexpected {other:?}"),
         }
     }
+    // Every port of 1024..=65535 handed out, each once, then none.
     let translated = seen.len() as u64;
-    assert!(translated >= 64_511, "only {translated} ports");
+    assert_eq!(translated, 65_536 - 1024, "only {translated} ports");
+    assert!(seen.contains(&1024) && seen.contains(&65_535));
     assert_eq!(
         lab.e.counters.tx_dropped_nat_exhausted,
         attempts as u64 - translated
     );
+    assert_eq!(lab.e.counters.tx_dropped_nat_untranslatable, 0);
     // An existing mapping still works when the pool is empty.
     let out = lab.rx_ip(SEG1, udp(Ipv4Addr::new(192, 168, 1, 100), S3, 64, 1, 53));
     assert_eq!(ports_of(&one(out).1).0, first.unwrap());
 }
 
 #[test]
-#[ignore = "edge.rs bug: an expired SNAT answer draws time exceeded quoting the inside address"]
 fn expired_snat_answer_quotes_the_packet_as_received() {
     let mut lab = Lab::new();
     lab.resolve_all();
@@ -1627,14 +1700,19 @@ fn expired_snat_answer_quotes_the_packet_as_received() {
     assert_icmp_error(p, &f, UPLINK, GW_MAC, UPLINK_IP, S3, TYPE_TIME_EXCEEDED, 0);
     // The peer must recognise its own packet, and the inside address must not leak.
     assert_eq!(icmp_of(&f).2, quote_of(&orig));
+    assert_eq!(
+        lab.e.counters.snat_in, 0,
+        "nothing translated for a dropped packet"
+    );
+    assert_eq!(lab.e.counters.rx_dropped_ttl_exceeded, 1);
 }
 
 #[test]
-#[ignore = "edge.rs bug: host unreachable for a SNATed packet is sent to the Edge's own uplink address"]
 fn arp_failure_after_snat_reports_to_the_inside_host() {
     let mut lab = Lab::new();
     assert!(lab.arp_reply(SEG1, VM1, VM1_MAC).is_empty());
-    let (p, f) = one(lab.rx_ip(SEG1, udp(VM1, S3, 64, 40000, 53)));
+    let orig = udp(VM1, S3, 64, 40000, 53);
+    let (p, f) = one(lab.rx_ip(SEG1, orig.clone()));
     assert_arp_request(p, &f, UPLINK, GW);
     for _ in 1..MAX_TRIES {
         assert!(only_arp(&lab.poll_at_deadline()));
@@ -1643,6 +1721,16 @@ fn arp_failure_after_snat_reports_to_the_inside_host() {
     assert_eq!(lab.e.counters.tx_dropped_arp_failed, 1);
     let (p, f) = one(out);
     assert_icmp_error(p, &f, SEG1, VM1_MAC, CGW1, VM1, TYPE_DEST_UNREACHABLE, 1);
+    // The quote holds VM1's own source address and port, with its checksums as they were
+    // (less the TTL the Edge took).
+    let q = icmp_of(&f).2;
+    let v = Ipv4View::parse(&f).unwrap();
+    assert!(icmp::quoted(&v).is_some_and(|(s, d, _)| (s, d) == (VM1, S3)));
+    let o = quote_of(&orig);
+    assert_eq!(q.len(), o.len());
+    assert_eq!(q[..8], o[..8]);
+    assert_eq!((q[8], q[9]), (63, o[9]));
+    assert_eq!(q[12..], o[12..]);
 }
 
 // ---------------------------------------------------------------------------------------------
