@@ -27,6 +27,9 @@ use vmcnet::time::Instant;
 use vmcnet::wire::ipv4::{put_headers, Ipv4Params, PROTO_UDP};
 use vmcnet::wire::{Frame, MacAddr};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BATCH: usize = 32;
 /// Node calls a frame takes on the full path.
 const HOPS: usize = 9;

@@ -388,7 +388,14 @@ impl Edge {
             NextHop::Connected => dst,
             NextHop::Gateway(gw) => gw,
         };
-        self.transmit(now, route.iface, nh, f.freeze(), out);
+        match self.arp.lookup(route.iface, nh) {
+            // The common case: one mutable pass over the frame, from TTL to MACs.
+            Some(mac) => {
+                wire::set_macs(&mut f, mac, self.ifaces[route.iface].mac);
+                out.send(route.iface as Port, f.freeze());
+            }
+            None => self.transmit(now, route.iface, nh, f.freeze(), out),
+        }
     }
 
     /// Send an IP frame out of `iface` to next hop `nh`, resolving its MAC.

@@ -102,7 +102,8 @@ pub struct Host {
     vnics: Vec<Option<Vnic>>,
     peers: Vec<Peer>,
     peer_by_ip: FxHashMap<Ipv4Addr, usize>,
-    l2: FxHashMap<(Vni, MacAddr), L2Dest>,
+    /// MAC table, keyed by [`l2_key`].
+    l2: FxHashMap<u128, L2Dest>,
     /// IPs of the host's ENI and the local vNIC port that owns each.
     uplink_owners: Vec<(Ipv4Addr, Port)>,
     pub counters: HostCounters,
@@ -228,7 +229,7 @@ impl Host {
         if src.is_group() {
             return;
         }
-        let key = (vni, src);
+        let key = l2_key(vni, src);
         if self.l2.get(&key) != Some(&at) {
             self.l2.insert(key, at);
         }
@@ -244,7 +245,7 @@ impl Host {
             Attachment::Segment(vni) => vni,
         };
         self.learn(vni, src, L2Dest::Local(port));
-        match self.l2.get(&(vni, dst)).copied() {
+        match self.l2.get(&l2_key(vni, dst)).copied() {
             Some(L2Dest::Local(p)) if !dst.is_group() => {
                 if p != port {
                     self.counters.switched_local += 1;
@@ -320,7 +321,7 @@ impl Host {
             return;
         };
         self.learn(d.vni, src, L2Dest::Remote(peer));
-        match self.l2.get(&(d.vni, dst)).copied() {
+        match self.l2.get(&l2_key(d.vni, dst)).copied() {
             Some(L2Dest::Local(p)) if !dst.is_group() => out.send(p, d.inner),
             Some(L2Dest::Remote(_)) if !dst.is_group() => self.counters.rx_dropped_no_vnic += 1,
             _ => {
@@ -332,6 +333,12 @@ impl Host {
             }
         }
     }
+}
+
+/// A segment's MAC as one integer: hashing it is two multiplications, not a walk over a tuple.
+#[inline]
+fn l2_key(vni: Vni, mac: MacAddr) -> u128 {
+    ((vni as u128) << 48) | mac.to_u64() as u128
 }
 
 impl Node for Host {

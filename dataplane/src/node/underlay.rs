@@ -23,7 +23,8 @@ counters! {
 #[derive(Debug)]
 pub struct Underlay {
     name: String,
-    table: FxHashMap<MacAddr, Port>,
+    /// Destination MAC (as a number) → port.
+    table: FxHashMap<u64, Port>,
     pub counters: UnderlayCounters,
 }
 
@@ -38,7 +39,7 @@ impl Underlay {
 
     /// Frames for `mac` leave on `port`.
     pub fn set_port(&mut self, mac: MacAddr, port: Port) {
-        self.table.insert(mac, port);
+        self.table.insert(mac.to_u64(), port);
     }
 }
 
@@ -56,7 +57,7 @@ impl Node for Underlay {
             self.counters.rx_dropped_runt += 1;
             return;
         };
-        match self.table.get(&dst) {
+        match self.table.get(&dst.to_u64()) {
             Some(&p) => {
                 self.counters.forwarded += 1;
                 out.send(p, frame);

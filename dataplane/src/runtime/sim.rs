@@ -58,6 +58,10 @@ pub struct Sim {
     timers: BinaryHeap<Reverse<(Instant, NodeId)>>,
     /// Per node: the earliest timer entry queued for it, if any.
     scheduled: Vec<Option<Instant>>,
+    /// Nodes called since their timer was last read, and a flag per node. Timers matter only
+    /// when time advances, so they are read once a node after a burst of frames, not per frame.
+    dirty: Vec<NodeId>,
+    is_dirty: Vec<bool>,
     /// Frames in flight, in order.
     outbox: Outbox,
     pub counters: SimCounters,
@@ -73,6 +77,8 @@ impl Default for Sim {
             now: Instant::ZERO,
             timers: BinaryHeap::new(),
             scheduled: Vec::new(),
+            dirty: Vec::new(),
+            is_dirty: Vec::new(),
             outbox: Outbox::new(),
             counters: SimCounters::default(),
         }
@@ -93,8 +99,9 @@ impl Sim {
         self.nodes.push(node);
         self.wiring.push(Vec::new());
         self.scheduled.push(None);
+        self.is_dirty.push(false);
         let id = self.nodes.len() - 1;
-        self.after_call(id);
+        self.read_timer(id);
         id
     }
 
@@ -210,7 +217,15 @@ impl Sim {
             };
             self.outbox.set_from(node);
             self.nodes[node].handle(self.now, port, f.frame, &mut self.outbox);
-            self.after_call(node);
+            self.counters.node_calls += 1;
+            if !self.is_dirty[node] {
+                self.is_dirty[node] = true;
+                self.dirty.push(node);
+            }
+        }
+        while let Some(node) = self.dirty.pop() {
+            self.is_dirty[node] = false;
+            self.read_timer(node);
         }
     }
 
@@ -268,7 +283,8 @@ impl Sim {
             Some(at) if at <= self.now => {
                 self.outbox.set_from(id);
                 self.nodes[id].poll(self.now, &mut self.outbox);
-                self.after_call(id);
+                self.counters.node_calls += 1;
+                self.read_timer(id);
                 if let Some(again) = self.nodes[id].poll_at() {
                     if again <= self.now {
                         self.queue_timer(id, self.now + MIN_TIMER_STEP);
@@ -280,10 +296,8 @@ impl Sim {
         }
     }
 
-    /// After a node call: note the node's next timer.
-    #[inline]
-    fn after_call(&mut self, id: NodeId) {
-        self.counters.node_calls += 1;
+    /// Note the node's next timer.
+    fn read_timer(&mut self, id: NodeId) {
         if let Some(at) = self.nodes[id].poll_at() {
             self.queue_timer(id, at.max(self.now));
         }

@@ -1,13 +1,21 @@
 //! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
 
 /// One's-complement sum of `data` folded to 16 bits, added to `initial` (not complemented).
+/// Sums 32-bit words into 64 bits and folds once: 2^16 ≡ 1 (mod 2^16 − 1), so the result is
+/// the same as summing 16-bit words (RFC 1071 §2).
+#[inline]
 pub fn sum(data: &[u8], initial: u32) -> u32 {
     let mut acc = initial as u64;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        acc += u32::from_be_bytes([w[0], w[1], w[2], w[3]]) as u64;
+    }
+    let rest = words.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for c in &mut pairs {
         acc += u16::from_be_bytes([c[0], c[1]]) as u64;
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = pairs.remainder() {
         acc += (*last as u64) << 8;
     }
     fold(acc)
@@ -47,6 +55,29 @@ pub fn pseudo_header(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reference(data: &[u8]) -> u32 {
+        let mut acc: u64 = 0;
+        for (i, b) in data.iter().enumerate() {
+            acc += if i % 2 == 0 {
+                (*b as u64) << 8
+            } else {
+                *b as u64
+            };
+        }
+        fold(acc)
+    }
+
+    #[test]
+    fn word_sum_matches_the_16_bit_definition() {
+        let data: Vec<u8> = (0..1500u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for len in [0, 1, 2, 3, 4, 5, 7, 20, 21, 63, 64, 1499, 1500] {
+            assert_eq!(sum(&data[..len], 0), reference(&data[..len]), "len {len}");
+        }
+        assert_eq!(sum(&[0xff; 4096], 0), 0xffff);
+    }
 
     // RFC 1071 §3 example.
     #[test]

@@ -140,14 +140,23 @@ pub fn decap(frame: Frame) -> Option<Decapsulated> {
     })
 }
 
-/// A source port in 49152..=65535 from the inner addresses, so one flow keeps one path.
+/// A source port in 49152..=65535 from the inner flow (IPv4 addresses and the first four bytes
+/// of L4, else the MACs), so one flow keeps one path.
+#[inline]
 fn entropy_port(inner: &[u8]) -> u16 {
-    let n = inner.len().min(ETH_HEADER_LEN + 20);
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in &inner[..n] {
-        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
-    }
-    0xc000 | (h as u16 & 0x3fff)
+    let word = |o: usize| {
+        inner.get(o..o + 8).map_or(0, |b| {
+            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        })
+    };
+    let is_ipv4 = inner.len() >= ETH_HEADER_LEN + 20 && inner[12..14] == [0x08, 0x00];
+    let (a, b) = if is_ipv4 {
+        (word(26), word(30))
+    } else {
+        (word(0), word(4))
+    };
+    let h = (a ^ b.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    0xc000 | ((h >> 50) as u16 & 0x3fff)
 }
 
 #[cfg(test)]
@@ -197,6 +206,39 @@ mod tests {
             }
             _ => panic!("no udp"),
         }
+    }
+
+    #[test]
+    fn tunnel_checksums_hold_for_every_length_and_flows_keep_their_port() {
+        let t = Tunnel::new(&outer());
+        for len in [14, 60, 61, 1514, 9000] {
+            let f = t.encap(&vec![0x5a; len], 4242);
+            let v = Ipv4View::parse(&f).unwrap();
+            assert!(v.checksum_ok(), "len {len}");
+            assert_eq!(v.total_len(), len + OVERHEAD - ETH_HEADER_LEN);
+            assert_eq!(decap(f).unwrap().vni, 4242);
+        }
+        let flow = |sport: u16| {
+            let inner = udp_frame(
+                Ipv4Addr::new(192, 168, 1, 10),
+                Ipv4Addr::new(172, 31, 16, 10),
+                64,
+                sport,
+                443,
+                b"x",
+            );
+            let f = t.encap(&inner, 1);
+            let port = u16::from_be_bytes([f[UDP_OFF], f[UDP_OFF + 1]]);
+            assert!(port >= 0xc000);
+            port
+        };
+        assert_eq!(flow(40000), flow(40000));
+        let ports: std::collections::BTreeSet<u16> = (40000..40064).map(flow).collect();
+        assert!(
+            ports.len() > 48,
+            "flows spread over source ports: {}",
+            ports.len()
+        );
     }
 
     #[test]
