@@ -26,7 +26,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --workspace --release
+	$(CARGO) test --workspace
 
 # Forwarding rate of the sim on the full VM -> EC2 path, next to a direct-call baseline.
 bench:
