@@ -104,6 +104,8 @@ pub struct Host {
     peer_by_ip: FxHashMap<Ipv4Addr, usize>,
     /// MAC table, keyed by [`l2_key`].
     l2: FxHashMap<u128, L2Dest>,
+    /// The last MAC learned and where: a flow's frames skip the table to re-learn it.
+    last_learned: Option<(u128, L2Dest)>,
     /// IPs of the host's ENI and the local vNIC port that owns each.
     uplink_owners: Vec<(Ipv4Addr, Port)>,
     pub counters: HostCounters,
@@ -119,6 +121,7 @@ impl Host {
             peers: Vec::new(),
             peer_by_ip: FxHashMap::default(),
             l2: FxHashMap::default(),
+            last_learned: None,
             uplink_owners: Vec::new(),
             counters: HostCounters::default(),
         }
@@ -154,6 +157,7 @@ impl Host {
             .get_mut(port.checked_sub(FIRST_VNIC)? as usize)?
             .take();
         self.l2.retain(|_, d| *d != L2Dest::Local(port));
+        self.last_learned = None;
         self.uplink_owners.retain(|(_, p)| *p != port);
         v
     }
@@ -190,6 +194,7 @@ impl Host {
             .map(|(i, p)| (p.tep.ip, i))
             .collect();
         self.l2.retain(|_, d| matches!(d, L2Dest::Local(_)));
+        self.last_learned = None;
     }
 
     /// `ip`, an address of this host's ENI, belongs to the vNIC on `port`.
@@ -230,9 +235,13 @@ impl Host {
             return;
         }
         let key = l2_key(vni, src);
+        if self.last_learned == Some((key, at)) {
+            return;
+        }
         if self.l2.get(&key) != Some(&at) {
             self.l2.insert(key, at);
         }
+        self.last_learned = Some((key, at));
     }
 
     fn vnic_in(&mut self, port: Port, vnic_attach: Attachment, frame: Frame, out: &mut Outbox) {
