@@ -23,7 +23,6 @@ pub mod underlay;
 pub mod vpc_router;
 
 use std::any::Any;
-use std::collections::VecDeque;
 
 use crate::time::Instant;
 use crate::wire::Frame;
@@ -35,13 +34,14 @@ pub type Port = u16;
 /// Frames a node gives out, with the port each leaves on.
 ///
 /// In the sim runtime the outbox is also the runtime's queue of frames in flight: a frame sent
-/// here is carried across its link when its turn comes, first in, first out. Nodes and tests
+/// here is carried across its link when its turn comes, first in, first out (the runtime takes
+/// the frames in flight as one wave, and what they cause forms the next). Nodes and tests
 /// see only [`Outbox::send`] and [`Outbox::drain`].
 #[derive(Debug, Default)]
 pub struct Outbox {
     /// The node whose frames are being sent.
     from: u32,
-    queue: VecDeque<InFlight>,
+    queue: Vec<InFlight>,
 }
 
 /// A frame in flight: sent out of a node's port, or (when injected) arriving at one.
@@ -62,7 +62,7 @@ impl Outbox {
     /// Send `frame` out of `port`.
     #[inline]
     pub fn send(&mut self, port: Port, frame: Frame) {
-        self.queue.push_back(InFlight {
+        self.queue.push(InFlight {
             node: self.from,
             port,
             arriving: false,
@@ -95,7 +95,7 @@ impl Outbox {
 
     /// A frame arriving at `node`:`port`, queued behind those in flight.
     pub(crate) fn arrive(&mut self, node: usize, port: Port, frame: Frame) {
-        self.queue.push_back(InFlight {
+        self.queue.push(InFlight {
             node: node as u32,
             port,
             arriving: true,
@@ -103,8 +103,11 @@ impl Outbox {
         });
     }
 
-    pub(crate) fn pop(&mut self) -> Option<InFlight> {
-        self.queue.pop_front()
+    /// Swap the frames in flight into `wave` (which must be empty), leaving the outbox empty
+    /// with `wave`'s old capacity: both buffers are reused, wave after wave.
+    pub(crate) fn take_wave(&mut self, wave: &mut Vec<InFlight>) {
+        debug_assert!(wave.is_empty());
+        std::mem::swap(&mut self.queue, wave);
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::capture::FrameSink;
 use crate::counters;
-use crate::node::{Node, Outbox, Port};
+use crate::node::{InFlight, Node, Outbox, Port};
 use crate::time::Instant;
 use crate::wire::Frame;
 
@@ -64,6 +64,8 @@ pub struct Sim {
     is_dirty: Vec<bool>,
     /// Frames in flight, in order.
     outbox: Outbox,
+    /// The wave of frames being handled (kept to reuse its buffer).
+    wave: Vec<InFlight>,
     pub counters: SimCounters,
 }
 
@@ -80,6 +82,7 @@ impl Default for Sim {
             dirty: Vec::new(),
             is_dirty: Vec::new(),
             outbox: Outbox::new(),
+            wave: Vec::new(),
             counters: SimCounters::default(),
         }
     }
@@ -193,36 +196,44 @@ impl Sim {
 
     /// Run until every frame in flight at the current time has been handled.
     pub fn settle(&mut self) {
-        while let Some(f) = self.outbox.pop() {
-            let (node, port) = if f.arriving {
-                (f.node as NodeId, f.port)
-            } else {
-                match self.wiring[f.node as usize]
-                    .get(f.port as usize)
-                    .copied()
-                    .flatten()
-                {
-                    Some((peer, peer_port, link)) => {
-                        if let Some(sink) = self.captures[link].as_mut() {
-                            sink.write(self.now, &f.frame);
+        let mut wave = std::mem::take(&mut self.wave);
+        loop {
+            self.outbox.take_wave(&mut wave);
+            if wave.is_empty() {
+                break;
+            }
+            for f in wave.drain(..) {
+                let (node, port) = if f.arriving {
+                    (f.node as NodeId, f.port)
+                } else {
+                    match self.wiring[f.node as usize]
+                        .get(f.port as usize)
+                        .copied()
+                        .flatten()
+                    {
+                        Some((peer, peer_port, link)) => {
+                            if let Some(sink) = self.captures[link].as_mut() {
+                                sink.write(self.now, &f.frame);
+                            }
+                            self.counters.delivered += 1;
+                            (peer, peer_port)
                         }
-                        self.counters.delivered += 1;
-                        (peer, peer_port)
+                        None => {
+                            self.counters.dropped_unlinked += 1;
+                            continue;
+                        }
                     }
-                    None => {
-                        self.counters.dropped_unlinked += 1;
-                        continue;
-                    }
+                };
+                self.outbox.set_from(node);
+                self.nodes[node].handle(self.now, port, f.frame, &mut self.outbox);
+                self.counters.node_calls += 1;
+                if !self.is_dirty[node] {
+                    self.is_dirty[node] = true;
+                    self.dirty.push(node);
                 }
-            };
-            self.outbox.set_from(node);
-            self.nodes[node].handle(self.now, port, f.frame, &mut self.outbox);
-            self.counters.node_calls += 1;
-            if !self.is_dirty[node] {
-                self.is_dirty[node] = true;
-                self.dirty.push(node);
             }
         }
+        self.wave = wave;
         while let Some(node) = self.dirty.pop() {
             self.is_dirty[node] = false;
             self.read_timer(node);
