@@ -358,3 +358,62 @@ fn cli_drill_exit_status_follows_the_assertions() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`nobody` is not an endpoint"));
 }
+
+#[test]
+fn cli_show_hosts_and_segments_as_json() {
+    let out = vmcnet(&["show", "default", "hosts", "--json"]);
+    assert!(out.status.success());
+    let hosts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let esxi2 = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "esxi-2")
+        .unwrap();
+    assert_eq!(
+        (esxi2["eni"].as_str(), esxi2["edges"][0].as_str()),
+        (Some("eni-2"), Some("edge-1 (active)"))
+    );
+    let out = vmcnet(&["show", "default", "segments", "--json"]);
+    let segs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mgmt = segs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["gateway"] == "MGW")
+        .unwrap();
+    assert_eq!(
+        (mgmt["cidr"].as_str(), mgmt["gateway_ip"].as_str()),
+        (Some("10.2.224.0/20"), Some("10.2.224.1"))
+    );
+    let out = vmcnet(&["show", "default", "tables"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown view is a usage error"
+    );
+}
+
+#[test]
+fn cli_drill_json_report_carries_every_step() {
+    let out = vmcnet(&["drill", "default", "scripts/drills/smoke.toml", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["passed"], true);
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 7);
+    assert_eq!(
+        steps[0]["app"]["reply_ttls"],
+        serde_json::json!([63, 63, 63])
+    );
+    assert_eq!(
+        steps[4]["server_connection"]["peer"]
+            .as_str()
+            .map(|p| p.starts_with("172.31.0.30:")),
+        Some(true)
+    );
+}

@@ -408,3 +408,91 @@ impl<'t> Builder<'t> {
 fn eni_mac(j: usize) -> MacAddr {
     MacAddr::local(mac_kind::ENI, j as u32 + 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::vpc_router::RouteState;
+    use crate::node::Node;
+
+    fn lab() -> Lab {
+        let topo = vmcnet_topo::parse(vmcnet_topo::DEFAULT_TOPOLOGY, "default").unwrap();
+        Lab::build(&topo, 1)
+    }
+
+    #[test]
+    fn default_lab_is_wired_as_the_design_says() {
+        let lab = lab();
+        // Every link joins two distinct nodes, and no port carries two links.
+        let mut ends = std::collections::BTreeSet::new();
+        for l in lab.sim.links() {
+            assert_ne!(l.a.0, l.b.0, "{}", l.name);
+            assert!(ends.insert(l.a), "{} reuses a port", l.name);
+            assert!(ends.insert(l.b), "{} reuses a port", l.name);
+        }
+        // Cluster-1 hosts reach their ENIs; the spare ENIs hang on the router only.
+        for (h, e) in [
+            ("esxi-1", "eni-1"),
+            ("esxi-2", "eni-2"),
+            ("esxi-3", "eni-3"),
+        ] {
+            assert!(lab.sim.link_by_name(&format!("{h}--{e}")).is_some());
+        }
+        assert!(lab.sim.link_by_name("eni-4--vpc-router").is_some());
+        assert!(!lab.sim.links().iter().any(|l| l.name.ends_with("--eni-4")));
+        // The active Edge's uplink address is a secondary IP of its host's ENI, nowhere else.
+        let holders: Vec<_> = lab
+            .enis()
+            .into_iter()
+            .filter(|e| {
+                e.private_ip_addresses
+                    .iter()
+                    .any(|ip| ip.private_ip_address == "172.31.0.30")
+            })
+            .map(|e| e.network_interface_id)
+            .collect();
+        assert_eq!(holders, vec!["eni-2"]);
+        let standby = lab
+            .id("edge-2")
+            .and_then(|id| lab.sim.get::<Edge>(id))
+            .unwrap();
+        assert!(!standby.is_active());
+        assert_eq!(lab.active_edge().unwrap().name(), "edge-1");
+    }
+
+    #[test]
+    fn vpc_main_table_has_local_a_route_per_segment_and_the_prefix_list() {
+        let lab = lab();
+        let r = lab
+            .id(VPC_ROUTER)
+            .and_then(|id| lab.sim.get::<VpcRouter>(id))
+            .unwrap();
+        let table = r.main_table();
+        assert_eq!(table.len(), 1 + 3 + 1);
+        for (dest, target, state) in &table {
+            assert_eq!(*state, RouteState::Active, "{dest}");
+            let want = match dest.to_string().as_str() {
+                "172.31.0.0/16" => VpcTarget::Local,
+                "198.51.100.0/24" => VpcTarget::GatewayEndpoint(S3_ENDPOINT_ID.into()),
+                _ => VpcTarget::Eni("eni-2".into()),
+            };
+            assert_eq!(*target, want, "{dest}");
+        }
+    }
+
+    #[test]
+    fn teps_and_vnis_follow_the_plan() {
+        let lab = lab();
+        let hosts = lab.hosts();
+        let teps: Vec<_> = hosts.iter().map(|h| h.tep.as_str()).collect();
+        assert_eq!(teps, vec!["10.2.64.1", "10.2.64.2", "10.2.64.3"]);
+        assert_eq!(hosts[1].edges, vec!["edge-1 (active)"]);
+        assert_eq!(hosts[2].edges, vec!["edge-2 (standby)"]);
+        assert_eq!(hosts[0].vms, vec!["web-1", "vcenter"]);
+        let vnis: Vec<_> = lab.segments().iter().map(|s| s.vni).collect();
+        assert_eq!(vnis, vec![69632, 69633, 69634]);
+        assert_eq!(lab.resolve("app-1"), Some(Ipv4Addr::new(192, 168, 2, 10)));
+        assert_eq!(lab.resolve("10.9.9.9"), Some(Ipv4Addr::new(10, 9, 9, 9)));
+        assert_eq!(lab.resolve("nobody"), None);
+    }
+}
