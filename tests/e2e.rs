@@ -320,11 +320,20 @@ fn cli_validate_names_file_line_and_field() {
         .unwrap()
         .replace("\"10.2.0.0/16\"", "\"10.2.0.0/24\"");
     let path = dir.0.join("bad.toml");
+    let bad_text = bad.clone();
     std::fs::write(&path, bad).unwrap();
     let out = vmcnet(&["validate", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:6: sddc.management_cidr"), "{err}");
+    let line = bad_text
+        .lines()
+        .position(|l| l.starts_with("management_cidr"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("bad.toml:{line}: sddc.management_cidr")),
+        "{err}"
+    );
     let out = vmcnet(&["validate", "topo/default.toml"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 of 17 ENIs in use"));
@@ -415,5 +424,28 @@ fn cli_drill_json_report_carries_every_step() {
             .as_str()
             .map(|p| p.starts_with("172.31.0.30:")),
         Some(true)
+    );
+}
+
+#[test]
+fn cluster_2_hosts_without_enis_reach_everything_through_the_overlay() {
+    let topo = vmcnet_topo::load(&root().join("topo/examples/two-clusters.toml")).unwrap();
+    let drill = DrillFile::load(&root().join("scripts/drills/two-clusters.toml")).unwrap();
+    let r = run_drill(&topo, &drill, &RunOptions::default()).unwrap();
+    assert!(r.passed, "{r}");
+    // Same segment across hosts: answered at once, with no ARP stall.
+    match &r.steps[1].app {
+        AppReport::Ping(p) => assert!(p.rtts.iter().all(|d| d.is_zero()), "{:?}", p.rtts),
+        other => panic!("{other:?}"),
+    }
+    let lab = Lab::build(&topo, 1);
+    let esxi5 = lab
+        .hosts()
+        .into_iter()
+        .find(|h| h.host == "esxi-5")
+        .unwrap();
+    assert_eq!(
+        (esxi5.cluster.as_str(), esxi5.eni.as_deref()),
+        ("cluster-2", None)
     );
 }

@@ -1,5 +1,5 @@
 //! Validation of a topology: the rules of VMware Cloud on AWS and of an AWS VPC that a topology
-//! file must follow (shared/DESIGN.md §1, §2).
+//! file must follow.
 //!
 //! A topology text goes through two steps:
 //!

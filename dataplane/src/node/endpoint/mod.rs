@@ -230,6 +230,7 @@ impl Endpoint {
             payload_len,
             now,
         )));
+        self.resolve_neighbor(dst);
         self.wake_at(now);
         id
     }
@@ -284,6 +285,7 @@ impl Endpoint {
         }));
         self.states
             .push(AppState::TcpSend(TcpSendApp::new(socket, now)));
+        self.resolve_neighbor(dst);
         self.wake_at(now);
         id
     }
@@ -309,6 +311,7 @@ impl Endpoint {
         }));
         self.states
             .push(AppState::Traceroute(TracerouteApp::new(socket, sport)));
+        self.resolve_neighbor(dst);
         self.wake_at(now);
         id
     }
@@ -340,6 +343,21 @@ impl Endpoint {
         let port = EPHEMERAL_BASE + self.next_ephemeral % (u16::MAX - EPHEMERAL_BASE + 1);
         self.next_ephemeral = self.next_ephemeral.wrapping_add(1);
         port
+    }
+
+    /// Ask for an on-link destination's MAC now, as Linux does on the first packet to a new
+    /// neighbour. smoltcp rate-limits its own ARP requests to one a second across all
+    /// neighbours, so without this the first packets to a second neighbour wait up to a second.
+    /// The reply is addressed to us, so smoltcp caches it.
+    fn resolve_neighbor(&mut self, dst: Ipv4Addr) {
+        let mask = u32::MAX
+            .checked_shl(32 - self.cfg.prefix_len as u32)
+            .unwrap_or(0);
+        let on_link = u32::from(dst) & mask == u32::from(self.cfg.ip) & mask;
+        if on_link && dst != self.cfg.ip && dst != self.cfg.gateway {
+            let req = Arp::request(self.cfg.mac, self.cfg.ip, dst);
+            self.nic.tx.push(req.to_frame());
+        }
     }
 
     fn wake_at(&mut self, t: Instant) {
