@@ -126,6 +126,11 @@ impl ArpCache {
         ex
     }
 
+    /// Cancel every pending resolution; returns the frames that were waiting.
+    pub fn cancel_pending(&mut self) -> Vec<Frame> {
+        self.pending.drain(..).flat_map(|p| p.frames).collect()
+    }
+
     /// When the next retry timer fires.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.pending.iter().map(|p| p.next_try).min()
@@ -159,6 +164,16 @@ mod tests {
         assert_eq!(c.lookup(1, IP), Some(MacAddr::local(1, 1)));
         assert_eq!(c.lookup(2, IP), None);
         assert_eq!(c.next_deadline(), None);
+    }
+
+    #[test]
+    fn cancel_returns_waiting_frames_and_stops_timers() {
+        let mut c = ArpCache::default();
+        c.enqueue(Instant::ZERO, 0, IP, Frame::from_static(b"a"));
+        c.enqueue(Instant::ZERO, 1, IP, Frame::from_static(b"b"));
+        assert_eq!(c.cancel_pending().len(), 2);
+        assert_eq!(c.next_deadline(), None);
+        assert!(c.expire(Instant::from_millis(10_000)).retry.is_empty());
     }
 
     #[test]

@@ -327,13 +327,10 @@ impl Edge {
         wire::eth_dst(frame).is_some_and(|m| m.is_group())
     }
 
-    /// Drop every frame held for ARP, counting them. The cache cannot cancel a resolution, so
-    /// its timers are run out here; the retries they ask for are not sent.
+    /// Drop every frame held for ARP, counting them.
     fn drop_pending(&mut self) {
-        while let Some(at) = self.arp.next_deadline() {
-            let dropped = self.arp.expire(at).failed.len();
-            self.counters.tx_dropped_demoted += dropped as u64;
-        }
+        let dropped = self.arp.cancel_pending().len();
+        self.counters.tx_dropped_demoted += dropped as u64;
     }
 
     fn on_arp(&mut self, now: Instant, port: usize, frame: &Frame, out: &mut Outbox) {
