@@ -73,6 +73,16 @@ pub struct EdgeRoute {
     pub snat: bool,
 }
 
+impl EdgeRoute {
+    /// The neighbour a packet for `dst` goes to on this route.
+    pub fn next_hop_for(&self, dst: Ipv4Addr) -> Ipv4Addr {
+        match self.next_hop {
+            NextHop::Connected => dst,
+            NextHop::Gateway(gw) => gw,
+        }
+    }
+}
+
 /// The Edge's configuration.
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
@@ -333,7 +343,7 @@ impl Edge {
         self.counters.tx_dropped_demoted += dropped as u64;
     }
 
-    fn on_arp(&mut self, now: Instant, port: usize, frame: &Frame, out: &mut Outbox) {
+    fn on_arp(&mut self, port: usize, frame: &Frame, out: &mut Outbox) {
         let Some(a) = Arp::parse(frame) else {
             self.counters.rx_dropped_bad_header += 1;
             return;
@@ -352,7 +362,6 @@ impl Edge {
                 self.transmit_resolved(port, a.sender_mac, f, out);
             }
         }
-        let _ = now;
     }
 
     /// Route a packet that this Edge forwards (TTL already checked and decremented).
@@ -381,39 +390,32 @@ impl Edge {
             }
         }
         self.counters.forwarded += 1;
-        let nh = match route.next_hop {
-            NextHop::Connected => dst,
-            NextHop::Gateway(gw) => gw,
-        };
-        match self.arp.lookup(route.iface, nh) {
-            // The common case: one mutable pass over the frame, from TTL to MACs.
-            Some(mac) => {
-                wire::set_macs(&mut f, mac, self.ifaces[route.iface].mac);
-                out.send(route.iface as Port, f.freeze());
-            }
-            None => self.transmit(now, route.iface, nh, f.freeze(), out),
-        }
+        self.transmit(now, route.iface, route.next_hop_for(dst), f, out);
     }
 
-    /// Send an IP frame out of `iface` to next hop `nh`, resolving its MAC.
+    /// Send an IP frame out of `iface` to next hop `nh`, resolving its MAC; the frame waits
+    /// while ARP resolves it. Taking the frame mutable lets a forwarded packet go from TTL to
+    /// MACs in one pass.
     fn transmit(
         &mut self,
         now: Instant,
         iface: usize,
         nh: Ipv4Addr,
-        frame: Frame,
+        mut f: BytesMut,
         out: &mut Outbox,
     ) {
         if let Some(mac) = self.arp.lookup(iface, nh) {
-            return self.transmit_resolved(iface, mac, frame, out);
+            wire::set_macs(&mut f, mac, self.ifaces[iface].mac);
+            return out.send(iface as Port, f.freeze());
         }
-        match self.arp.enqueue(now, iface, nh, frame) {
+        match self.arp.enqueue(now, iface, nh, f.freeze()) {
             Enqueued::SendRequest => self.send_arp_request(iface, nh, out),
             Enqueued::Waiting => {}
             Enqueued::Dropped => self.counters.tx_dropped_arp_queue_full += 1,
         }
     }
 
+    /// Send a frame that waited for ARP, now that `mac` answered.
     fn transmit_resolved(&mut self, iface: usize, mac: MacAddr, frame: Frame, out: &mut Outbox) {
         let mut f = make_mut(frame);
         wire::set_macs(&mut f, mac, self.ifaces[iface].mac);
@@ -467,11 +469,13 @@ impl Edge {
             self.counters.rx_dropped_no_route += 1;
             return;
         };
-        let nh = match route.next_hop {
-            NextHop::Connected => dst,
-            NextHop::Gateway(gw) => gw,
-        };
-        self.transmit(now, route.iface, nh, frame, out);
+        self.transmit(
+            now,
+            route.iface,
+            route.next_hop_for(dst),
+            make_mut(frame),
+            out,
+        );
     }
 
     /// A packet for one of the Edge's own addresses.
@@ -597,7 +601,7 @@ impl Node for Edge {
             }
         }
         match wire::ethertype(&frame) {
-            Some(ETHERTYPE_ARP) => self.on_arp(now, port, &frame, out),
+            Some(ETHERTYPE_ARP) => self.on_arp(port, &frame, out),
             Some(ETHERTYPE_IPV4) => self.on_ipv4(now, port, frame, out),
             _ => self.counters.rx_dropped_not_handled += 1,
         }
