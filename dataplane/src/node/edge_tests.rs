@@ -1725,7 +1725,7 @@ fn arp_failure_after_snat_reports_to_the_inside_host() {
     // (less the TTL the Edge took).
     let q = icmp_of(&f).2;
     let v = Ipv4View::parse(&f).unwrap();
-    assert!(icmp::quoted(&v).is_some_and(|(s, d, _)| (s, d) == (VM1, S3)));
+    assert!(icmp::quoted(&v).is_some_and(|q| (q.src, q.dst) == (VM1, S3)));
     let o = quote_of(&orig);
     assert_eq!(q.len(), o.len());
     assert_eq!(q[..8], o[..8]);

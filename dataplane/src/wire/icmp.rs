@@ -82,15 +82,34 @@ fn build(
     b.freeze()
 }
 
-/// For an ICMP error, the quoted packet's source, destination and protocol.
-pub fn quoted(v: &Ipv4View<'_>) -> Option<(Ipv4Addr, Ipv4Addr, u8)> {
-    let p = v.payload();
-    if !is_error(v) || p.len() < 8 + 20 {
+/// What an ICMP error quotes of the packet it is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quoted<'a> {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    /// The first 8 bytes of the quoted packet's payload (ports, or ICMP type and identifier).
+    pub l4: &'a [u8],
+}
+
+/// For an ICMP error, the packet it quotes; `None` unless the quote holds an IPv4 header and
+/// 8 bytes of payload (RFC 792).
+pub fn quoted<'a>(v: &Ipv4View<'a>) -> Option<Quoted<'a>> {
+    if !is_error(v) {
         return None;
     }
-    let q = &p[8..];
+    let q = v.payload().get(8..)?;
+    let ihl = (*q.first()? & 0x0f) as usize * 4;
+    if q[0] >> 4 != 4 || ihl < 20 || q.len() < ihl + 8 {
+        return None;
+    }
     let ip = |o: usize| Ipv4Addr::new(q[o], q[o + 1], q[o + 2], q[o + 3]);
-    Some((ip(12), ip(16), q[9]))
+    Some(Quoted {
+        src: ip(12),
+        dst: ip(16),
+        protocol: q[9],
+        l4: &q[ihl..ihl + 8],
+    })
 }
 
 #[cfg(test)]
@@ -119,7 +138,9 @@ mod tests {
         assert!(crate::wire::ipv4::l4_checksum_ok(&e));
         assert_eq!(type_code(&ev), Some((TYPE_TIME_EXCEEDED, 0)));
         assert_eq!(ev.payload().len(), 8 + 20 + 8);
-        assert_eq!(quoted(&ev), Some((src, dst, 17)));
+        let q = quoted(&ev).unwrap();
+        assert_eq!((q.src, q.dst, q.protocol), (src, dst, 17));
+        assert_eq!(&q.l4[..4], &[0x82, 0x9a, 0x82, 0x9b]); // ports 33434, 33435
         assert!(is_error(&ev));
     }
 }

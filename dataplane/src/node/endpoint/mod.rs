@@ -16,6 +16,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use ipnet::Ipv4Net;
 use serde::Serialize;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
@@ -32,7 +33,7 @@ use super::{Counters, Node, Outbox, Port};
 use crate::counters;
 use crate::time::Instant;
 use crate::wire::arp::Arp;
-use crate::wire::icmp::{is_error, type_code, TYPE_ECHO_REPLY, TYPE_ECHO_REQUEST};
+use crate::wire::icmp::{is_error, quoted, type_code, TYPE_ECHO_REPLY, TYPE_ECHO_REQUEST};
 use crate::wire::ipv4::{l4_checksum_ok, Ipv4View, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::wire::{
     eth_dst, ethertype, Frame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HEADER_LEN,
@@ -143,6 +144,12 @@ impl Endpoint {
     /// # Panics
     /// If `cfg.mac` is not unicast or `cfg.prefix_len` is above 32.
     pub fn new(cfg: EndpointConfig) -> Self {
+        assert!(
+            cfg.prefix_len <= 32,
+            "{}: prefix length {}",
+            cfg.name,
+            cfg.prefix_len
+        );
         let mut nic = Nic {
             rx: None,
             tx: Vec::with_capacity(64),
@@ -350,14 +357,16 @@ impl Endpoint {
     /// neighbours, so without this the first packets to a second neighbour wait up to a second.
     /// The reply is addressed to us, so smoltcp caches it.
     fn resolve_neighbor(&mut self, dst: Ipv4Addr) {
-        let mask = u32::MAX
-            .checked_shl(32 - self.cfg.prefix_len as u32)
-            .unwrap_or(0);
-        let on_link = u32::from(dst) & mask == u32::from(self.cfg.ip) & mask;
+        let on_link = self.subnet().contains(&dst);
         if on_link && dst != self.cfg.ip && dst != self.cfg.gateway {
             let req = Arp::request(self.cfg.mac, self.cfg.ip, dst);
             self.nic.tx.push(req.to_frame());
         }
+    }
+
+    /// The endpoint's subnet.
+    fn subnet(&self) -> Ipv4Net {
+        Ipv4Net::new(self.cfg.ip, self.cfg.prefix_len).expect("prefix length checked in new")
     }
 
     fn wake_at(&mut self, t: Instant) {
@@ -368,7 +377,7 @@ impl Endpoint {
     /// bare SYN to a sink server from a peer it already has a connection with, returns the port
     /// whose listeners must sit out this frame (see [`Endpoint::run`]).
     fn admit(&mut self, frame: &[u8]) -> Result<Option<u16>, ()> {
-        let broadcast = self.subnet_broadcast();
+        let broadcast = self.subnet().broadcast();
         let c = &mut self.counters;
         let (Some(dst), Some(et)) = (eth_dst(frame), ethertype(frame)) else {
             c.rx_dropped_malformed += 1;
@@ -405,16 +414,6 @@ impl Endpoint {
         }
     }
 
-    fn subnet_broadcast(&self) -> Ipv4Addr {
-        let host_bits = 32u32.saturating_sub(self.cfg.prefix_len as u32);
-        let mask = if host_bits >= 32 {
-            u32::MAX
-        } else {
-            (1u32 << host_bits) - 1
-        };
-        Ipv4Addr::from(u32::from(self.cfg.ip) | mask)
-    }
-
     /// Match an ICMP packet to us against the apps: echo reply TTLs for ping, errors for the
     /// ping, traceroute probe or TCP connection whose packet they quote.
     fn inspect_icmp(&mut self, frame: &[u8], v: &Ipv4View<'_>) {
@@ -442,17 +441,10 @@ impl Endpoint {
             return;
         }
         self.counters.rx_icmp_errors += 1;
-        // The quoted packet: its IP header, then at least 8 bytes of its payload.
-        let q = &p[8..];
-        if q.len() < 20 || q[0] >> 4 != 4 {
+        let Some(q) = quoted(v).filter(|q| q.src == self.cfg.ip) else {
             return;
-        }
-        let ihl = (q[0] & 0x0f) as usize * 4;
-        if ihl < 20 || q.len() < ihl + 8 || Ipv4Addr::new(q[12], q[13], q[14], q[15]) != self.cfg.ip
-        {
-            return;
-        }
-        let l4 = &q[ihl..ihl + 8];
+        };
+        let l4 = q.l4;
         let e = IcmpErrorSeen {
             src: v.src(),
             icmp_type,
@@ -460,7 +452,7 @@ impl Endpoint {
         };
         let word = |o: usize| u16::from_be_bytes([l4[o], l4[o + 1]]);
         for (st, r) in self.states.iter_mut().zip(&mut self.reports) {
-            match (st, r, q[9]) {
+            match (st, r, q.protocol) {
                 (AppState::Ping(a), AppReport::Ping(r), PROTO_ICMP)
                     if l4[0] == TYPE_ECHO_REQUEST && word(4) == a.ident && a.socket.is_some() =>
                 {
