@@ -62,7 +62,7 @@ pub fn segment_vni(i: usize) -> Vni {
 }
 
 /// The TEP address of the host with (0-based, SDDC-wide) index `i`.
-pub fn tep_ip(topo: &Topology, i: usize) -> Ipv4Addr {
+fn tep_ip(topo: &Topology, i: usize) -> Ipv4Addr {
     let m = topo.sddc.management_cidr;
     let quarter = 1u32 << (32 - m.prefix_len() - 2);
     nth_addr(m, quarter + 1 + i as u32)
@@ -87,16 +87,6 @@ impl Lab {
     /// The endpoint (VM, EC2, S3) called `name`.
     pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
         self.sim.get(self.id(name)?)
-    }
-
-    pub fn endpoint_mut(&mut self, name: &str) -> Option<&mut Endpoint> {
-        let id = self.id(name)?;
-        self.sim.get_mut(id)
-    }
-
-    /// The host that runs the active Edge.
-    pub fn active_edge_host(&self) -> &str {
-        &self.topo.sddc.edges.active.host
     }
 
     /// The address of an endpoint by node name, or a literal address.
@@ -494,5 +484,31 @@ mod tests {
         assert_eq!(lab.resolve("app-1"), Some(Ipv4Addr::new(192, 168, 2, 10)));
         assert_eq!(lab.resolve("10.9.9.9"), Some(Ipv4Addr::new(10, 9, 9, 9)));
         assert_eq!(lab.resolve("nobody"), None);
+    }
+
+    #[test]
+    fn shown_state_is_read_from_the_nodes() {
+        let mut lab = lab();
+        // Move web-1's vNIC from esxi-1 to esxi-3 and swap the Edges' roles, by hand.
+        let (e1, e3) = (lab.id("esxi-1").unwrap(), lab.id("esxi-3").unwrap());
+        let h1: &mut Host = lab.sim.get_mut(e1).unwrap();
+        let port = h1
+            .vnics()
+            .find(|(_, v)| v.name == "web-1")
+            .map(|(p, _)| p)
+            .unwrap();
+        let vnic = h1.remove_vnic(port).unwrap();
+        lab.sim.get_mut::<Host>(e3).unwrap().add_vnic(vnic);
+        for (edge, active) in [("edge-1", false), ("edge-2", true)] {
+            let id = lab.id(edge).unwrap();
+            lab.sim.get_mut::<Edge>(id).unwrap().set_active(active);
+        }
+        let hosts = lab.hosts();
+        assert_eq!(hosts[0].vms, vec!["vcenter"]);
+        assert_eq!(hosts[2].vms, vec!["app-1", "web-1"]);
+        assert_eq!(hosts[1].edges, vec!["edge-1 (standby)"]);
+        assert_eq!(hosts[2].edges, vec!["edge-2 (active)"]);
+        assert_eq!(lab.segments()[0].vms, vec!["web-1 192.168.1.10 on esxi-3"]);
+        assert_eq!(lab.active_edge().unwrap().name(), "edge-2");
     }
 }

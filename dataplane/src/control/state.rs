@@ -4,11 +4,12 @@
 
 use serde::Serialize;
 
-use super::{segment_vni, tep_ip, Lab, VPC_ROUTER};
+use super::{segment_vni, Lab, VPC_ROUTER};
 use crate::node::edge::{Edge, NextHop};
 use crate::node::eni::Eni;
 use crate::node::host::{Attachment, Host};
 use crate::node::vpc_router::{VpcRouter, VpcTarget};
+use crate::node::Node;
 
 /// One ENI, with AWS's field names.
 #[derive(Debug, Clone, Serialize)]
@@ -191,47 +192,59 @@ impl Lab {
             .find(|e| e.is_active())
     }
 
+    /// Every ESXi host with what runs on it now: read from the hosts' vNICs, the ENIs'
+    /// attachments and the Edges' state, so a VM or Edge that moved shows where it is.
     pub fn hosts(&self) -> Vec<HostRow> {
-        let t = &self.topo;
         let mut rows = Vec::new();
-        for (i, (cluster, name)) in t
-            .sddc
-            .clusters
-            .iter()
-            .flat_map(|c| c.hosts.iter().map(move |h| (c, h)))
-            .enumerate()
-        {
-            let host = self.id(name).and_then(|id| self.sim.get::<Host>(id));
-            let mut vms = Vec::new();
-            let mut edges = Vec::new();
-            for (_, v) in host.iter().flat_map(|h| h.vnics()) {
-                match (v.attach, v.name.split_once('/')) {
-                    (Attachment::Uplink, Some((edge, _))) => edges.push(edge.to_string()),
-                    (_, None) => vms.push(v.name.clone()),
-                    _ => {}
-                }
-            }
-            let active = t.sddc.edges.active.name.clone();
-            let edges = edges
-                .into_iter()
-                .map(|e| {
-                    if e == active {
-                        format!("{e} (active)")
-                    } else {
-                        format!("{e} (standby)")
+        for cluster in &self.topo.sddc.clusters {
+            for name in &cluster.hosts {
+                let Some(host) = self.id(name).and_then(|id| self.sim.get::<Host>(id)) else {
+                    continue;
+                };
+                let mut vms = Vec::new();
+                let mut edges = Vec::new();
+                for (_, v) in host.vnics() {
+                    match (v.attach, v.name.split_once('/')) {
+                        (Attachment::Uplink, Some((edge, _))) => edges.push(self.edge_label(edge)),
+                        (_, None) => vms.push(v.name.clone()),
+                        _ => {}
                     }
-                })
-                .collect();
-            rows.push(HostRow {
-                host: name.clone(),
-                cluster: cluster.name.clone(),
-                tep: tep_ip(t, i).to_string(),
-                eni: t.eni_of_host(name).map(|e| e.id.clone()),
-                vms,
-                edges,
-            });
+                }
+                let eni = self
+                    .sim
+                    .nodes()
+                    .filter_map(|(id, _)| self.sim.get::<Eni>(id))
+                    .find(|e| e.attached_to() == Some(name.as_str()))
+                    .map(|e| e.id().to_string());
+                rows.push(HostRow {
+                    host: name.clone(),
+                    cluster: cluster.name.clone(),
+                    tep: host.tep().ip.to_string(),
+                    eni,
+                    vms,
+                    edges,
+                });
+            }
         }
         rows
+    }
+
+    /// `edge-1 (active)` or `edge-1 (standby)`.
+    fn edge_label(&self, edge: &str) -> String {
+        let active = self
+            .id(edge)
+            .and_then(|id| self.sim.get::<Edge>(id))
+            .is_some_and(Edge::is_active);
+        format!("{edge} ({})", if active { "active" } else { "standby" })
+    }
+
+    /// The host whose switch has the vNIC `name`.
+    fn host_of(&self, name: &str) -> Option<&str> {
+        self.sim
+            .nodes()
+            .filter_map(|(id, _)| self.sim.get::<Host>(id))
+            .find(|h| h.vnics().any(|(_, v)| v.name == name))
+            .map(|h| h.name())
     }
 
     pub fn segments(&self) -> Vec<SegmentRow> {
@@ -249,7 +262,14 @@ impl Lab {
                 vms: s
                     .vms
                     .iter()
-                    .map(|v| format!("{} {} on {}", v.name, v.ip, v.host))
+                    .map(|v| {
+                        format!(
+                            "{} {} on {}",
+                            v.name,
+                            v.ip,
+                            self.host_of(&v.name).unwrap_or("-")
+                        )
+                    })
                     .collect(),
             })
             .collect()

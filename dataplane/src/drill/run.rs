@@ -116,7 +116,8 @@ fn endpoint_named_or_at(lab: &Lab, name: &str) -> Option<NodeId> {
         .map(|(id, _)| id)
 }
 
-fn start_pcaps(lab: &mut Lab, opts: &RunOptions) -> Result<Vec<usize>, DrillError> {
+/// Capture every link into its own file; returns each captured link with its file.
+fn start_pcaps(lab: &mut Lab, opts: &RunOptions) -> Result<Vec<(usize, PathBuf)>, DrillError> {
     let Some(dir) = &opts.pcap_dir else {
         return Ok(Vec::new());
     };
@@ -132,15 +133,14 @@ fn start_pcaps(lab: &mut Lab, opts: &RunOptions) -> Result<Vec<usize>, DrillErro
             source,
         })?;
         lab.sim.capture(i, Box::new(f));
-        links.push(i);
+        links.push((i, path));
     }
     Ok(links)
 }
 
-fn finish_pcaps(lab: &mut Lab, links: Vec<usize>) -> Result<(), DrillError> {
-    for i in links {
+fn finish_pcaps(lab: &mut Lab, links: Vec<(usize, PathBuf)>) -> Result<(), DrillError> {
+    for (i, path) in links {
         if let Some(mut sink) = lab.sim.take_capture(i) {
-            let path = PathBuf::from(format!("{}.pcap", lab.sim.links()[i].name));
             sink.finish()
                 .map_err(|source| DrillError::Pcap { path, source })?;
         }

@@ -73,11 +73,6 @@ impl ArpCache {
         }
     }
 
-    /// Forget every neighbour learned on `iface`.
-    pub fn flush_iface(&mut self, iface: IfaceIdx) {
-        self.entries.retain(|(i, _), _| *i != iface);
-    }
-
     /// Queue a frame for an unresolved next hop.
     pub fn enqueue(
         &mut self,

@@ -72,9 +72,6 @@ impl Eni {
     pub fn primary_ip(&self) -> Ipv4Addr {
         self.ips[0]
     }
-    pub fn secondary_ips(&self) -> &[Ipv4Addr] {
-        &self.ips[1..]
-    }
     pub fn ips(&self) -> &[Ipv4Addr] {
         &self.ips
     }
@@ -112,10 +109,6 @@ impl Eni {
             }
             None => false,
         }
-    }
-
-    pub fn set_src_dst_check(&mut self, on: bool) {
-        self.src_dst_check = on;
     }
 
     fn owns(&self, ip: Ipv4Addr) -> bool {

@@ -400,6 +400,16 @@ mod tests {
         }
     }
 
+    /// The outer headers from host `from`'s TEP to host `to`'s.
+    fn outer(from: u8, to: u8) -> Outer {
+        Outer {
+            src_mac: tep(from).mac,
+            dst_mac: tep(to).mac,
+            src_ip: tep(from).ip,
+            dst_ip: tep(to).ip,
+        }
+    }
+
     fn frame(dst: MacAddr, src: MacAddr) -> Frame {
         let mut f = udp_frame(
             Ipv4Addr::new(192, 168, 1, 10),
@@ -470,12 +480,7 @@ mod tests {
         assert_eq!(sent[0].0, b);
         // A frame from a remote VM teaches its TEP: the reply is unicast-encapsulated to it.
         let remote = MacAddr::local(1, 9);
-        let outer = Outer {
-            src_mac: tep(3).mac,
-            dst_mac: tep(1).mac,
-            src_ip: tep(3).ip,
-            dst_ip: tep(1).ip,
-        };
+        let outer = outer(3, 1);
         h.handle(
             Instant::ZERO,
             OVERLAY,
@@ -496,12 +501,7 @@ mod tests {
     fn overlay_frames_for_another_vni_or_not_geneve_are_dropped() {
         let (mut h, _, _, ma, _) = host_with_two_vms();
         let mut out = Outbox::new();
-        let outer = Outer {
-            src_mac: tep(2).mac,
-            dst_mac: tep(1).mac,
-            src_ip: tep(2).ip,
-            dst_ip: tep(1).ip,
-        };
+        let outer = outer(2, 1);
         h.handle(
             Instant::ZERO,
             OVERLAY,
@@ -571,10 +571,15 @@ mod tests {
         );
         h.handle(Instant::ZERO, UPLINK, req.to_frame(), &mut out);
         assert!(out.is_empty());
+        // The control plane takes the address away (the IP moved to another ENI).
+        h.clear_uplink_owner(uplink_ip);
+        h.handle(Instant::ZERO, UPLINK, f.clone(), &mut out);
+        assert!(out.is_empty());
+        h.set_uplink_owner(uplink_ip, up);
         // After the Edge leaves, the IP has no owner again.
         h.remove_vnic(up);
         h.handle(Instant::ZERO, UPLINK, f, &mut out);
         assert!(out.is_empty());
-        assert_eq!(h.counters.rx_dropped_uplink_no_owner, 4);
+        assert_eq!(h.counters.rx_dropped_uplink_no_owner, 5);
     }
 }

@@ -90,11 +90,6 @@ impl<T> RouteTable<T> {
         self.routes.iter().map(|e| &e.route)
     }
 
-    /// Every route's target, mutably (to re-target routes in bulk).
-    pub fn targets_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.routes.iter_mut().map(|e| &mut e.route.target)
-    }
-
     pub fn len(&self) -> usize {
         self.routes.len()
     }

@@ -398,6 +398,10 @@ mod tests {
         assert_eq!(send(&mut r, 2, EC2_IP, UPLINK)[0].0, 1);
         r.assign_ip("eni-1", UPLINK);
         assert_eq!(send(&mut r, 2, EC2_IP, UPLINK)[0].0, 0);
+        // Between unassign and assign, no ENI holds it: dropped.
+        r.unassign_ip(UPLINK);
+        assert!(send(&mut r, 2, EC2_IP, UPLINK).is_empty());
+        assert_eq!(r.counters.rx_dropped_no_eni_for_ip, 1);
     }
 
     #[test]
