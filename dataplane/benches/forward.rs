@@ -2,7 +2,7 @@
 //! and 1500-byte frames, next to baselines measured in the same run:
 //!
 //! - `direct`: the same number of hops as plain function calls that pass a frame along (the
-//!   floor: what moving a `Bytes` through nine calls costs);
+//!   floor: what copying a frame in and moving it through nine calls costs);
 //! - `sim-trivial`: nine do-nothing nodes in the sim runtime (what the runtime itself costs).
 //!
 //! Path: web-1's vNIC on esxi-1 → Geneve → underlay → esxi-2 → edge-1 (route, TTL) → esxi-2
@@ -92,7 +92,7 @@ fn udp_frame(dst_mac: MacAddr, src_mac: MacAddr, len: usize) -> Frame {
     b.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
     b.extend_from_slice(&[0, 0]);
     b.resize(len, 0xab);
-    b.freeze()
+    Frame::from(b)
 }
 
 fn secs() -> Duration {

@@ -143,18 +143,18 @@ mod tests {
         let mut c = ArpCache::default();
         let t0 = Instant::ZERO;
         assert_eq!(
-            c.enqueue(t0, 1, IP, Frame::from_static(b"a")),
+            c.enqueue(t0, 1, IP, Frame::copy_from_slice(b"a")),
             Enqueued::SendRequest
         );
         assert_eq!(
-            c.enqueue(t0, 1, IP, Frame::from_static(b"b")),
+            c.enqueue(t0, 1, IP, Frame::copy_from_slice(b"b")),
             Enqueued::Waiting
         );
         assert_eq!(c.next_deadline(), Some(t0 + RETRY));
         let frames = c.learn(1, IP, MacAddr::local(1, 1));
         assert_eq!(
             frames,
-            vec![Frame::from_static(b"a"), Frame::from_static(b"b")]
+            vec![Frame::copy_from_slice(b"a"), Frame::copy_from_slice(b"b")]
         );
         assert_eq!(c.lookup(1, IP), Some(MacAddr::local(1, 1)));
         assert_eq!(c.lookup(2, IP), None);
@@ -164,8 +164,8 @@ mod tests {
     #[test]
     fn cancel_returns_waiting_frames_and_stops_timers() {
         let mut c = ArpCache::default();
-        c.enqueue(Instant::ZERO, 0, IP, Frame::from_static(b"a"));
-        c.enqueue(Instant::ZERO, 1, IP, Frame::from_static(b"b"));
+        c.enqueue(Instant::ZERO, 0, IP, Frame::copy_from_slice(b"a"));
+        c.enqueue(Instant::ZERO, 1, IP, Frame::copy_from_slice(b"b"));
         assert_eq!(c.cancel_pending().len(), 2);
         assert_eq!(c.next_deadline(), None);
         assert!(c.expire(Instant::from_millis(10_000)).retry.is_empty());
@@ -174,9 +174,9 @@ mod tests {
     #[test]
     fn retries_then_fails() {
         let mut c = ArpCache::default();
-        c.enqueue(Instant::ZERO, 0, IP, Frame::from_static(b"a"));
+        c.enqueue(Instant::ZERO, 0, IP, Frame::copy_from_slice(b"a"));
         for _ in 0..MAX_QUEUED {
-            c.enqueue(Instant::ZERO, 0, IP, Frame::from_static(b"x"));
+            c.enqueue(Instant::ZERO, 0, IP, Frame::copy_from_slice(b"x"));
         }
         assert_eq!(
             c.enqueue(Instant::ZERO, 0, IP, Frame::new()),

@@ -20,7 +20,6 @@
 
 use std::net::Ipv4Addr;
 
-use bytes::BytesMut;
 use ipnet::Ipv4Net;
 use rustc_hash::FxHashMap;
 
@@ -32,7 +31,7 @@ use crate::time::Instant;
 use crate::wire::arp::{Arp, OP_REPLY, OP_REQUEST};
 use crate::wire::icmp::{self, CODE_HOST_UNREACHABLE, CODE_NET_UNREACHABLE, CODE_PORT_UNREACHABLE};
 use crate::wire::ipv4::{self, Ipv4View, Side, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-use crate::wire::{self, make_mut, Frame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::{self, Frame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 
 /// What an interface connects to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,7 +364,7 @@ impl Edge {
     }
 
     /// Route a packet that this Edge forwards (TTL already checked and decremented).
-    fn forward(&mut self, now: Instant, in_port: usize, mut f: BytesMut, out: &mut Outbox) {
+    fn forward(&mut self, now: Instant, in_port: usize, mut f: Frame, out: &mut Outbox) {
         let Some((src, dst)) = Ipv4View::parse(&f).map(|v| (v.src(), v.dst())) else {
             return;
         };
@@ -401,14 +400,14 @@ impl Edge {
         now: Instant,
         iface: usize,
         nh: Ipv4Addr,
-        mut f: BytesMut,
+        mut f: Frame,
         out: &mut Outbox,
     ) {
         if let Some(mac) = self.arp.lookup(iface, nh) {
             wire::set_macs(&mut f, mac, self.ifaces[iface].mac);
-            return out.send(iface as Port, f.freeze());
+            return out.send(iface as Port, f);
         }
-        match self.arp.enqueue(now, iface, nh, f.freeze()) {
+        match self.arp.enqueue(now, iface, nh, f) {
             Enqueued::SendRequest => self.send_arp_request(iface, nh, out),
             Enqueued::Waiting => {}
             Enqueued::Dropped => self.counters.tx_dropped_arp_queue_full += 1,
@@ -416,10 +415,9 @@ impl Edge {
     }
 
     /// Send a frame that waited for ARP, now that `mac` answered.
-    fn transmit_resolved(&mut self, iface: usize, mac: MacAddr, frame: Frame, out: &mut Outbox) {
-        let mut f = make_mut(frame);
+    fn transmit_resolved(&mut self, iface: usize, mac: MacAddr, mut f: Frame, out: &mut Outbox) {
         wire::set_macs(&mut f, mac, self.ifaces[iface].mac);
-        out.send(iface as Port, f.freeze());
+        out.send(iface as Port, f);
     }
 
     fn send_arp_request(&mut self, iface: usize, ip: Ipv4Addr, out: &mut Outbox) {
@@ -469,13 +467,7 @@ impl Edge {
             self.counters.rx_dropped_no_route += 1;
             return;
         };
-        self.transmit(
-            now,
-            route.iface,
-            route.next_hop_for(dst),
-            make_mut(frame),
-            out,
-        );
+        self.transmit(now, route.iface, route.next_hop_for(dst), frame, out);
     }
 
     /// A packet for one of the Edge's own addresses.
@@ -533,7 +525,7 @@ impl Edge {
             self.icmp_error(now, from, t, code, &frame, out);
             return;
         }
-        let mut f = make_mut(frame);
+        let mut f = frame;
         if let Some(inside) = nat_answer {
             Snat::translate_in(&mut f, inside);
             self.counters.snat_in += 1;
@@ -545,8 +537,7 @@ impl Edge {
     /// Answer a packet whose next hop never answered ARP with host-unreachable, from the
     /// address facing its source. A packet SNAT translated is translated back first, so that
     /// the error goes to the inside host and quotes what it sent.
-    fn host_unreachable(&mut self, now: Instant, frame: Frame, out: &mut Outbox) {
-        let mut f = make_mut(frame);
+    fn host_unreachable(&mut self, now: Instant, mut f: Frame, out: &mut Outbox) {
         let via_snat = Ipv4View::parse(&f)
             .and_then(|v| self.routes.lookup(v.dst()))
             .is_some_and(|r| r.target.snat);

@@ -194,7 +194,7 @@ mod tests {
         e.handle(
             Instant::ZERO,
             port,
-            udp_frame(src, dst, 64, 1, 2, b"x").freeze(),
+            udp_frame(src, dst, 64, 1, 2, b"x").into(),
             &mut out,
         );
         out.drain().collect()

@@ -26,7 +26,7 @@ use crate::time::Instant;
 use crate::wire::arp::{self, Arp};
 use crate::wire::geneve::{self, Outer, Tunnel, Vni};
 use crate::wire::ipv4::Ipv4View;
-use crate::wire::{self, make_mut, Frame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::{self, Frame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 
 pub const UPLINK: Port = 0;
 pub const OVERLAY: Port = 1;
@@ -214,7 +214,7 @@ impl Host {
             .as_ref()
     }
 
-    fn encap_to(&mut self, peer: usize, vni: Vni, inner: &[u8], out: &mut Outbox) {
+    fn encap_to(&mut self, peer: usize, vni: Vni, inner: Frame, out: &mut Outbox) {
         self.counters.tx_encapsulated += 1;
         out.send(OVERLAY, self.peers[peer].tunnel.encap(inner, vni));
     }
@@ -261,12 +261,17 @@ impl Host {
                     out.send(p, frame);
                 }
             }
-            Some(L2Dest::Remote(peer)) if !dst.is_group() => self.encap_to(peer, vni, &frame, out),
+            Some(L2Dest::Remote(peer)) if !dst.is_group() => self.encap_to(peer, vni, frame, out),
             _ => {
                 self.counters.flooded += 1;
                 self.flood_local(vni, Some(port), &frame, out);
-                for peer in 0..self.peers.len() {
-                    self.encap_to(peer, vni, &frame, out);
+                // Head-end replication: a copy per peer TEP, the frame itself to the last.
+                let n = self.peers.len();
+                for peer in 0..n.saturating_sub(1) {
+                    self.encap_to(peer, vni, frame.clone(), out);
+                }
+                if n > 0 {
+                    self.encap_to(n - 1, vni, frame, out);
                 }
             }
         }
@@ -277,14 +282,14 @@ impl Host {
             self.counters.rx_dropped_no_uplink += 1;
             return;
         };
-        let mut f = make_mut(frame);
+        let mut f = frame;
         if wire::ethertype(&f) == Some(ETHERTYPE_ARP) {
             arp::rewrite_sender_mac(&mut f, eni_mac);
         } else {
             f[6..12].copy_from_slice(&eni_mac.0);
         }
         self.counters.uplink_out += 1;
-        out.send(UPLINK, f.freeze());
+        out.send(UPLINK, f);
     }
 
     fn uplink_in(&mut self, frame: Frame, out: &mut Outbox) {
@@ -309,10 +314,10 @@ impl Host {
             self.counters.rx_dropped_uplink_no_owner += 1;
             return;
         };
-        let mut f = make_mut(frame);
+        let mut f = frame;
         f[0..6].copy_from_slice(&mac.0);
         self.counters.uplink_in += 1;
-        out.send(port, f.freeze());
+        out.send(port, f);
     }
 
     fn overlay_in(&mut self, frame: Frame, out: &mut Outbox) {
@@ -420,7 +425,7 @@ mod tests {
             b"hi",
         );
         wire::set_macs(&mut f, dst, src);
-        f.freeze()
+        f.into()
     }
 
     fn host_with_two_vms() -> (Host, Port, Port, MacAddr, MacAddr) {
@@ -536,7 +541,7 @@ mod tests {
         // VPC → Edge: dropped until the Edge owns the IP on this host, then delivered.
         let mut f = udp_frame(Ipv4Addr::new(172, 31, 16, 10), uplink_ip, 64, 1, 2, b"x");
         wire::set_macs(&mut f, eni, MacAddr::local(0xaa, 1));
-        let f = f.freeze();
+        let f: Frame = f.into();
         h.handle(Instant::ZERO, UPLINK, f.clone(), &mut out);
         assert!(out.is_empty());
         assert_eq!(h.counters.rx_dropped_uplink_no_owner, 1);
@@ -549,7 +554,7 @@ mod tests {
             b"x",
         );
         wire::set_macs(&mut routed, eni, MacAddr::local(0xaa, 1));
-        let routed = routed.freeze();
+        let routed: Frame = routed.into();
         h.handle(Instant::ZERO, UPLINK, routed.clone(), &mut out);
         assert!(
             out.is_empty(),

@@ -22,7 +22,7 @@ use crate::counters;
 use crate::time::Instant;
 use crate::wire::arp::{Arp, OP_REQUEST};
 use crate::wire::ipv4::Ipv4View;
-use crate::wire::{self, make_mut, Frame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::{self, Frame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 
 /// Index of an ENI in the router's table.
 pub type EniIdx = usize;
@@ -304,10 +304,10 @@ impl Node for VpcRouter {
             }
         };
         if let Some((out_port, mac)) = self.resolve(dst) {
-            let mut f = make_mut(frame);
+            let mut f = frame;
             wire::set_macs(&mut f, mac, self.mac);
             self.counters.forwarded += 1;
-            out.send(out_port, f.freeze());
+            out.send(out_port, f);
         }
     }
 
@@ -350,7 +350,7 @@ mod tests {
         let mut f = udp_frame(src, dst, 64, 1, 2, b"x");
         wire::set_macs(&mut f, RMAC, MacAddr::local(9, 9));
         let mut out = Outbox::new();
-        r.handle(Instant::ZERO, port, f.freeze(), &mut out);
+        r.handle(Instant::ZERO, port, f.into(), &mut out);
         out.drain().collect()
     }
 
@@ -428,7 +428,7 @@ mod tests {
         let mut f = udp_frame(WEB, EC2_IP, 64, 1, 2, b"x");
         wire::set_macs(&mut f, RMAC, ENI2);
         f[24] ^= 1; // break the header checksum
-        r.handle(Instant::ZERO, 1, f.freeze(), &mut out);
+        r.handle(Instant::ZERO, 1, f.into(), &mut out);
         assert!(out.is_empty());
         assert_eq!(r.counters.rx_dropped_bad_header, 1);
     }

@@ -346,11 +346,11 @@ mod tests {
         fn handle(&mut self, now: Instant, port: Port, frame: Frame, out: &mut Outbox) {
             self.seen.push((now, frame.clone()));
             if frame.as_ref() != b"echo" {
-                out.send(port, Frame::from_static(b"echo"));
+                out.send(port, Frame::copy_from_slice(b"echo"));
             }
         }
         fn poll(&mut self, now: Instant, out: &mut Outbox) {
-            out.send(0, Frame::from_static(b"tick"));
+            out.send(0, Frame::copy_from_slice(b"tick"));
             let next = now + Duration::from_millis(10);
             self.next_tick = (next <= Instant::from_millis(50)).then_some(next);
         }

@@ -78,7 +78,7 @@ impl Arp {
         b.extend_from_slice(&self.sender_ip.octets());
         b.extend_from_slice(&self.target_mac.0);
         b.extend_from_slice(&self.target_ip.octets());
-        b.freeze()
+        Frame::from(b)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 
 use super::checksum;
 use super::ipv4::{put_headers, Ipv4Params, Ipv4View, PROTO_UDP};
@@ -68,27 +68,29 @@ impl Tunnel {
         Tunnel { hdr, check }
     }
 
-    /// Encapsulate an inner Ethernet frame for segment `vni`.
-    pub fn encap(&self, inner: &[u8], vni: Vni) -> Frame {
-        let mut b = BytesMut::with_capacity(OVERHEAD + inner.len());
-        b.extend_from_slice(&self.hdr);
-        b.extend_from_slice(inner);
-        let ip_len = (OVERHEAD - ETH_HEADER_LEN + inner.len()) as u16;
+    /// Encapsulate an inner Ethernet frame for segment `vni`: the outer headers go into the
+    /// frame's headroom.
+    pub fn encap(&self, mut frame: Frame, vni: Vni) -> Frame {
+        let inner_len = frame.len();
+        let port = entropy_port(&frame);
+        let b = frame.prepend(OVERHEAD);
+        b.copy_from_slice(&self.hdr);
+        let ip_len = (OVERHEAD - ETH_HEADER_LEN + inner_len) as u16;
         let udp_len = ip_len - 20;
         b[IP_OFF + 2..IP_OFF + 4].copy_from_slice(&ip_len.to_be_bytes());
         let check = checksum::update16(self.check, 0, ip_len);
         b[IP_OFF + 10..IP_OFF + 12].copy_from_slice(&check.to_be_bytes());
-        b[UDP_OFF..UDP_OFF + 2].copy_from_slice(&entropy_port(inner).to_be_bytes());
+        b[UDP_OFF..UDP_OFF + 2].copy_from_slice(&port.to_be_bytes());
         b[UDP_OFF + 4..UDP_OFF + 6].copy_from_slice(&udp_len.to_be_bytes());
         b[GENEVE_OFF + 4..GENEVE_OFF + 8].copy_from_slice(&(vni << 8).to_be_bytes());
-        b.freeze()
+        frame
     }
 }
 
 /// Encapsulate an inner Ethernet frame for segment `vni` (builds the [`Tunnel`] each time; a
 /// host keeps one per peer instead).
 pub fn encap(inner: &[u8], outer: &Outer, vni: Vni) -> Frame {
-    Tunnel::new(outer).encap(inner, vni)
+    Tunnel::new(outer).encap(Frame::copy_from_slice(inner), vni)
 }
 
 /// A decapsulated tunnel packet.
@@ -96,8 +98,8 @@ pub fn encap(inner: &[u8], outer: &Outer, vni: Vni) -> Frame {
 pub struct Decapsulated {
     pub vni: Vni,
     pub outer_src: Ipv4Addr,
-    /// The inner Ethernet frame, in the outer frame's buffer (no copy when the outer frame was
-    /// not shared).
+    /// The inner Ethernet frame, in the outer frame's buffer (the outer headers became
+    /// headroom).
     pub inner: Frame,
 }
 
@@ -127,7 +129,6 @@ pub fn decap(frame: Frame) -> Option<Decapsulated> {
     }
     let vni = u32::from_be_bytes([0, g[4], g[5], g[6]]);
     let outer_src = v.src();
-    // Advancing a unique buffer keeps it unique and allocates nothing (a slice of it would).
     let mut inner = frame;
     if end < inner.len() {
         inner.truncate(end);
@@ -175,7 +176,7 @@ mod tests {
 
     #[test]
     fn encap_decap_roundtrip() {
-        let inner = udp_frame(
+        let inner: Frame = udp_frame(
             Ipv4Addr::new(192, 168, 1, 10),
             Ipv4Addr::new(192, 168, 2, 10),
             64,
@@ -183,7 +184,7 @@ mod tests {
             2,
             b"abc",
         )
-        .freeze();
+        .into();
         let f = encap(&inner, &outer(), 5001);
         assert_eq!(f.len(), inner.len() + OVERHEAD);
         let v = Ipv4View::parse(&f).unwrap();
@@ -212,7 +213,7 @@ mod tests {
     fn tunnel_checksums_hold_for_every_length_and_flows_keep_their_port() {
         let t = Tunnel::new(&outer());
         for len in [14, 60, 61, 1514, 9000] {
-            let f = t.encap(&vec![0x5a; len], 4242);
+            let f = t.encap(Frame::from(vec![0x5a; len]), 4242);
             let v = Ipv4View::parse(&f).unwrap();
             assert!(v.checksum_ok(), "len {len}");
             assert_eq!(v.total_len(), len + OVERHEAD - ETH_HEADER_LEN);
@@ -227,7 +228,7 @@ mod tests {
                 443,
                 b"x",
             );
-            let f = t.encap(&inner, 1);
+            let f = t.encap(inner.into(), 1);
             let port = u16::from_be_bytes([f[UDP_OFF], f[UDP_OFF + 1]]);
             assert!(port >= 0xc000);
             port
@@ -251,13 +252,13 @@ mod tests {
             53,
             &[0u8; 40],
         )
-        .freeze();
+        .into();
         assert!(decap(plain).is_none());
         let f = encap(&[0u8; 20], &outer(), 7);
         for n in 0..f.len() {
-            let _ = decap(f.slice(..n));
+            let _ = decap(Frame::copy_from_slice(&f[..n]));
         }
-        let mut bad = f.to_vec();
+        let mut bad = f[..].to_vec();
         bad[OVERHEAD - 6] = 0x08; // protocol type 0x0800
         assert!(decap(Frame::from(bad)).is_none());
     }

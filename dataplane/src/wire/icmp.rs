@@ -79,7 +79,7 @@ fn build(
     };
     put_headers(&mut b, dst_mac, src_mac, &p, body.len());
     b.extend_from_slice(body);
-    b.freeze()
+    Frame::from(b)
 }
 
 /// What an ICMP error quotes of the packet it is about.

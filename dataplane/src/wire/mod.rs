@@ -1,10 +1,9 @@
 //! Frames on the wire: Ethernet, ARP, IPv4, ICMP, UDP/TCP checksums and Geneve. No I/O.
 //!
-//! A frame is a [`Frame`] (`bytes::Bytes`): cloning it costs a reference count, so a capture or a
-//! flood copies nothing. Readers take `&[u8]` and read fields at fixed offsets after a length
-//! check; writers build into `BytesMut`, or edit a frame in place through [`make_mut`], which
-//! copies only when the frame is shared. Every reader tolerates any input: a short or malformed
-//! frame yields `None`, never a panic.
+//! A frame is a [`Frame`]: an owned buffer behind one pointer, with headroom for a tunnel header.
+//! A node owns the frame it holds and edits it in place. Readers take `&[u8]` and read fields at
+//! fixed offsets after a length check; writers build new frames into `BytesMut`. Every reader
+//! tolerates any input: a short or malformed frame yields `None`, never a panic.
 //!
 //! - [`checksum`]: the Internet checksum and its incremental update (RFC 1624).
 //! - [`ipv4`]: header view, validation, TTL decrement, address rewrite.
@@ -14,17 +13,16 @@
 
 pub mod arp;
 pub mod checksum;
+mod frame;
 pub mod geneve;
 pub mod icmp;
 pub mod ipv4;
 
 use std::fmt;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
-/// One Ethernet frame, from destination MAC to the end of the payload (no FCS). A frame may be
-/// larger than the MTU (a GSO super-frame); nodes forward it whole.
-pub type Frame = Bytes;
+pub use frame::{Frame, HEADROOM};
 
 /// Length of an Ethernet II header.
 pub const ETH_HEADER_LEN: usize = 14;
@@ -120,15 +118,6 @@ pub fn put_eth_header(buf: &mut BytesMut, dst: MacAddr, src: MacAddr, ethertype:
     buf.extend_from_slice(&ethertype.to_be_bytes());
 }
 
-/// The frame as a mutable buffer: free when this is the only reference, a copy otherwise
-/// (for example while a capture holds a clone).
-pub fn make_mut(frame: Frame) -> BytesMut {
-    match frame.try_into_mut() {
-        Ok(m) => m,
-        Err(shared) => BytesMut::from(&shared[..]),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,15 +134,5 @@ mod tests {
         assert_eq!(eth_dst(&b), Some(MacAddr::BROADCAST));
         assert_eq!(eth_src(&b), Some(m));
         assert_eq!(ethertype(&b), Some(ETHERTYPE_ARP));
-    }
-
-    #[test]
-    fn make_mut_copies_only_when_shared() {
-        let f = Frame::from(vec![1u8, 2, 3]);
-        let held = f.clone();
-        let mut m = make_mut(f);
-        m[0] = 9;
-        assert_eq!(&held[..], &[1, 2, 3]);
-        assert_eq!(&m[..], &[9, 2, 3]);
     }
 }

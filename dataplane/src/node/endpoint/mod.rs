@@ -15,7 +15,6 @@ mod apps;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 use smoltcp::iface::{Config, Interface, SocketSet};
@@ -48,8 +47,6 @@ pub const TCP_BUFFER: usize = 256 * 1024;
 const TCP_SMALL_BUFFER: usize = 4 * 1024;
 /// First local port of connections and traceroutes; later ones count up from it.
 pub const EPHEMERAL_BASE: u16 = 49152;
-/// Transmit buffers are carved from chunks this large, so most frames cost no allocation.
-const TX_CHUNK: usize = 64 * 1024;
 /// Echo requests (and replies) an ICMP socket can queue.
 const PING_QUEUE: usize = 16;
 /// Rounds of interface poll + app step in one call; apps settle in two or three.
@@ -153,7 +150,6 @@ impl Endpoint {
         let mut nic = Nic {
             rx: None,
             tx: Vec::with_capacity(64),
-            chunk: BytesMut::with_capacity(TX_CHUNK),
             ip_mtu: cfg.ip_mtu,
         };
         let mut config = Config::new(HardwareAddress::Ethernet(cfg.mac.into()));
@@ -638,8 +634,6 @@ impl Node for Endpoint {
 struct Nic {
     rx: Option<Frame>,
     tx: Vec<Frame>,
-    /// Unused tail of the current transmit chunk.
-    chunk: BytesMut,
     /// IP MTU in bytes.
     ip_mtu: usize,
 }
@@ -648,7 +642,6 @@ struct NicRx(Frame);
 
 struct NicTx<'a> {
     tx: &'a mut Vec<Frame>,
-    chunk: &'a mut BytesMut,
 }
 
 impl Device for Nic {
@@ -660,20 +653,11 @@ impl Device for Nic {
         _timestamp: smoltcp::time::Instant,
     ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let frame = self.rx.take()?;
-        Some((
-            NicRx(frame),
-            NicTx {
-                tx: &mut self.tx,
-                chunk: &mut self.chunk,
-            },
-        ))
+        Some((NicRx(frame), NicTx { tx: &mut self.tx }))
     }
 
     fn transmit(&mut self, _timestamp: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
-        Some(NicTx {
-            tx: &mut self.tx,
-            chunk: &mut self.chunk,
-        })
+        Some(NicTx { tx: &mut self.tx })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -698,12 +682,9 @@ impl TxToken for NicTx<'_> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        if self.chunk.capacity() < len {
-            *self.chunk = BytesMut::with_capacity(TX_CHUNK.max(len));
-        }
-        self.chunk.resize(len, 0);
-        let r = f(&mut self.chunk[..]);
-        self.tx.push(self.chunk.split().freeze());
+        let mut frame = Frame::zeroed(len);
+        let r = f(&mut frame);
+        self.tx.push(frame);
         r
     }
 }

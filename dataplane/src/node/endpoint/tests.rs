@@ -4,9 +4,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 
 use super::*;
+use crate::wire::eth_src;
 use crate::wire::icmp::{error, TYPE_TIME_EXCEEDED};
 use crate::wire::ipv4::decrement_ttl;
-use crate::wire::{eth_src, make_mut};
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const B_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -213,9 +213,9 @@ fn router(from: usize, f: Frame) -> Vec<(usize, Frame)> {
             error(back, ROUTER_MAC, ROUTER_IP, TYPE_TIME_EXCEEDED, 0, &v),
         )];
     }
-    let mut m = make_mut(f);
+    let mut m = f;
     decrement_ttl(&mut m);
-    vec![(1 - from, m.freeze())]
+    vec![(1 - from, m)]
 }
 
 #[test]
@@ -391,7 +391,7 @@ fn garbage_frames_do_not_panic() {
             out.drain().for_each(drop);
         }
     }
-    eps[0].handle(now, 7, Frame::from_static(b"wrong port"), &mut out);
+    eps[0].handle(now, 7, Frame::copy_from_slice(b"wrong port"), &mut out);
     let c = eps[0].endpoint_counters();
     assert_eq!(c.rx_frames, 801);
     assert!(c.rx_dropped_malformed > 0 && c.rx_dropped_not_for_me > 0);

@@ -1,0 +1,222 @@
+//! [`Frame`]: one Ethernet frame in an owned buffer with headroom.
+//!
+//! A frame is a single pointer. It moves from node to node in a register, every node owns the
+//! frame it holds and edits it in place, and a tunnel header is written into the headroom in
+//! front of it instead of into a new buffer. Copies are explicit: [`Clone`] copies the bytes
+//! (only a flood or a test clones a frame; a capture reads it by reference).
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+
+use bytes::BytesMut;
+
+/// Room kept in front of a frame built here, enough for the Geneve encapsulation (50 bytes),
+/// so encapsulating does not move the frame.
+pub const HEADROOM: usize = 64;
+
+/// One Ethernet frame, from destination MAC to the end of the payload (no FCS). A frame may be
+/// larger than the MTU (a GSO super-frame); nodes forward it whole.
+#[derive(Clone, Default)]
+pub struct Frame(Box<Buf>);
+
+#[derive(Default)]
+struct Buf {
+    /// `bytes[head..]` is the frame; `bytes[..head]` is headroom.
+    head: usize,
+    bytes: Vec<u8>,
+}
+
+impl Clone for Buf {
+    fn clone(&self) -> Self {
+        Buf::with_headroom(&self.bytes[self.head..])
+    }
+}
+
+impl Buf {
+    fn with_headroom(data: &[u8]) -> Buf {
+        let mut bytes = Vec::with_capacity(HEADROOM + data.len());
+        bytes.resize(HEADROOM, 0);
+        bytes.extend_from_slice(data);
+        Buf {
+            head: HEADROOM,
+            bytes,
+        }
+    }
+}
+
+impl Frame {
+    /// An empty frame.
+    pub fn new() -> Frame {
+        Frame::default()
+    }
+
+    /// A frame holding a copy of `data`, with [`HEADROOM`] in front.
+    pub fn copy_from_slice(data: &[u8]) -> Frame {
+        Frame(Box::new(Buf::with_headroom(data)))
+    }
+
+    /// A frame of `len` zero bytes, with [`HEADROOM`] in front (to be written in place).
+    pub fn zeroed(len: usize) -> Frame {
+        Frame(Box::new(Buf {
+            head: HEADROOM,
+            bytes: vec![0; HEADROOM + len],
+        }))
+    }
+
+    /// Drop the first `n` bytes (a header taken off). Panics if `n` exceeds the length.
+    pub fn advance(&mut self, n: usize) {
+        assert!(n <= self.len(), "advance past the end of a frame");
+        self.0.head += n;
+    }
+
+    /// Keep only the first `len` bytes (no-op if the frame is shorter).
+    pub fn truncate(&mut self, len: usize) {
+        let end = self.0.head + len;
+        self.0.bytes.truncate(end);
+    }
+
+    /// Grow the frame by `n` bytes in front (a header put on) and return them, to be written.
+    /// Uses the headroom when there is enough; otherwise moves the frame once into a buffer
+    /// with [`HEADROOM`] again.
+    pub fn prepend(&mut self, n: usize) -> &mut [u8] {
+        let buf = &mut *self.0;
+        if buf.head < n {
+            let data_len = buf.bytes.len() - buf.head;
+            let mut bytes = Vec::with_capacity(HEADROOM + n + data_len);
+            bytes.resize(HEADROOM + n, 0);
+            bytes.extend_from_slice(&buf.bytes[buf.head..]);
+            buf.bytes = bytes;
+            buf.head = HEADROOM + n;
+        }
+        buf.head -= n;
+        let head = buf.head;
+        &mut buf.bytes[head..head + n]
+    }
+
+    /// Bytes free in front of the frame.
+    pub fn headroom(&self) -> usize {
+        self.0.head
+    }
+}
+
+impl Deref for Frame {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        &self.0.bytes[self.0.head..]
+    }
+}
+
+impl DerefMut for Frame {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let head = self.0.head;
+        &mut self.0.bytes[head..]
+    }
+}
+
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl From<Vec<u8>> for Frame {
+    /// Takes the vector's buffer as it is (no headroom): a frame built to be sent whole.
+    fn from(bytes: Vec<u8>) -> Frame {
+        Frame(Box::new(Buf { head: 0, bytes }))
+    }
+}
+
+impl From<BytesMut> for Frame {
+    fn from(b: BytesMut) -> Frame {
+        Frame::from(Vec::from(b))
+    }
+}
+
+impl From<&[u8]> for Frame {
+    fn from(data: &[u8]) -> Frame {
+        Frame::copy_from_slice(data)
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for Frame {
+    fn from(data: &[u8; N]) -> Frame {
+        Frame::copy_from_slice(data)
+    }
+}
+
+/// Frames are equal when their bytes are (headroom aside).
+impl PartialEq for Frame {
+    fn eq(&self, other: &Frame) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Frame {}
+
+impl PartialEq<[u8]> for Frame {
+    fn eq(&self, other: &[u8]) -> bool {
+        **self == *other
+    }
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Frame({} bytes:", self.len())?;
+        for b in self.iter().take(64) {
+            write!(f, " {b:02x}")?;
+        }
+        if self.len() > 64 {
+            write!(f, " …")?;
+        }
+        write!(f, ")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepend_uses_headroom_then_grows() {
+        let mut f = Frame::copy_from_slice(b"payload");
+        assert_eq!(f.headroom(), HEADROOM);
+        f.prepend(4).copy_from_slice(b"hdr:");
+        assert_eq!(&f[..], b"hdr:payload");
+        assert_eq!(f.headroom(), HEADROOM - 4);
+        // No headroom left: the frame moves once, and keeps its bytes.
+        let mut g = Frame::from(b"abc".to_vec());
+        assert_eq!(g.headroom(), 0);
+        g.prepend(2).copy_from_slice(b"xy");
+        assert_eq!(&g[..], b"xyabc");
+        assert_eq!(g.headroom(), HEADROOM);
+    }
+
+    #[test]
+    fn advance_truncate_and_equality_see_only_the_frame() {
+        let mut f = Frame::copy_from_slice(b"0123456789");
+        f.advance(2);
+        f.truncate(5);
+        assert_eq!(&f[..], b"23456");
+        assert_eq!(
+            f,
+            Frame::from(b"23456".to_vec()),
+            "headroom is not compared"
+        );
+        f.truncate(50);
+        assert_eq!(f.len(), 5);
+        let c = f.clone();
+        f[0] = b'x';
+        assert_eq!(&c[..], b"23456", "a clone is a copy");
+        assert_eq!(Frame::zeroed(3).as_ref(), &[0, 0, 0]);
+        assert!(Frame::new().is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "advance past the end")]
+    fn advance_past_the_end_panics() {
+        Frame::copy_from_slice(b"ab").advance(3);
+    }
+}
