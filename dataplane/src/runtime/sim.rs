@@ -43,6 +43,16 @@ counters! {
     }
 }
 
+/// Where a port's frames go: the peer port, over which link, and whether that link is captured.
+/// Kept small (12 bytes), as it is read for every frame.
+#[derive(Debug, Clone, Copy)]
+struct Wire {
+    peer: u32,
+    peer_port: Port,
+    captured: bool,
+    link: u32,
+}
+
 /// A node that asked to be polled again without time passing is polled this much later, so a
 /// confused node cannot stall the clock.
 const MIN_TIMER_STEP: Duration = Duration::from_micros(1);
@@ -51,8 +61,8 @@ const MIN_TIMER_STEP: Duration = Duration::from_micros(1);
 pub struct Sim {
     nodes: Vec<Box<dyn Node>>,
     links: Vec<Link>,
-    /// Per node, per port: the peer and the link.
-    wiring: Vec<Vec<Option<(NodeId, Port, LinkId)>>>,
+    /// Per node, per port: where its frames go.
+    wiring: Vec<Vec<Option<Wire>>>,
     captures: Vec<Option<Box<dyn FrameSink>>>,
     now: Instant,
     timers: BinaryHeap<Reverse<(Instant, NodeId)>>,
@@ -67,6 +77,17 @@ pub struct Sim {
     /// The wave of frames being handled (kept to reuse its buffer).
     wave: Vec<InFlight>,
     pub counters: SimCounters,
+}
+
+impl Wire {
+    fn new((peer, peer_port): (NodeId, Port), link: LinkId) -> Wire {
+        Wire {
+            peer: peer as u32,
+            peer_port,
+            captured: false,
+            link: link as u32,
+        }
+    }
 }
 
 impl Default for Sim {
@@ -117,8 +138,8 @@ impl Sim {
             b,
         });
         self.captures.push(None);
-        self.wire_port(a, Some((b.0, b.1, id)));
-        self.wire_port(b, Some((a.0, a.1, id)));
+        self.wire_port(a, Some(Wire::new(b, id)));
+        self.wire_port(b, Some(Wire::new(a, id)));
         id
     }
 
@@ -126,13 +147,13 @@ impl Sim {
     pub fn disconnect(&mut self, link: LinkId) {
         let Link { a, b, .. } = self.links[link].clone();
         for end in [a, b] {
-            if matches!(self.peer(end), Some((_, _, l)) if l == link) {
+            if matches!(self.peer(end), Some(w) if w.link as LinkId == link) {
                 self.wire_port(end, None);
             }
         }
     }
 
-    fn wire_port(&mut self, (node, port): (NodeId, Port), to: Option<(NodeId, Port, LinkId)>) {
+    fn wire_port(&mut self, (node, port): (NodeId, Port), to: Option<Wire>) {
         let ports = &mut self.wiring[node];
         if ports.len() <= port as usize {
             ports.resize(port as usize + 1, None);
@@ -140,8 +161,20 @@ impl Sim {
         ports[port as usize] = to;
     }
 
-    fn peer(&self, (node, port): (NodeId, Port)) -> Option<(NodeId, Port, LinkId)> {
+    fn peer(&self, (node, port): (NodeId, Port)) -> Option<Wire> {
         self.wiring[node].get(port as usize).copied().flatten()
+    }
+
+    /// Mark both ends of `link` as captured or not.
+    fn set_captured(&mut self, link: LinkId, captured: bool) {
+        let Link { a, b, .. } = self.links[link].clone();
+        for (node, port) in [a, b] {
+            if let Some(Some(w)) = self.wiring[node].get_mut(port as usize) {
+                if w.link as LinkId == link {
+                    w.captured = captured;
+                }
+            }
+        }
     }
 
     pub fn links(&self) -> &[Link] {
@@ -155,10 +188,12 @@ impl Sim {
     /// Capture every frame that crosses `link`, either way.
     pub fn capture(&mut self, link: LinkId, sink: Box<dyn FrameSink>) {
         self.captures[link] = Some(sink);
+        self.set_captured(link, true);
     }
 
     /// Stop capturing; returns the sink (to flush or inspect it).
     pub fn take_capture(&mut self, link: LinkId) -> Option<Box<dyn FrameSink>> {
+        self.set_captured(link, false);
         self.captures[link].take()
     }
 
@@ -211,12 +246,14 @@ impl Sim {
                         .copied()
                         .flatten()
                     {
-                        Some((peer, peer_port, link)) => {
-                            if let Some(sink) = self.captures[link].as_mut() {
-                                sink.write(self.now, &f.frame);
+                        Some(w) => {
+                            if w.captured {
+                                if let Some(sink) = self.captures[w.link as usize].as_mut() {
+                                    sink.write(self.now, &f.frame);
+                                }
                             }
                             self.counters.delivered += 1;
-                            (peer, peer_port)
+                            (w.peer as NodeId, w.peer_port)
                         }
                         None => {
                             self.counters.dropped_unlinked += 1;
