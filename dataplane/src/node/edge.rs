@@ -241,6 +241,10 @@ pub struct Edge {
     name: String,
     active: bool,
     ifaces: Vec<EdgeIface>,
+    /// The interfaces' addresses, and their networks' directed broadcasts (none on a /31 or
+    /// /32): read for every packet, so kept apart from the interfaces.
+    own_ips: Vec<Ipv4Addr>,
+    directed_broadcasts: Vec<Ipv4Addr>,
     routes: RouteTable<EdgeRoute>,
     arp: ArpCache,
     snat: Snat,
@@ -264,10 +268,19 @@ impl Edge {
             .iter()
             .find(|i| i.role == IfaceRole::Uplink)
             .map(|i| i.ip);
+        let own_ips = cfg.ifaces.iter().map(|i| i.ip).collect();
+        let directed_broadcasts = cfg
+            .ifaces
+            .iter()
+            .filter(|i| i.net.prefix_len() < 31)
+            .map(|i| i.net.broadcast())
+            .collect();
         Edge {
             name: cfg.name,
             active: false,
             ifaces: cfg.ifaces,
+            own_ips,
+            directed_broadcasts,
             routes,
             arp: ArpCache::default(),
             snat: Snat::new(external),
@@ -317,18 +330,13 @@ impl Edge {
     }
 
     fn is_own_ip(&self, ip: Ipv4Addr) -> bool {
-        self.ifaces.iter().any(|i| i.ip == ip)
+        self.own_ips.contains(&ip)
     }
 
     /// An address that stands for a group, not a host: the limited broadcast, a multicast
     /// group, or the directed broadcast of a connected network (none on a /31 or /32).
     fn is_group_ip(&self, ip: Ipv4Addr) -> bool {
-        ip.is_broadcast()
-            || ip.is_multicast()
-            || self
-                .ifaces
-                .iter()
-                .any(|i| i.net.prefix_len() < 31 && i.net.broadcast() == ip)
+        ip.is_broadcast() || ip.is_multicast() || self.directed_broadcasts.contains(&ip)
     }
 
     /// The frame was sent to a link-layer broadcast or multicast address.

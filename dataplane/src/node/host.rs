@@ -106,6 +106,9 @@ pub struct Host {
     l2: FxHashMap<u128, L2Dest>,
     /// The last MAC learned and where: a flow's frames skip the table to re-learn it.
     last_learned: Option<(u128, L2Dest)>,
+    /// The last destination looked up and where it is, while the table is unchanged: a
+    /// flow's frames skip the table to find it.
+    last_found: Option<(u128, L2Dest)>,
     /// IPs of the host's ENI and the local vNIC port that owns each.
     uplink_owners: Vec<(Ipv4Addr, Port)>,
     pub counters: HostCounters,
@@ -122,6 +125,7 @@ impl Host {
             peer_by_ip: FxHashMap::default(),
             l2: FxHashMap::default(),
             last_learned: None,
+            last_found: None,
             uplink_owners: Vec::new(),
             counters: HostCounters::default(),
         }
@@ -158,6 +162,7 @@ impl Host {
             .take();
         self.l2.retain(|_, d| *d != L2Dest::Local(port));
         self.last_learned = None;
+        self.last_found = None;
         self.uplink_owners.retain(|(_, p)| *p != port);
         v
     }
@@ -195,6 +200,7 @@ impl Host {
             .collect();
         self.l2.retain(|_, d| matches!(d, L2Dest::Local(_)));
         self.last_learned = None;
+        self.last_found = None;
     }
 
     /// `ip`, an address of this host's ENI, belongs to the vNIC on `port`.
@@ -240,8 +246,22 @@ impl Host {
         }
         if self.l2.get(&key) != Some(&at) {
             self.l2.insert(key, at);
+            self.last_found = None;
         }
         self.last_learned = Some((key, at));
+    }
+
+    /// Where the MAC `key` was learned.
+    #[inline]
+    fn find(&mut self, key: u128) -> Option<L2Dest> {
+        if let Some((k, d)) = self.last_found {
+            if k == key {
+                return Some(d);
+            }
+        }
+        let d = self.l2.get(&key).copied()?;
+        self.last_found = Some((key, d));
+        Some(d)
     }
 
     fn vnic_in(&mut self, port: Port, vnic_attach: Attachment, frame: Frame, out: &mut Outbox) {
@@ -254,7 +274,7 @@ impl Host {
             Attachment::Segment(vni) => vni,
         };
         self.learn(vni, src, L2Dest::Local(port));
-        match self.l2.get(&l2_key(vni, dst)).copied() {
+        match self.find(l2_key(vni, dst)) {
             Some(L2Dest::Local(p)) if !dst.is_group() => {
                 if p != port {
                     self.counters.switched_local += 1;
@@ -335,7 +355,7 @@ impl Host {
             return;
         };
         self.learn(d.vni, src, L2Dest::Remote(peer));
-        match self.l2.get(&l2_key(d.vni, dst)).copied() {
+        match self.find(l2_key(d.vni, dst)) {
             Some(L2Dest::Local(p)) if !dst.is_group() => out.send(p, d.inner),
             Some(L2Dest::Remote(_)) if !dst.is_group() => self.counters.rx_dropped_no_vnic += 1,
             _ => {
@@ -500,6 +520,43 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(Ipv4View::parse(&sent[0].1).unwrap().dst(), tep(3).ip);
         assert_eq!(h.counters.rx_decapsulated, 1);
+    }
+
+    #[test]
+    fn a_mac_that_moves_is_followed_at_once() {
+        // b's MAC is learned locally, and a's frames to it are switched locally; then b moves
+        // to host 3 (vMotion) and speaks from there: a's next frame follows it over the overlay.
+        let (mut h, a, b, ma, mb) = host_with_two_vms();
+        let mut out = Outbox::new();
+        h.handle(Instant::ZERO, b, frame(MacAddr::BROADCAST, mb), &mut out);
+        out.clear();
+        for _ in 0..2 {
+            h.handle(Instant::ZERO, a, frame(mb, ma), &mut out);
+            assert_eq!(out.drain().map(|(p, _)| p).collect::<Vec<_>>(), vec![b]);
+        }
+        h.handle(
+            Instant::ZERO,
+            OVERLAY,
+            geneve::encap(&frame(MacAddr::BROADCAST, mb), &outer(3, 1), VNI),
+            &mut out,
+        );
+        out.clear();
+        h.handle(Instant::ZERO, a, frame(mb, ma), &mut out);
+        let sent: Vec<_> = out.drain().collect();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, OVERLAY);
+        assert_eq!(Ipv4View::parse(&sent[0].1).unwrap().dst(), tep(3).ip);
+        // And back: b's vNIC is unplugged and plugged again here; it speaks, a follows.
+        h.remove_vnic(b);
+        let b2 = h.add_vnic(Vnic {
+            name: "b".into(),
+            mac: mb,
+            attach: Attachment::Segment(VNI),
+        });
+        h.handle(Instant::ZERO, b2, frame(MacAddr::BROADCAST, mb), &mut out);
+        out.clear();
+        h.handle(Instant::ZERO, a, frame(mb, ma), &mut out);
+        assert_eq!(out.drain().map(|(p, _)| p).collect::<Vec<_>>(), vec![b2]);
     }
 
     #[test]
