@@ -56,7 +56,7 @@ fn run_smoke(pcap: Option<&Path>) -> DrillReport {
 fn smoke_drill_passes_with_the_expected_paths() {
     let r = run_smoke(None);
     assert!(r.passed, "{r}");
-    assert_eq!(r.steps.len(), 7);
+    assert_eq!(r.steps.len(), 8);
     // S3 saw the Edge's uplink address (SNAT), the EC2 server the VM's own address.
     let s3 = r.steps[4]
         .server_connection
@@ -78,6 +78,20 @@ fn smoke_drill_passes_with_the_expected_paths() {
                 vec![
                     Some(Ipv4Addr::new(192, 168, 1, 1)),
                     Some(Ipv4Addr::new(172, 31, 16, 10))
+                ]
+            );
+            assert!(t.reached);
+        }
+        other => panic!("not a traceroute: {other:?}"),
+    }
+    // Through SNAT: S3's port unreachable came back to web-1, translated.
+    match &r.steps[7].app {
+        AppReport::Traceroute(t) => {
+            assert_eq!(
+                t.hops,
+                vec![
+                    Some(Ipv4Addr::new(192, 168, 1, 1)),
+                    Some(Ipv4Addr::new(198, 51, 100, 10))
                 ]
             );
             assert!(t.reached);
@@ -414,7 +428,7 @@ fn cli_drill_json_report_carries_every_step() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["passed"], true);
     let steps = r["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 7);
+    assert_eq!(steps.len(), 8);
     assert_eq!(
         steps[0]["app"]["reply_ttls"],
         serde_json::json!([63, 63, 63])

@@ -147,6 +147,15 @@ enum SnatError {
 /// An inside endpoint: (address, port or echo identifier).
 type Inside = (Ipv4Addr, u16);
 
+/// An inbound packet the NAT has a mapping for, and the inside endpoint it is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NatAnswer {
+    /// An answer (TCP, UDP, echo reply) to the endpoint.
+    Reply(Inside),
+    /// An ICMP error about a packet the endpoint sent.
+    Error(Inside),
+}
+
 impl Snat {
     fn new(external: Option<Ipv4Addr>) -> Self {
         Snat {
@@ -180,10 +189,22 @@ impl Snat {
         }
     }
 
-    /// Translate an outbound packet's source, mapping its inside endpoint if new.
+    /// Translate an outbound packet's source, mapping its inside endpoint if new. An ICMP error
+    /// about an answer the NAT translated in is translated back out: its source, and the
+    /// destination of the packet it quotes; it never makes a mapping.
     fn translate_out(&mut self, f: &mut [u8]) -> Result<(), SnatError> {
         let ext = self.external.ok_or(SnatError::Untranslatable)?;
         let v = Ipv4View::parse(f).ok_or(SnatError::Untranslatable)?;
+        if let Some(q) = icmp::quoted(&v) {
+            let port = icmp::quoted_port(&q, Side::Dst).ok_or(SnatError::Untranslatable)?;
+            let ext_port = *self
+                .outbound
+                .get(&(q.protocol, q.dst, port))
+                .ok_or(SnatError::Untranslatable)?;
+            ipv4::rewrite_addr(f, Side::Src, ext);
+            icmp::rewrite_quoted(f, Side::Dst, ext, ext_port);
+            return Ok(());
+        }
         let port = Self::port(&v, Side::Src).ok_or(SnatError::Untranslatable)?;
         let key = (v.protocol(), v.src(), port);
         let ext_port = match self.outbound.get(&key) {
@@ -204,16 +225,38 @@ impl Snat {
         Ok(p)
     }
 
-    /// The inside endpoint an inbound answer (for the external address) is for, if mapped.
-    fn lookup_in(&self, v: &Ipv4View<'_>) -> Option<Inside> {
+    /// What an inbound packet for the external address is, if the NAT translated its cause: an
+    /// answer to an inside endpoint, or an ICMP error about a packet of one (RFC 5508 §4.2).
+    fn lookup_in(&self, v: &Ipv4View<'_>) -> Option<NatAnswer> {
+        if let Some(q) = icmp::quoted(v) {
+            if Some(q.src) != self.external {
+                return None;
+            }
+            let port = icmp::quoted_port(&q, Side::Src)?;
+            return self
+                .inbound
+                .get(&(q.protocol, port))
+                .map(|&inside| NatAnswer::Error(inside));
+        }
         let port = Self::port(v, Side::Dst)?;
-        self.inbound.get(&(v.protocol(), port)).copied()
+        self.inbound
+            .get(&(v.protocol(), port))
+            .map(|&inside| NatAnswer::Reply(inside))
     }
 
-    /// Rewrite an inbound answer's destination to the inside endpoint it is for.
-    fn translate_in(f: &mut [u8], (ip, port): Inside) {
-        ipv4::rewrite_addr(f, Side::Dst, ip);
-        ipv4::rewrite_port(f, Side::Dst, port);
+    /// Rewrite an inbound packet to the inside endpoint it is for: an answer's destination; an
+    /// error's destination and the source of the packet it quotes.
+    fn translate_in(f: &mut [u8], answer: NatAnswer) {
+        match answer {
+            NatAnswer::Reply((ip, port)) => {
+                ipv4::rewrite_addr(f, Side::Dst, ip);
+                ipv4::rewrite_port(f, Side::Dst, port);
+            }
+            NatAnswer::Error((ip, port)) => {
+                ipv4::rewrite_addr(f, Side::Dst, ip);
+                icmp::rewrite_quoted(f, Side::Src, ip, port);
+            }
+        }
     }
 
     /// Undo [`Snat::translate_out`] on a packet that never left: its source back to the inside
@@ -499,9 +542,9 @@ impl Edge {
         }
     }
 
-    /// The inside endpoint a packet to one of the Edge's addresses is an SNAT answer for: it
-    /// came in on the uplink, for the external address, and a mapping holds it.
-    fn nat_answer(&self, port: usize, v: &Ipv4View<'_>) -> Option<Inside> {
+    /// The inside endpoint a packet to one of the Edge's addresses is an SNAT answer (or error)
+    /// for: it came in on the uplink, for the external address, and a mapping holds it.
+    fn nat_answer(&self, port: usize, v: &Ipv4View<'_>) -> Option<NatAnswer> {
         let for_external =
             self.ifaces[port].role == IfaceRole::Uplink && Some(v.dst()) == self.snat.external;
         for_external.then(|| self.snat.lookup_in(v)).flatten()
@@ -534,8 +577,8 @@ impl Edge {
             return;
         }
         let mut f = frame;
-        if let Some(inside) = nat_answer {
-            Snat::translate_in(&mut f, inside);
+        if let Some(answer) = nat_answer {
+            Snat::translate_in(&mut f, answer);
             self.counters.snat_in += 1;
         }
         ipv4::decrement_ttl(&mut f);

@@ -1624,6 +1624,81 @@ fn snat_icmp_echo_uses_the_identifier() {
     assert_eq!(lab.e.counters.snat_in, 1);
 }
 
+/// An ICMP error's quoted packet: its IP header checksum holds, and its addresses and the
+/// port its `side` uses.
+fn quoted_fields(f: &[u8], side: Side) -> (Ipv4Addr, Ipv4Addr, Option<u16>) {
+    let v = Ipv4View::parse(f).unwrap();
+    let q = icmp::quoted(&v).expect("an ICMP error with a quote");
+    let hdr = &v.payload()[8..8 + 20];
+    assert_eq!(checksum::checksum(hdr), 0, "quoted IP header checksum");
+    (q.src, q.dst, icmp::quoted_port(&q, side))
+}
+
+#[test]
+fn snat_translates_icmp_errors_about_translated_packets_both_ways() {
+    let mut lab = Lab::new();
+    lab.resolve_all();
+    // A traceroute-style UDP probe leaves translated; S3 answers port unreachable, quoting it
+    // as it arrived. The error goes to the inside host, quoting what that host sent.
+    let probe = udp(VM1, S3, 64, 40000, 33435);
+    let out = snat_out(&mut lab, probe.clone());
+    let (ext, _) = ports_of(&out);
+    let err = icmp_err(
+        S3,
+        UPLINK_IP,
+        64,
+        TYPE_DEST_UNREACHABLE,
+        CODE_PORT_UNREACHABLE,
+        &ip_packet(&out)[..28],
+    );
+    let (p, f) = one(lab.rx_ip(UPLINK, err));
+    assert_eq!((p, macs(&f)), (SEG1, (VM1_MAC, EMAC[1])));
+    let v = check_ipv4(&f);
+    assert_eq!((v.src(), v.dst(), v.ttl()), (S3, VM1, 63));
+    let (t, c, quote) = icmp_of(&f);
+    assert_eq!((t, c), (TYPE_DEST_UNREACHABLE, CODE_PORT_UNREACHABLE));
+    assert_eq!(quoted_fields(&f, Side::Src), (VM1, S3, Some(40000)));
+    assert_eq!(
+        quote[20..],
+        ip_packet(&probe)[20..28],
+        "the quoted UDP header is the probe's again, checksum included"
+    );
+    assert_eq!(lab.e.counters.snat_in, 1);
+
+    // Time exceeded about a translated echo request: the identifier goes back too.
+    let req = snat_out(&mut lab, echo(VM2, S3, 64, 0x77, 1, false));
+    let ext_id = echo_id(&req);
+    let err = icmp_err(S3, UPLINK_IP, 64, 11, 0, &ip_packet(&req)[..28]);
+    let (p, f) = one(lab.rx_ip(UPLINK, err));
+    assert_eq!((p, macs(&f).0), (SEG1, VM2_MAC));
+    check_ipv4(&f);
+    assert_eq!(quoted_fields(&f, Side::Src), (VM2, S3, Some(0x77)));
+    assert_ne!(ext_id, 0x77);
+
+    // An error about a port the NAT never handed out is not forwarded.
+    let mut stray = ip_packet(&out)[..28].to_vec();
+    stray[20..22].copy_from_slice(&(ext + 100).to_be_bytes());
+    let err = icmp_err(S3, UPLINK_IP, 64, TYPE_DEST_UNREACHABLE, 3, &stray);
+    assert!(lab.rx_ip(UPLINK, err).is_empty());
+    assert_eq!(lab.e.counters.snat_in, 2);
+
+    // Inside -> out: VM1 reports port unreachable about an answer that reached it through the
+    // NAT. The error leaves from the external address, quoting the answer as S3 sent it.
+    let answer = udp(S3, VM1, 60, 53, 40000);
+    let err = icmp_err(
+        VM1,
+        S3,
+        64,
+        TYPE_DEST_UNREACHABLE,
+        3,
+        &ip_packet(&answer)[..28],
+    );
+    let out = snat_out(&mut lab, err);
+    check_ipv4(&out);
+    assert_eq!(quoted_fields(&out, Side::Dst), (S3, UPLINK_IP, Some(ext)));
+    assert_eq!(lab.e.counters.snat_out, 3, "probe, echo request, error");
+}
+
 #[test]
 fn untranslatable_packets_never_leave_with_an_inside_source() {
     let mut lab = Lab::new();

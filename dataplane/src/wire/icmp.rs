@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use bytes::BytesMut;
 
 use super::checksum;
-use super::ipv4::{put_headers, Ipv4Params, Ipv4View, PROTO_ICMP};
+use super::ipv4::{put_headers, Ipv4Params, Ipv4View, Side, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use super::{Frame, MacAddr};
 
 pub const TYPE_ECHO_REPLY: u8 = 0;
@@ -112,6 +112,82 @@ pub fn quoted<'a>(v: &Ipv4View<'a>) -> Option<Quoted<'a>> {
     })
 }
 
+/// The port a quoted packet's `side` uses: a TCP or UDP port, or the identifier of a quoted
+/// echo request (its source side) or echo reply (its destination side), as NAT keys them.
+pub fn quoted_port(q: &Quoted<'_>, side: Side) -> Option<u16> {
+    let l4 = q.l4;
+    match q.protocol {
+        PROTO_TCP | PROTO_UDP => Some(match side {
+            Side::Src => u16::from_be_bytes([l4[0], l4[1]]),
+            Side::Dst => u16::from_be_bytes([l4[2], l4[3]]),
+        }),
+        PROTO_ICMP => {
+            let want = match side {
+                Side::Src => TYPE_ECHO_REQUEST,
+                Side::Dst => TYPE_ECHO_REPLY,
+            };
+            (l4[0] == want).then(|| u16::from_be_bytes([l4[4], l4[5]]))
+        }
+        _ => None,
+    }
+}
+
+/// In an ICMP error (a frame for which [`quoted`] is `Some`), rewrite the quoted packet's
+/// address and port (see [`quoted_port`]) on `side`, as a NAT does for the error of a packet it
+/// translated (RFC 5508 §4.2). Fixes the quoted IP header checksum, the quoted TCP, UDP or ICMP
+/// checksum when the quote holds it, and the error's own checksum.
+pub fn rewrite_quoted(frame: &mut [u8], side: Side, addr: Ipv4Addr, port: u16) {
+    let Some(v) = Ipv4View::parse(frame) else {
+        return;
+    };
+    if quoted(&v).is_none() {
+        return;
+    }
+    let icmp_off = v.l4_offset();
+    let end = v.l4_offset() + v.payload().len();
+    let q = icmp_off + 8;
+    let q_ihl = (frame[q] & 0x0f) as usize * 4;
+    let protocol = frame[q + 9];
+    let l4 = q + q_ihl;
+    // The quoted address, with the quoted IP header checksum.
+    let a = q + if side == Side::Src { 12 } else { 16 };
+    let old_addr = u32::from_be_bytes([frame[a], frame[a + 1], frame[a + 2], frame[a + 3]]);
+    let new_addr = u32::from(addr);
+    frame[a..a + 4].copy_from_slice(&new_addr.to_be_bytes());
+    let c = u16::from_be_bytes([frame[q + 10], frame[q + 11]]);
+    frame[q + 10..q + 12].copy_from_slice(&checksum::update32(c, old_addr, new_addr).to_be_bytes());
+    // The quoted port, and the quoted L4 checksum where the quote holds it (TCP's lies past the
+    // 8 bytes a router must quote; a UDP checksum of zero means none).
+    let (field, check, pseudo) = match protocol {
+        PROTO_TCP | PROTO_UDP => {
+            let field = l4 + if side == Side::Src { 0 } else { 2 };
+            let check = l4 + if protocol == PROTO_TCP { 16 } else { 6 };
+            (field, check, true)
+        }
+        PROTO_ICMP => (l4 + 4, l4 + 2, false),
+        _ => return finish(frame, icmp_off, end),
+    };
+    let old_port = u16::from_be_bytes([frame[field], frame[field + 1]]);
+    frame[field..field + 2].copy_from_slice(&port.to_be_bytes());
+    let udp_none = protocol == PROTO_UDP && frame[check] == 0 && frame[check + 1] == 0;
+    if check + 2 <= end && !udp_none {
+        let mut c = u16::from_be_bytes([frame[check], frame[check + 1]]);
+        if pseudo {
+            c = checksum::update32(c, old_addr, new_addr);
+        }
+        c = checksum::update16(c, old_port, port);
+        frame[check..check + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    finish(frame, icmp_off, end);
+
+    /// The error's own checksum, over the whole ICMP message.
+    fn finish(frame: &mut [u8], icmp_off: usize, end: usize) {
+        frame[icmp_off + 2..icmp_off + 4].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(&frame[icmp_off..end]);
+        frame[icmp_off + 2..icmp_off + 4].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +218,72 @@ mod tests {
         assert_eq!((q.src, q.dst, q.protocol), (src, dst, 17));
         assert_eq!(&q.l4[..4], &[0x82, 0x9a, 0x82, 0x9b]); // ports 33434, 33435
         assert!(is_error(&ev));
+    }
+
+    /// The quoted packet of an error, as a frame of its own (an Ethernet header in front).
+    fn quote_as_frame(e: &[u8]) -> Vec<u8> {
+        let v = Ipv4View::parse(e).unwrap();
+        let mut f = e[..14].to_vec();
+        f.extend_from_slice(&v.payload()[8..]);
+        f
+    }
+
+    #[test]
+    fn rewriting_the_quote_keeps_every_checksum_right() {
+        let inside = Ipv4Addr::new(192, 168, 1, 10);
+        let external = Ipv4Addr::new(172, 31, 0, 30);
+        let s3 = Ipv4Addr::new(198, 51, 100, 10);
+        // A UDP probe as it left the NAT (no payload: the 8 quoted bytes are all of it, so the
+        // quoted UDP checksum can be checked), and S3's port unreachable about it.
+        let probe = udp_frame(external, s3, 1, 1024, 33435, &[]);
+        let pv = Ipv4View::parse(&probe).unwrap();
+        let mut e = error(
+            MacAddr::local(1, 2),
+            MacAddr::local(1, 1),
+            s3,
+            TYPE_DEST_UNREACHABLE,
+            CODE_PORT_UNREACHABLE,
+            &pv,
+        );
+        assert!(crate::wire::ipv4::l4_checksum_ok(&quote_as_frame(&e)));
+        rewrite_quoted(&mut e, Side::Src, inside, 40000);
+        let ev = Ipv4View::parse(&e).unwrap();
+        assert!(
+            crate::wire::ipv4::l4_checksum_ok(&e),
+            "the error's checksum"
+        );
+        let q = quoted(&ev).unwrap();
+        assert_eq!((q.src, q.dst), (inside, s3));
+        assert_eq!(quoted_port(&q, Side::Src), Some(40000));
+        assert_eq!(quoted_port(&q, Side::Dst), Some(33435));
+        let inner = quote_as_frame(&e);
+        let iv = Ipv4View::parse(&inner).unwrap();
+        assert!(iv.checksum_ok(), "the quoted IP header's checksum");
+        assert!(
+            crate::wire::ipv4::l4_checksum_ok(&inner),
+            "the quoted UDP checksum"
+        );
+        // A quoted echo request: its identifier is its port; its checksum is fixed too.
+        let mut req = udp_frame(external, s3, 1, 0, 0, &[]);
+        let ip = 14;
+        req[ip + 9] = PROTO_ICMP;
+        req[ip + 10..ip + 12].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(&req[ip..ip + 20]);
+        req[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
+        req[ip + 20..ip + 28].copy_from_slice(&[TYPE_ECHO_REQUEST, 0, 0, 0, 0x04, 0x00, 0, 1]);
+        let c = checksum::checksum(&req[ip + 20..ip + 28]);
+        req[ip + 22..ip + 24].copy_from_slice(&c.to_be_bytes());
+        let rv = Ipv4View::parse(&req).unwrap();
+        let mut e = error(MacAddr::local(1, 2), MacAddr::local(1, 1), s3, 11, 0, &rv);
+        rewrite_quoted(&mut e, Side::Src, inside, 7);
+        let ev = Ipv4View::parse(&e).unwrap();
+        let q = quoted(&ev).unwrap();
+        assert_eq!((q.src, quoted_port(&q, Side::Src)), (inside, Some(7)));
+        assert!(crate::wire::ipv4::l4_checksum_ok(&e));
+        assert!(crate::wire::ipv4::l4_checksum_ok(&quote_as_frame(&e)));
+        // Not an error: left alone.
+        let mut plain = probe.clone();
+        rewrite_quoted(&mut plain, Side::Src, inside, 1);
+        assert_eq!(plain, probe);
     }
 }
