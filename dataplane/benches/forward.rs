@@ -9,8 +9,8 @@
 //! uplink → eni-2 → VPC router → eni-ec2-1 → a counting sink in place of ec2-1.
 //!
 //! Run with `make bench` (or `cargo bench -p vmcnet --bench forward`). Set
-//! `VMCNET_BENCH_SECS` to change the time per measurement (default 1; the best of five rounds
-//! is reported). For a profile that counts
+//! `VMCNET_BENCH_SECS` to change the time per measurement (default 2; the three measurements
+//! of a frame size take turns in ten rounds, and each reports its best round). For a profile that counts
 //! instructions, `VMCNET_BENCH_FRAMES=N` sends exactly N 64-byte frames down the full path and
 //! nothing else: `VMCNET_BENCH_FRAMES=100000 valgrind --tool=callgrind target/release/deps/forward-*`.
 
@@ -99,27 +99,39 @@ fn secs() -> Duration {
     let s = std::env::var("VMCNET_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
+        .unwrap_or(2.0);
     Duration::from_secs_f64(s)
 }
 
-/// Run `batch` for `secs` in 5 rounds; returns the best round's frames per second (this machine
-/// is shared, so the best round is the one least disturbed).
-fn measure(mut batch: impl FnMut() -> u64) -> f64 {
-    let round = secs() / 5;
-    for _ in 0..1000 {
-        batch();
-    }
-    let mut best = 0f64;
-    for _ in 0..5 {
-        let start = WallClock::now();
-        let mut frames = 0u64;
-        while start.elapsed() < round {
-            for _ in 0..64 {
-                frames += batch();
-            }
+/// Rounds per measurement. The three measurements of a frame size take turns, round by round,
+/// and each reports its best round: this machine is shared, and a disturbance then costs each
+/// measurement one round rather than one of them all its rounds.
+const ROUNDS: u32 = 10;
+
+/// A measurement: sends one batch and returns the frames it sent.
+type Batch<'a> = Box<dyn FnMut() -> u64 + 'a>;
+
+/// Run each batch for `secs` in [`ROUNDS`] interleaved rounds; returns each one's best rate, in
+/// frames per second.
+fn measure(batches: &mut [Batch<'_>]) -> Vec<f64> {
+    let round = secs() / ROUNDS;
+    for b in batches.iter_mut() {
+        for _ in 0..1000 {
+            b();
         }
-        best = best.max(frames as f64 / start.elapsed().as_secs_f64());
+    }
+    let mut best = vec![0f64; batches.len()];
+    for _ in 0..ROUNDS {
+        for (b, best) in batches.iter_mut().zip(best.iter_mut()) {
+            let start = WallClock::now();
+            let mut frames = 0u64;
+            while start.elapsed() < round {
+                for _ in 0..64 {
+                    frames += b();
+                }
+            }
+            *best = best.max(frames as f64 / start.elapsed().as_secs_f64());
+        }
     }
     best
 }
@@ -130,21 +142,20 @@ fn hop(frame: Frame) -> Frame {
     frame
 }
 
-fn direct(template: &Frame) -> f64 {
-    let mut delivered = 0u64;
-    measure(|| {
+fn direct(template: &Frame) -> Batch<'_> {
+    Box::new(move || {
         for _ in 0..BATCH {
             let mut f = template.clone();
             for _ in 0..HOPS {
                 f = black_box(hop(f));
             }
-            delivered += f.len() as u64;
+            black_box(f.len());
         }
         BATCH as u64
     })
 }
 
-fn sim_trivial(template: &Frame) -> f64 {
+fn sim_trivial(template: &Frame) -> Batch<'_> {
     let mut sim = Sim::new();
     let relays: Vec<_> = (0..HOPS - 1)
         .map(|_| sim.add_node(Box::new(Relay)))
@@ -157,7 +168,7 @@ fn sim_trivial(template: &Frame) -> f64 {
         sim.connect("r", (w[0], 1), (w[1], 0));
     }
     sim.connect("s", (*relays.last().unwrap(), 1), (sink, 0));
-    measure(|| {
+    Box::new(move || {
         for _ in 0..BATCH {
             sim.inject(relays[0], 0, template.clone());
         }
@@ -206,19 +217,22 @@ fn full_path_lab() -> (Lab, usize, Port, MacAddr, MacAddr) {
     (lab, esxi1, port, gw_mac, web_mac)
 }
 
-fn full_path(len: usize) -> (f64, u64) {
+/// The full path; every frame sent must reach the sink, which the batch checks as it goes.
+fn full_path(len: usize) -> Batch<'static> {
     let (mut lab, esxi1, port, gw_mac, web_mac) = full_path_lab();
     let template = udp_frame(gw_mac, web_mac, len);
     let sink = lab.sim.node_id("sink").unwrap();
-    let pps = measure(|| {
+    let mut sent = 0u64;
+    Box::new(move || {
         for _ in 0..BATCH {
             lab.sim.inject(esxi1, port, template.clone());
         }
         lab.sim.settle();
+        sent += BATCH as u64;
+        let arrived = lab.sim.get::<Sink>(sink).unwrap().frames;
+        assert_eq!(arrived, sent, "every frame reached the sink");
         BATCH as u64
-    });
-    let arrived = lab.sim.get::<Sink>(sink).unwrap().frames;
-    (pps, arrived)
+    })
 }
 
 /// Exactly `n` 64-byte frames down the full path, for instruction counting.
@@ -256,10 +270,8 @@ fn main() {
     );
     for len in [64usize, 1500] {
         let template = udp_frame(MacAddr::local(1, 1), MacAddr::local(1, 2), len);
-        let d = direct(&template);
-        let s = sim_trivial(&template);
-        let (f, arrived) = full_path(len);
-        assert!(arrived > 0, "frames reached the sink");
+        let rates = measure(&mut [direct(&template), sim_trivial(&template), full_path(len)]);
+        let (d, s, f) = (rates[0], rates[1], rates[2]);
         let gbps = |pps: f64| pps * len as f64 * 8.0 / 1e9;
         println!(
             "{:<34} {:>10.2} {:>10.2} {:>12}",
