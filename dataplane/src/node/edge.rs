@@ -99,6 +99,10 @@ counters! {
         pub icmp_errors_sent,
         pub snat_out,
         pub snat_in,
+        /// Broadcast or multicast frames a standby Edge saw and left alone (ARP floods): not
+        /// traffic lost.
+        pub rx_ignored_standby_broadcast,
+        /// Frames sent to a standby Edge's own MAC: traffic lost until it is active.
         pub rx_dropped_standby,
         pub rx_dropped_not_my_mac,
         pub rx_dropped_bad_header,
@@ -629,7 +633,11 @@ impl Node for Edge {
     fn handle(&mut self, now: Instant, port: Port, frame: Frame, out: &mut Outbox) {
         let port = port as usize;
         if !self.active {
-            self.counters.rx_dropped_standby += 1;
+            if wire::eth_dst(&frame).is_some_and(|d| d.is_group()) {
+                self.counters.rx_ignored_standby_broadcast += 1;
+            } else {
+                self.counters.rx_dropped_standby += 1;
+            }
             return;
         }
         let Some(ifc) = self.ifaces.get(port) else {

@@ -84,7 +84,9 @@ counters! {
         pub rx_dropped_not_geneve,
         /// Geneve from an address that is not a peer TEP.
         pub rx_dropped_unknown_tep,
-        pub rx_dropped_no_vnic_on_segment,
+        /// A flooded frame (broadcast, multicast or unknown unicast) from the overlay, for a
+        /// segment with no vNIC here: head-end replication sends every host a copy.
+        pub rx_flood_no_local_vnic,
         pub rx_dropped_no_vnic,
         pub rx_dropped_uplink_no_owner,
         pub rx_dropped_no_uplink,
@@ -362,7 +364,7 @@ impl Host {
                 let before = out.len();
                 self.flood_local(d.vni, None, &d.inner, out);
                 if out.len() == before {
-                    self.counters.rx_dropped_no_vnic_on_segment += 1;
+                    self.counters.rx_flood_no_local_vnic += 1;
                 }
             }
         }
@@ -572,7 +574,7 @@ mod tests {
         );
         h.handle(Instant::ZERO, OVERLAY, frame(ma, ma), &mut out);
         assert!(out.is_empty());
-        assert_eq!(h.counters.rx_dropped_no_vnic_on_segment, 1);
+        assert_eq!(h.counters.rx_flood_no_local_vnic, 1);
         assert_eq!(h.counters.rx_dropped_not_geneve, 1);
     }
 
