@@ -463,3 +463,93 @@ fn cluster_2_hosts_without_enis_reach_everything_through_the_overlay() {
         ("cluster-2", None)
     );
 }
+
+/// A child process killed when the test ends, pass or fail.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ctrl_c_stops_a_drill_with_a_report_and_whole_pcaps() {
+    let dir = TempDir::new("ctrl-c");
+    let drill = dir.0.join("endless.toml");
+    std::fs::write(
+        &drill,
+        "name = \"endless\"\n\
+         [[traffic]]\nkind = \"tcp\"\nfrom = \"web-1\"\nto = \"ec2-1\"\nport = 5201\n\
+         bytes = 1000000000000\n\
+         [[traffic]]\nkind = \"ping\"\nfrom = \"web-1\"\nto = \"ec2-1\"\n",
+    )
+    .unwrap();
+    let pcaps = dir.0.join("pcap");
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_vmcnet"))
+            .current_dir(root())
+            .args(["drill", "default"])
+            .arg(&drill)
+            .arg("--pcap")
+            .arg(&pcaps)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The transfer has started once the pcaps exist; then Ctrl-C.
+    let started = std::time::Instant::now();
+    while !pcaps.join("eni-2--vpc-router.pcap").exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the drill never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "vmcnet did not stop on Ctrl-C"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("FAIL  tcp"), "{stdout}");
+    assert!(stdout.contains("! interrupted after"), "{stdout}");
+    assert!(
+        stdout.contains("interrupted: 1 of 2 traffic items run"),
+        "{stdout}"
+    );
+    // Every pcap is whole: tcpdump reads each one to its end without complaint.
+    let mut frames = 0;
+    for entry in std::fs::read_dir(&pcaps).unwrap() {
+        let path = entry.unwrap().path();
+        let out = Command::new("tcpdump")
+            .args(["-nn", "-r"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !err.contains("truncated"),
+            "{}: {err}",
+            path.display()
+        );
+        frames += out.stdout.split(|&b| b == b'\n').count();
+    }
+    assert!(frames > 100, "the transfer was under way: {frames} lines");
+}

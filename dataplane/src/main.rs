@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -42,7 +44,8 @@ enum Command {
     },
     /// Run a drill: send its traffic across the emulated network and check what it expects.
     ///
-    /// Exits with status 1 when an expectation fails.
+    /// Exits with status 1 when an expectation fails. Ctrl-C stops it where it is, still
+    /// printing the report and closing the pcaps whole (status 130).
     Drill {
         /// Topology file, or `default`.
         topo: String,
@@ -117,6 +120,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let d = DrillFile::load(&drill).map_err(anyhow::Error::msg)?;
             let opts = RunOptions {
                 pcap_dir: pcap,
+                stop: Some(stop_on_ctrl_c()?),
                 ..RunOptions::default()
             };
             let r = run_drill(&t, &d, &opts)?;
@@ -131,13 +135,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&r)?)?;
                 std::fs::write(dir.join("report.txt"), r.to_string())?;
             }
-            Ok(if r.passed {
+            Ok(if r.interrupted {
+                ExitCode::from(130)
+            } else if r.passed {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
             })
         }
     }
+}
+
+/// A flag that the first Ctrl-C (SIGINT; SIGTERM and SIGHUP too) sets, so that a drill stops where it is and
+/// still writes its report and closes its pcaps whole; a second one exits at once.
+fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+        eprintln!("vmcnet: interrupted; finishing the report (Ctrl-C again to quit at once)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(stop)
 }
 
 fn load_topo(arg: &str) -> Result<Topology> {

@@ -17,6 +17,10 @@ pub struct DrillReport {
     pub topology: String,
     pub seed: u64,
     pub passed: bool,
+    /// Stopped early (Ctrl-C): `steps` holds the items run, the last one cut short.
+    pub interrupted: bool,
+    /// Traffic items in the drill file.
+    pub planned_steps: usize,
     pub steps: Vec<StepResult>,
     /// Virtual time at the end of the drill, in seconds.
     pub virtual_time_s: f64,
@@ -190,6 +194,14 @@ impl fmt::Display for DrillReport {
             }
         }
         let passed = self.steps.iter().filter(|s| s.passed).count();
+        if self.interrupted {
+            writeln!(
+                f,
+                "  interrupted: {} of {} traffic items run",
+                self.steps.len(),
+                self.planned_steps
+            )?;
+        }
         writeln!(
             f,
             "  {} frames carried, {:.3} s of virtual time",

@@ -2,6 +2,8 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use vmcnet_topo::Topology;
@@ -20,6 +22,9 @@ pub struct RunOptions {
     pub pcap_dir: Option<PathBuf>,
     /// Virtual time a traffic item may take before it counts as failed.
     pub step_timeout: Duration,
+    /// Set (from another thread: a Ctrl-C handler) to stop early: the item running ends where
+    /// it is, the rest are skipped, and the report and pcaps are written whole.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for RunOptions {
@@ -27,6 +32,7 @@ impl Default for RunOptions {
         RunOptions {
             pcap_dir: None,
             step_timeout: Duration::from_secs(120),
+            stop: None,
         }
     }
 }
@@ -57,18 +63,32 @@ pub fn run_drill(
     opts: &RunOptions,
 ) -> Result<DrillReport, DrillError> {
     let mut lab = Lab::build(topo, drill.seed);
+    if let Some(stop) = &opts.stop {
+        lab.sim.set_interrupt(stop.clone());
+    }
     check_names(&lab, drill)?;
     let pcaps = start_pcaps(&mut lab, opts)?;
+    let stopped = || {
+        opts.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    };
     let mut steps = Vec::new();
     for (index, t) in drill.traffic.iter().enumerate() {
-        steps.push(run_step(&mut lab, index, t, opts.step_timeout));
+        if stopped() {
+            break;
+        }
+        steps.push(run_step(&mut lab, index, t, opts.step_timeout, &stopped));
     }
     finish_pcaps(&mut lab, pcaps)?;
+    let interrupted = stopped();
     Ok(DrillReport {
         drill: drill.name.clone(),
         topology: topo.name.clone(),
         seed: drill.seed,
-        passed: steps.iter().all(|s| s.passed),
+        passed: !interrupted && steps.iter().all(|s| s.passed),
+        interrupted,
+        planned_steps: drill.traffic.len(),
         steps,
         virtual_time_s: lab.sim.now().as_secs_f64(),
         frames_delivered: lab.sim.counters.delivered,
@@ -148,7 +168,13 @@ fn finish_pcaps(lab: &mut Lab, links: Vec<(usize, PathBuf)>) -> Result<(), Drill
     Ok(())
 }
 
-fn run_step(lab: &mut Lab, index: usize, t: &Traffic, timeout: Duration) -> StepResult {
+fn run_step(
+    lab: &mut Lab,
+    index: usize,
+    t: &Traffic,
+    timeout: Duration,
+    stopped: &dyn Fn() -> bool,
+) -> StepResult {
     let start = lab.sim.now();
     let from = lab.id(t.from()).expect("checked");
     let dst = lab.resolve(t.to()).expect("checked");
@@ -176,9 +202,11 @@ fn run_step(lab: &mut Lab, index: usize, t: &Traffic, timeout: Duration) -> Step
         Traffic::Traceroute { max_hops, .. } => ep.traceroute(start, dst, *max_hops),
     };
     let deadline = start + timeout;
+    let mut interrupted = false;
     let finished = lab.sim.run_while(deadline, |sim| {
-        sim.get::<Endpoint>(from).is_some_and(|e| e.app(app).done())
-    });
+        interrupted = stopped();
+        interrupted || sim.get::<Endpoint>(from).is_some_and(|e| e.app(app).done())
+    }) && !interrupted;
     let took = lab.sim.now() - start;
     let report = lab
         .sim
@@ -192,7 +220,12 @@ fn run_step(lab: &mut Lab, index: usize, t: &Traffic, timeout: Duration) -> Step
     });
     let mut r = StepResult::new(index, t, dst, start, took, report);
     r.server_connection = conn.clone();
-    if !finished {
+    if interrupted {
+        r.failures.push(format!(
+            "interrupted after {:.3} s of virtual time",
+            took.as_secs_f64()
+        ));
+    } else if !finished {
         r.failures.push(format!(
             "did not finish within {} s of virtual time",
             timeout.as_secs()

@@ -10,6 +10,8 @@
 use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::capture::FrameSink;
@@ -76,6 +78,8 @@ pub struct Sim {
     outbox: Outbox,
     /// The wave of frames being handled (kept to reuse its buffer).
     wave: Vec<InFlight>,
+    /// Set from outside (a Ctrl-C handler) to stop the run where it is.
+    interrupt: Option<Arc<AtomicBool>>,
     pub counters: SimCounters,
 }
 
@@ -104,6 +108,7 @@ impl Default for Sim {
             is_dirty: Vec::new(),
             outbox: Outbox::new(),
             wave: Vec::new(),
+            interrupt: None,
             counters: SimCounters::default(),
         }
     }
@@ -117,6 +122,19 @@ impl Sim {
     /// The virtual time.
     pub fn now(&self) -> Instant {
         self.now
+    }
+
+    /// Stop running as soon as `flag` is set, even within one instant (links have no delay, so
+    /// a whole transfer can happen at one instant): frames in flight stay where they are.
+    pub fn set_interrupt(&mut self, flag: Arc<AtomicBool>) {
+        self.interrupt = Some(flag);
+    }
+
+    /// Whether the interrupt flag is set.
+    pub fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
     pub fn add_node(&mut self, node: Box<dyn Node>) -> NodeId {
@@ -233,6 +251,9 @@ impl Sim {
     pub fn settle(&mut self) {
         let mut wave = std::mem::take(&mut self.wave);
         loop {
+            if self.interrupted() {
+                break;
+            }
             self.outbox.take_wave(&mut wave);
             if wave.is_empty() {
                 break;
@@ -278,10 +299,13 @@ impl Sim {
     }
 
     /// Run until `deadline`: handle frames, fire timers in time order; the clock ends at
-    /// `deadline`.
+    /// `deadline` (unless interrupted).
     pub fn run_until(&mut self, deadline: Instant) {
         loop {
             self.settle();
+            if self.interrupted() {
+                return;
+            }
             match self.timers.peek() {
                 Some(&Reverse((t, id))) if t <= deadline => {
                     self.timers.pop();
@@ -299,13 +323,16 @@ impl Sim {
         self.run_until(self.now + d);
     }
 
-    /// Run until `done` holds (checked after every timer), or until `deadline`. Returns whether
-    /// `done` held.
+    /// Run until `done` holds (checked after every timer), or until `deadline`, or until
+    /// interrupted. Returns whether `done` held.
     pub fn run_while(&mut self, deadline: Instant, mut done: impl FnMut(&Sim) -> bool) -> bool {
         loop {
             self.settle();
             if done(self) {
                 return true;
+            }
+            if self.interrupted() {
+                return false;
             }
             match self.timers.peek() {
                 Some(&Reverse((t, id))) if t <= deadline => {
@@ -442,5 +469,55 @@ mod tests {
         assert_eq!(sim.get::<Echo>(b).unwrap().seen.len(), 1);
         assert_eq!(sim.counters.dropped_unlinked, 4);
         assert_eq!(sim.node_id("b"), Some(b));
+    }
+
+    /// Bounces every frame back at once, forever, and raises `flag` at the 1000th.
+    struct Bouncer {
+        seen: u64,
+        flag: Arc<AtomicBool>,
+    }
+
+    impl Node for Bouncer {
+        fn name(&self) -> &str {
+            "bouncer"
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn handle(&mut self, _now: Instant, port: Port, frame: Frame, out: &mut Outbox) {
+            self.seen += 1;
+            if self.seen == 1000 {
+                self.flag.store(true, Ordering::Relaxed);
+            }
+            out.send(port, frame);
+        }
+        fn counters(&self) -> Counters {
+            vec![("seen", self.seen)]
+        }
+    }
+
+    #[test]
+    fn an_endless_exchange_at_one_instant_stops_when_interrupted() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut sim = Sim::new();
+        sim.set_interrupt(flag.clone());
+        let bouncer = |flag: &Arc<AtomicBool>| {
+            Box::new(Bouncer {
+                seen: 0,
+                flag: flag.clone(),
+            })
+        };
+        let a = sim.add_node(bouncer(&flag));
+        let b = sim.add_node(bouncer(&flag));
+        sim.connect("a--b", (a, 0), (b, 0));
+        sim.inject(a, 0, Frame::copy_from_slice(b"ball"));
+        assert!(!sim.run_while(Instant::from_millis(10), |_| false));
+        assert!(sim.interrupted());
+        let seen = sim.get::<Bouncer>(a).unwrap().seen + sim.get::<Bouncer>(b).unwrap().seen;
+        assert_eq!(
+            seen, 1999,
+            "stopped at the first wave after the flag went up"
+        );
+        assert_eq!(sim.now(), Instant::ZERO);
     }
 }
