@@ -71,29 +71,18 @@ fn smoke_drill_passes_with_the_expected_paths() {
     assert_eq!(*ec2.peer.ip(), Ipv4Addr::new(192, 168, 1, 10));
     assert_eq!(ec2.bytes, 10 << 20);
     assert!(ec2.pattern_ok);
-    match &r.steps[6].app {
-        AppReport::Traceroute(t) => {
-            assert_eq!(
-                t.hops,
-                vec![
-                    Some(Ipv4Addr::new(192, 168, 1, 1)),
-                    Some(Ipv4Addr::new(172, 31, 16, 10))
-                ]
-            );
-            assert!(t.reached);
-        }
-        other => panic!("not a traceroute: {other:?}"),
-    }
+    let gw = Ipv4Addr::new(192, 168, 1, 1);
+    assert_reached(&r.steps[6].app, &[gw, Ipv4Addr::new(172, 31, 16, 10)]);
     // Through SNAT: S3's port unreachable came back to web-1, translated.
-    match &r.steps[7].app {
+    assert_reached(&r.steps[7].app, &[gw, Ipv4Addr::new(198, 51, 100, 10)]);
+}
+
+/// A traceroute that answered at every hop of `hops` and reached the last.
+fn assert_reached(app: &AppReport, hops: &[Ipv4Addr]) {
+    match app {
         AppReport::Traceroute(t) => {
-            assert_eq!(
-                t.hops,
-                vec![
-                    Some(Ipv4Addr::new(192, 168, 1, 1)),
-                    Some(Ipv4Addr::new(198, 51, 100, 10))
-                ]
-            );
+            let want: Vec<_> = hops.iter().copied().map(Some).collect();
+            assert_eq!(t.hops, want);
             assert!(t.reached);
         }
         other => panic!("not a traceroute: {other:?}"),

@@ -45,6 +45,18 @@ pub fn update32(check: u16, old: u32, new: u32) -> u16 {
     update16(c, old as u16, new as u16)
 }
 
+/// Fix the checksum stored at `at` in `buf` for a 16-bit field that changed from `old` to `new`.
+pub fn adjust16(buf: &mut [u8], at: usize, old: u16, new: u16) {
+    let c = u16::from_be_bytes([buf[at], buf[at + 1]]);
+    buf[at..at + 2].copy_from_slice(&update16(c, old, new).to_be_bytes());
+}
+
+/// Fix the checksum stored at `at` in `buf` for a 32-bit field that changed from `old` to `new`.
+pub fn adjust32(buf: &mut [u8], at: usize, old: u32, new: u32) {
+    let c = u16::from_be_bytes([buf[at], buf[at + 1]]);
+    buf[at..at + 2].copy_from_slice(&update32(c, old, new).to_be_bytes());
+}
+
 /// Pseudo-header sum for TCP/UDP over IPv4.
 pub fn pseudo_header(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u32 {
     let mut acc = sum(&src, 0);

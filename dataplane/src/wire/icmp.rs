@@ -5,7 +5,10 @@ use std::net::Ipv4Addr;
 use bytes::BytesMut;
 
 use super::checksum;
-use super::ipv4::{put_headers, Ipv4Params, Ipv4View, Side, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use super::ipv4::{
+    put_headers, replace_u16, replace_u32, Ipv4Params, Ipv4View, Side, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP,
+};
 use super::{Frame, MacAddr};
 
 pub const TYPE_ECHO_REPLY: u8 = 0;
@@ -151,11 +154,9 @@ pub fn rewrite_quoted(frame: &mut [u8], side: Side, addr: Ipv4Addr, port: u16) {
     let l4 = q + q_ihl;
     // The quoted address, with the quoted IP header checksum.
     let a = q + if side == Side::Src { 12 } else { 16 };
-    let old_addr = u32::from_be_bytes([frame[a], frame[a + 1], frame[a + 2], frame[a + 3]]);
     let new_addr = u32::from(addr);
-    frame[a..a + 4].copy_from_slice(&new_addr.to_be_bytes());
-    let c = u16::from_be_bytes([frame[q + 10], frame[q + 11]]);
-    frame[q + 10..q + 12].copy_from_slice(&checksum::update32(c, old_addr, new_addr).to_be_bytes());
+    let old_addr = replace_u32(frame, a, new_addr);
+    checksum::adjust32(frame, q + 10, old_addr, new_addr);
     // The quoted port, and the quoted L4 checksum where the quote holds it (TCP's lies past the
     // 8 bytes a router must quote; a UDP checksum of zero means none).
     let (field, check, pseudo) = match protocol {
@@ -167,16 +168,13 @@ pub fn rewrite_quoted(frame: &mut [u8], side: Side, addr: Ipv4Addr, port: u16) {
         PROTO_ICMP => (l4 + 4, l4 + 2, false),
         _ => return finish(frame, icmp_off, end),
     };
-    let old_port = u16::from_be_bytes([frame[field], frame[field + 1]]);
-    frame[field..field + 2].copy_from_slice(&port.to_be_bytes());
+    let old_port = replace_u16(frame, field, port);
     let udp_none = protocol == PROTO_UDP && frame[check] == 0 && frame[check + 1] == 0;
     if check + 2 <= end && !udp_none {
-        let mut c = u16::from_be_bytes([frame[check], frame[check + 1]]);
         if pseudo {
-            c = checksum::update32(c, old_addr, new_addr);
+            checksum::adjust32(frame, check, old_addr, new_addr);
         }
-        c = checksum::update16(c, old_port, port);
-        frame[check..check + 2].copy_from_slice(&c.to_be_bytes());
+        checksum::adjust16(frame, check, old_port, port);
     }
     finish(frame, icmp_off, end);
 

@@ -115,14 +115,11 @@ pub enum Side {
 /// fragment, the TCP or UDP checksum (their pseudo-header holds the address).
 pub fn rewrite_addr(frame: &mut [u8], side: Side, new: Ipv4Addr) {
     let off = IP + if side == Side::Src { 12 } else { 16 };
-    let old = u32::from_be_bytes([frame[off], frame[off + 1], frame[off + 2], frame[off + 3]]);
     let new = u32::from(new);
-    frame[off..off + 4].copy_from_slice(&new.to_be_bytes());
-    let c = u16::from_be_bytes([frame[IP + 10], frame[IP + 11]]);
-    frame[IP + 10..IP + 12].copy_from_slice(&checksum::update32(c, old, new).to_be_bytes());
+    let old = replace_u32(frame, off, new);
+    checksum::adjust32(frame, IP + 10, old, new);
     if let Some(coff) = l4_checksum_offset(frame) {
-        let c = u16::from_be_bytes([frame[coff], frame[coff + 1]]);
-        frame[coff..coff + 2].copy_from_slice(&checksum::update32(c, old, new).to_be_bytes());
+        checksum::adjust32(frame, coff, old, new);
     }
 }
 
@@ -144,12 +141,24 @@ pub fn rewrite_port(frame: &mut [u8], side: Side, new: u16) {
     if field + 2 > frame.len() {
         return;
     }
-    let old = u16::from_be_bytes([frame[field], frame[field + 1]]);
-    frame[field..field + 2].copy_from_slice(&new.to_be_bytes());
+    let old = replace_u16(frame, field, new);
     if let Some(coff) = coff.filter(|c| c + 2 <= frame.len()) {
-        let c = u16::from_be_bytes([frame[coff], frame[coff + 1]]);
-        frame[coff..coff + 2].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
+        checksum::adjust16(frame, coff, old, new);
     }
+}
+
+/// Write `new` over the big-endian 16-bit field at `at`; returns what it held.
+pub(crate) fn replace_u16(buf: &mut [u8], at: usize, new: u16) -> u16 {
+    let old = u16::from_be_bytes([buf[at], buf[at + 1]]);
+    buf[at..at + 2].copy_from_slice(&new.to_be_bytes());
+    old
+}
+
+/// Write `new` over the big-endian 32-bit field at `at`; returns what it held.
+pub(crate) fn replace_u32(buf: &mut [u8], at: usize, new: u32) -> u32 {
+    let old = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+    buf[at..at + 4].copy_from_slice(&new.to_be_bytes());
+    old
 }
 
 /// Offset of a TCP or UDP checksum that covers the pseudo-header; `None` for other protocols,
