@@ -1,28 +1,33 @@
-//! Forwarding rate of the sim runtime on the full VM → EC2 path of the default lab, for 64-byte
-//! and 1500-byte frames, next to baselines measured in the same run:
+//! Forwarding rate of the sim runtime on the full path between a VM and an EC2 instance of the
+//! default lab, both ways, for 64-byte and 1500-byte frames, next to baselines measured in the
+//! same run:
 //!
 //! - `direct`: the same number of hops as plain function calls that pass a frame along (the
 //!   floor: what copying a frame in and moving it through nine calls costs);
 //! - `sim-trivial`: nine do-nothing nodes in the sim runtime (what the runtime itself costs).
 //!
-//! Path: web-1's vNIC on esxi-1 → Geneve → underlay → esxi-2 → edge-1 (route, TTL) → esxi-2
-//! uplink → eni-2 → VPC router → eni-ec2-1 → a counting sink in place of ec2-1.
+//! VM → EC2: web-1's vNIC on esxi-1 → Geneve → underlay → esxi-2 → edge-1 (route, TTL) → esxi-2
+//! uplink → eni-2 → VPC router → eni-ec2-1 → a counting sink in place of ec2-1. EC2 → VM: the
+//! same hops back, from eni-ec2-1 to a sink in place of web-1.
 //!
 //! Run with `make bench` (or `cargo bench -p vmcnet --bench forward`). Set
-//! `VMCNET_BENCH_SECS` to change the time per measurement (default 2; the three measurements
-//! of a frame size take turns in ten rounds, and each reports its best round). For a profile that counts
-//! instructions, `VMCNET_BENCH_FRAMES=N` sends exactly N 64-byte frames down the full path and
-//! nothing else: `VMCNET_BENCH_FRAMES=100000 valgrind --tool=callgrind target/release/deps/forward-*`.
+//! `VMCNET_BENCH_SECS` to change the time per measurement (default 2; the measurements of a
+//! frame size take turns in ten rounds, and each reports its best round). For a profile that
+//! counts instructions, `VMCNET_BENCH_FRAMES=N` sends exactly N 64-byte frames down the VM → EC2
+//! path and nothing else:
+//! `VMCNET_BENCH_FRAMES=100000 valgrind --tool=callgrind target/release/deps/forward-*`.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant as WallClock};
 
 use bytes::BytesMut;
-use vmcnet::control::Lab;
+use vmcnet::control::{Lab, VPC_ROUTER};
 use vmcnet::node::endpoint::{AppReport, Endpoint};
+use vmcnet::node::eni::{self, Eni};
 use vmcnet::node::host::Host;
-use vmcnet::node::{eni, Counters, Node, Outbox, Port};
+use vmcnet::node::vpc_router::VpcRouter;
+use vmcnet::node::{Counters, Node, Outbox, Port};
 use vmcnet::runtime::sim::Sim;
 use vmcnet::time::Instant;
 use vmcnet::wire::ipv4::{put_headers, Ipv4Params, PROTO_UDP};
@@ -76,12 +81,20 @@ impl Node for Relay {
     }
 }
 
-fn udp_frame(dst_mac: MacAddr, src_mac: MacAddr, len: usize) -> Frame {
+const WEB_1: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
+const EC2_1: Ipv4Addr = Ipv4Addr::new(172, 31, 16, 10);
+
+/// A UDP frame of `len` bytes from `src` to `dst`.
+fn udp_frame(
+    (dst_mac, src_mac): (MacAddr, MacAddr),
+    (src, dst): (Ipv4Addr, Ipv4Addr),
+    len: usize,
+) -> Frame {
     let payload = len - 14 - 20 - 8;
     let mut b = BytesMut::with_capacity(len);
     let p = Ipv4Params {
-        src: Ipv4Addr::new(192, 168, 1, 10),
-        dst: Ipv4Addr::new(172, 31, 16, 10),
+        src,
+        dst,
         protocol: PROTO_UDP,
         ttl: 64,
         ident: 1,
@@ -177,16 +190,25 @@ fn sim_trivial(template: &Frame) -> Batch<'_> {
     })
 }
 
-/// The default lab with ARP and MAC tables warm, ec2-1 replaced by a sink. Returns the lab, the
-/// port of web-1 on esxi-1 and the frame template's MACs.
-fn full_path_lab() -> (Lab, usize, Port, MacAddr, MacAddr) {
+/// Which way a frame crosses the full path.
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    /// From web-1's vNIC on esxi-1 to ec2-1's ENI.
+    VmToEc2,
+    /// From ec2-1's ENI to web-1's vNIC on esxi-1.
+    Ec2ToVm,
+}
+
+/// The default lab with ARP and MAC tables warm, the far end of `way` replaced by a sink.
+/// Returns the lab, where frames go in, and a frame to send.
+fn full_path_lab(way: Way, len: usize) -> (Lab, (usize, Port), Frame) {
     let topo = vmcnet_topo::parse(vmcnet_topo::DEFAULT_TOPOLOGY, "default").unwrap();
     let mut lab = Lab::build(&topo, 1);
     // Warm ARP caches and MAC tables with a real ping.
     let web = lab.id("web-1").unwrap();
     let app = lab.sim.get_mut::<Endpoint>(web).unwrap().ping(
         Instant::ZERO,
-        Ipv4Addr::new(172, 31, 16, 10),
+        EC2_1,
         1,
         Duration::from_millis(10),
         56,
@@ -199,7 +221,7 @@ fn full_path_lab() -> (Lab, usize, Port, MacAddr, MacAddr) {
     let web_mac = lab.endpoint("web-1").unwrap().config().mac;
     let gw_mac = lab.active_edge().unwrap().ifaces()[1].mac;
     let esxi1 = lab.id("esxi-1").unwrap();
-    let port = lab
+    let web_port = lab
         .sim
         .get::<Host>(esxi1)
         .unwrap()
@@ -208,24 +230,40 @@ fn full_path_lab() -> (Lab, usize, Port, MacAddr, MacAddr) {
         .map(|(p, _)| p)
         .unwrap();
     let eni = lab.id("eni-ec2-1").unwrap();
+    let ec2_mac = lab.sim.get::<Eni>(eni).unwrap().mac();
+    let router_mac = lab
+        .sim
+        .get::<VpcRouter>(lab.id(VPC_ROUTER).unwrap())
+        .unwrap()
+        .mac();
     let sink = lab.sim.add_node(Box::new(Sink {
         frames: 0,
         bytes: 0,
     }));
-    lab.sim
-        .connect("eni-ec2-1--sink", (eni, eni::INSTANCE), (sink, 0));
-    (lab, esxi1, port, gw_mac, web_mac)
+    match way {
+        Way::VmToEc2 => {
+            lab.sim
+                .connect("eni-ec2-1--sink", (eni, eni::INSTANCE), (sink, 0));
+            let f = udp_frame((gw_mac, web_mac), (WEB_1, EC2_1), len);
+            (lab, (esxi1, web_port), f)
+        }
+        Way::Ec2ToVm => {
+            lab.sim
+                .connect("esxi-1--sink", (esxi1, web_port), (sink, 0));
+            let f = udp_frame((router_mac, ec2_mac), (EC2_1, WEB_1), len);
+            (lab, (eni, eni::INSTANCE), f)
+        }
+    }
 }
 
 /// The full path; every frame sent must reach the sink, which the batch checks as it goes.
-fn full_path(len: usize) -> Batch<'static> {
-    let (mut lab, esxi1, port, gw_mac, web_mac) = full_path_lab();
-    let template = udp_frame(gw_mac, web_mac, len);
+fn full_path(way: Way, len: usize) -> Batch<'static> {
+    let (mut lab, (node, port), template) = full_path_lab(way, len);
     let sink = lab.sim.node_id("sink").unwrap();
     let mut sent = 0u64;
     Box::new(move || {
         for _ in 0..BATCH {
-            lab.sim.inject(esxi1, port, template.clone());
+            lab.sim.inject(node, port, template.clone());
         }
         lab.sim.settle();
         sent += BATCH as u64;
@@ -235,14 +273,13 @@ fn full_path(len: usize) -> Batch<'static> {
     })
 }
 
-/// Exactly `n` 64-byte frames down the full path, for instruction counting.
+/// Exactly `n` 64-byte frames down the full path, VM to EC2, for instruction counting.
 fn fixed_work(n: u64) {
-    let (mut lab, esxi1, port, gw_mac, web_mac) = full_path_lab();
-    let template = udp_frame(gw_mac, web_mac, 64);
+    let (mut lab, (node, port), template) = full_path_lab(Way::VmToEc2, 64);
     let sink = lab.sim.node_id("sink").unwrap();
     for _ in 0..n.div_ceil(BATCH as u64) {
         for _ in 0..BATCH {
-            lab.sim.inject(esxi1, port, template.clone());
+            lab.sim.inject(node, port, template.clone());
         }
         lab.sim.settle();
     }
@@ -269,31 +306,33 @@ fn main() {
         "", "Mpps", "Gbit/s", "vs direct"
     );
     for len in [64usize, 1500] {
-        let template = udp_frame(MacAddr::local(1, 1), MacAddr::local(1, 2), len);
-        let rates = measure(&mut [direct(&template), sim_trivial(&template), full_path(len)]);
-        let (d, s, f) = (rates[0], rates[1], rates[2]);
+        let template = udp_frame(
+            (MacAddr::local(1, 1), MacAddr::local(1, 2)),
+            (WEB_1, EC2_1),
+            len,
+        );
+        let rates = measure(&mut [
+            direct(&template),
+            sim_trivial(&template),
+            full_path(Way::VmToEc2, len),
+            full_path(Way::Ec2ToVm, len),
+        ]);
+        let d = rates[0];
         let gbps = |pps: f64| pps * len as f64 * 8.0 / 1e9;
-        println!(
-            "{:<34} {:>10.2} {:>10.2} {:>12}",
-            format!("direct calls, {len} B"),
-            d / 1e6,
-            gbps(d),
-            "1.00"
-        );
-        println!(
-            "{:<34} {:>10.2} {:>10.2} {:>12.3}",
-            format!("sim, trivial nodes, {len} B"),
-            s / 1e6,
-            gbps(s),
-            s / d
-        );
-        println!(
-            "{:<34} {:>10.2} {:>10.2} {:>12.3}",
-            format!("sim, full VM -> EC2 path, {len} B"),
-            f / 1e6,
-            gbps(f),
-            f / d
-        );
+        for (what, rate) in [
+            ("direct calls", d),
+            ("sim, trivial nodes", rates[1]),
+            ("sim, full VM -> EC2 path", rates[2]),
+            ("sim, full EC2 -> VM path", rates[3]),
+        ] {
+            println!(
+                "{:<34} {:>10.2} {:>10.2} {:>12.3}",
+                format!("{what}, {len} B"),
+                rate / 1e6,
+                gbps(rate),
+                rate / d
+            );
+        }
     }
-    println!("target: >= 5 Mpps for 64 B frames on the full path");
+    println!("target: >= 5 Mpps for 64 B frames on the full VM -> EC2 path");
 }
