@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,20 +68,15 @@ pub fn run_drill(
     }
     check_names(&lab, drill)?;
     let pcaps = start_pcaps(&mut lab, opts)?;
-    let stopped = || {
-        opts.stop
-            .as_ref()
-            .is_some_and(|s| s.load(Ordering::Relaxed))
-    };
     let mut steps = Vec::new();
     for (index, t) in drill.traffic.iter().enumerate() {
-        if stopped() {
+        if lab.sim.interrupted() {
             break;
         }
-        steps.push(run_step(&mut lab, index, t, opts.step_timeout, &stopped));
+        steps.push(run_step(&mut lab, index, t, opts.step_timeout));
     }
     finish_pcaps(&mut lab, pcaps)?;
-    let interrupted = stopped();
+    let interrupted = lab.sim.interrupted();
     Ok(DrillReport {
         drill: drill.name.clone(),
         topology: topo.name.clone(),
@@ -168,13 +163,7 @@ fn finish_pcaps(lab: &mut Lab, links: Vec<(usize, PathBuf)>) -> Result<(), Drill
     Ok(())
 }
 
-fn run_step(
-    lab: &mut Lab,
-    index: usize,
-    t: &Traffic,
-    timeout: Duration,
-    stopped: &dyn Fn() -> bool,
-) -> StepResult {
+fn run_step(lab: &mut Lab, index: usize, t: &Traffic, timeout: Duration) -> StepResult {
     let start = lab.sim.now();
     let from = lab.id(t.from()).expect("checked");
     let dst = lab.resolve(t.to()).expect("checked");
@@ -202,11 +191,10 @@ fn run_step(
         Traffic::Traceroute { max_hops, .. } => ep.traceroute(start, dst, *max_hops),
     };
     let deadline = start + timeout;
-    let mut interrupted = false;
     let finished = lab.sim.run_while(deadline, |sim| {
-        interrupted = stopped();
-        interrupted || sim.get::<Endpoint>(from).is_some_and(|e| e.app(app).done())
-    }) && !interrupted;
+        sim.get::<Endpoint>(from).is_some_and(|e| e.app(app).done())
+    });
+    let interrupted = !finished && lab.sim.interrupted();
     let took = lab.sim.now() - start;
     let report = lab
         .sim
