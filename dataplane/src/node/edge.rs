@@ -30,7 +30,7 @@ use crate::counters;
 use crate::time::Instant;
 use crate::wire::arp::{Arp, OP_REPLY, OP_REQUEST};
 use crate::wire::icmp::{self, CODE_HOST_UNREACHABLE, CODE_NET_UNREACHABLE, CODE_PORT_UNREACHABLE};
-use crate::wire::ipv4::{self, Ipv4View, Side, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::wire::ipv4::{self, Ipv4View, Side, PROTO_ICMP, PROTO_UDP};
 use crate::wire::{self, Frame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 
 /// What an interface connects to.
@@ -176,21 +176,7 @@ impl Snat {
         if v.is_later_fragment() {
             return None;
         }
-        match v.protocol() {
-            PROTO_TCP | PROTO_UDP => v
-                .ports()
-                .map(|(s, d)| if side == Side::Src { s } else { d }),
-            PROTO_ICMP => {
-                let p = v.payload();
-                let want = if side == Side::Src {
-                    icmp::TYPE_ECHO_REQUEST
-                } else {
-                    icmp::TYPE_ECHO_REPLY
-                };
-                (p.len() >= 8 && p[0] == want).then(|| u16::from_be_bytes([p[4], p[5]]))
-            }
-            _ => None,
-        }
+        icmp::flow_port(v.protocol(), v.payload(), side)
     }
 
     /// Translate an outbound packet's source, mapping its inside endpoint if new. An ICMP error
@@ -200,7 +186,8 @@ impl Snat {
         let ext = self.external.ok_or(SnatError::Untranslatable)?;
         let v = Ipv4View::parse(f).ok_or(SnatError::Untranslatable)?;
         if let Some(q) = icmp::quoted(&v) {
-            let port = icmp::quoted_port(&q, Side::Dst).ok_or(SnatError::Untranslatable)?;
+            let port =
+                icmp::flow_port(q.protocol, q.l4, Side::Dst).ok_or(SnatError::Untranslatable)?;
             let ext_port = *self
                 .outbound
                 .get(&(q.protocol, q.dst, port))
@@ -236,7 +223,7 @@ impl Snat {
             if Some(q.src) != self.external {
                 return None;
             }
-            let port = icmp::quoted_port(&q, Side::Src)?;
+            let port = icmp::flow_port(q.protocol, q.l4, Side::Src)?;
             return self
                 .inbound
                 .get(&(q.protocol, port))

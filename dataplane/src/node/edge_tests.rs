@@ -12,6 +12,7 @@ use crate::wire::icmp::{
     TYPE_DEST_UNREACHABLE, TYPE_ECHO_REPLY, TYPE_ECHO_REQUEST, TYPE_TIME_EXCEEDED,
 };
 use crate::wire::ipv4::tests::udp_frame;
+use crate::wire::ipv4::PROTO_TCP;
 
 // ---------------------------------------------------------------------------------------------
 // The lab: the Edge's three interfaces and the neighbours on them.
@@ -1635,7 +1636,7 @@ fn quoted_fields(f: &[u8], side: Side) -> (Ipv4Addr, Ipv4Addr, Option<u16>) {
     let q = icmp::quoted(&v).expect("an ICMP error with a quote");
     let hdr = &v.payload()[8..8 + 20];
     assert_eq!(checksum::checksum(hdr), 0, "quoted IP header checksum");
-    (q.src, q.dst, icmp::quoted_port(&q, side))
+    (q.src, q.dst, icmp::flow_port(q.protocol, q.l4, side))
 }
 
 #[test]

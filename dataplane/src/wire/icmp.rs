@@ -115,16 +115,17 @@ pub fn quoted<'a>(v: &Ipv4View<'a>) -> Option<Quoted<'a>> {
     })
 }
 
-/// The port a quoted packet's `side` uses: a TCP or UDP port, or the identifier of a quoted
-/// echo request (its source side) or echo reply (its destination side), as NAT keys them.
-pub fn quoted_port(q: &Quoted<'_>, side: Side) -> Option<u16> {
-    let l4 = q.l4;
-    match q.protocol {
-        PROTO_TCP | PROTO_UDP => Some(match side {
+/// The port a NAT keys one side of a flow on, from the protocol and the first bytes of the L4
+/// header: a TCP or UDP port, or the identifier of an echo request (its source side) or echo
+/// reply (its destination side). `None` for other protocols and ICMP messages, or when `l4` is
+/// too short.
+pub fn flow_port(protocol: u8, l4: &[u8], side: Side) -> Option<u16> {
+    match protocol {
+        PROTO_TCP | PROTO_UDP if l4.len() >= 4 => Some(match side {
             Side::Src => u16::from_be_bytes([l4[0], l4[1]]),
             Side::Dst => u16::from_be_bytes([l4[2], l4[3]]),
         }),
-        PROTO_ICMP => {
+        PROTO_ICMP if l4.len() >= 8 => {
             let want = match side {
                 Side::Src => TYPE_ECHO_REQUEST,
                 Side::Dst => TYPE_ECHO_REPLY,
@@ -136,7 +137,7 @@ pub fn quoted_port(q: &Quoted<'_>, side: Side) -> Option<u16> {
 }
 
 /// In an ICMP error (a frame for which [`quoted`] is `Some`), rewrite the quoted packet's
-/// address and port (see [`quoted_port`]) on `side`, as a NAT does for the error of a packet it
+/// address and port (see [`flow_port`]) on `side`, as a NAT does for the error of a packet it
 /// translated (RFC 5508 §4.2). Fixes the quoted IP header checksum, the quoted TCP, UDP or ICMP
 /// checksum when the quote holds it, and the error's own checksum.
 pub fn rewrite_quoted(frame: &mut [u8], side: Side, addr: Ipv4Addr, port: u16) {
@@ -252,8 +253,8 @@ mod tests {
         );
         let q = quoted(&ev).unwrap();
         assert_eq!((q.src, q.dst), (inside, s3));
-        assert_eq!(quoted_port(&q, Side::Src), Some(40000));
-        assert_eq!(quoted_port(&q, Side::Dst), Some(33435));
+        assert_eq!(flow_port(q.protocol, q.l4, Side::Src), Some(40000));
+        assert_eq!(flow_port(q.protocol, q.l4, Side::Dst), Some(33435));
         let inner = quote_as_frame(&e);
         let iv = Ipv4View::parse(&inner).unwrap();
         assert!(iv.checksum_ok(), "the quoted IP header's checksum");
@@ -276,7 +277,10 @@ mod tests {
         rewrite_quoted(&mut e, Side::Src, inside, 7);
         let ev = Ipv4View::parse(&e).unwrap();
         let q = quoted(&ev).unwrap();
-        assert_eq!((q.src, quoted_port(&q, Side::Src)), (inside, Some(7)));
+        assert_eq!(
+            (q.src, flow_port(q.protocol, q.l4, Side::Src)),
+            (inside, Some(7))
+        );
         assert!(crate::wire::ipv4::l4_checksum_ok(&e));
         assert!(crate::wire::ipv4::l4_checksum_ok(&quote_as_frame(&e)));
         // Not an error: left alone.
