@@ -137,39 +137,18 @@ fn pcaps_are_read_by_tcpdump_and_tshark_and_overlay_is_geneve() {
         "s3--vpc-router",
     ] {
         let path = dir.0.join(format!("{name}.pcap"));
-        let out = Command::new("tcpdump")
-            .args(["-nn", "-r"])
-            .arg(&path)
-            .output()
-            .unwrap();
         assert!(
-            out.status.success(),
-            "tcpdump -r {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            !read_pcap("tcpdump", &path, &[]).is_empty(),
+            "{name} has packets"
         );
-        assert!(!out.stdout.is_empty(), "{name} has packets");
-        let out = Command::new("tshark")
-            .args(["-n", "-r"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tshark -r {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !err.contains("appears to have been cut short") && !err.contains("malformed"),
-            "{name}: {err}"
-        );
+        read_pcap("tshark", &path, &[]);
     }
     // The overlay link carries Geneve with the inner ICMP and TCP of web-1.
     let path = dir.0.join("esxi-1--underlay.pcap");
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(&path)
-        .args([
+    let text = read_pcap(
+        "tshark",
+        &path,
+        &[
             "-Y",
             "geneve.vni == 69632 && ip.src == 192.168.1.10",
             "-T",
@@ -178,15 +157,8 @@ fn pcaps_are_read_by_tcpdump_and_tshark_and_overlay_is_geneve() {
             "geneve.vni",
             "-e",
             "ip.proto",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines.len() > 100,
@@ -198,16 +170,36 @@ fn pcaps_are_read_by_tcpdump_and_tshark_and_overlay_is_geneve() {
     assert!(lines.iter().any(|l| l.ends_with("\t17,1")), "ICMP inside");
     assert!(lines.iter().any(|l| l.ends_with("\t17,6")), "TCP inside");
     // The Edge routed web-1's pings onto the management segment (VNI 69634) to vcenter on esxi-1.
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(&path)
-        .args([
+    let pings = read_pcap(
+        "tshark",
+        &path,
+        &[
             "-Y",
             "geneve.vni == 69634 && icmp.type == 8 && ip.dst == 10.2.224.4",
-        ])
+        ],
+    );
+    assert_eq!(pings.lines().count(), 3);
+}
+
+/// Read a pcap with `tool` (tcpdump or tshark) and `args`: it must read to the end without
+/// complaint (no cut-short record, nothing malformed). Returns what the tool printed.
+fn read_pcap(tool: &str, path: &Path, args: &[&str]) -> String {
+    let out = Command::new(tool)
+        .args(["-n", "-r"])
+        .arg(path)
+        .args(args)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success()
+            && !err.contains("truncated")
+            && !err.contains("cut short")
+            && !err.contains("malformed"),
+        "{tool} -r {}: {err}",
+        path.display()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -527,18 +519,7 @@ fn ctrl_c_stops_a_drill_with_a_report_and_whole_pcaps() {
     let mut frames = 0;
     for entry in std::fs::read_dir(&pcaps).unwrap() {
         let path = entry.unwrap().path();
-        let out = Command::new("tcpdump")
-            .args(["-nn", "-r"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && !err.contains("truncated"),
-            "{}: {err}",
-            path.display()
-        );
-        frames += out.stdout.split(|&b| b == b'\n').count();
+        frames += read_pcap("tcpdump", &path, &[]).lines().count();
     }
     assert!(frames > 100, "the transfer was under way: {frames} lines");
 }
