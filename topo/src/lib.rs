@@ -1,15 +1,21 @@
 //! vmcnet-topo: the topology of an emulated VMware Cloud on AWS SDDC and its Connected VPC.
 //!
 //! - [`model`]: the serde schema of a topology file (TOML) and its defaults.
+//! - [`links`]: every link of a lab, its kind, and each direction's delay, rate and queue.
 //! - [`validate`]: the rules of VMC and AWS a topology must follow; every error names the field
 //!   and the line of the file.
 //!
 //! Load a topology with [`load`] (from a file) or [`parse`] (from text); check one built in code
 //! with [`Topology::validate`].
 
+pub mod links;
 pub mod model;
 pub mod validate;
 
+pub use links::{
+    instance_eni_id, link_name, ByteSize, LinkKind, LinkOpt, LinkSpec, Links, PlannedLink, Rate,
+    UNDERLAY, VPC_ROUTER,
+};
 pub use model::*;
 pub use validate::{FieldPath, TopoError, Violation};
 

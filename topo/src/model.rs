@@ -19,6 +19,9 @@ pub struct Topology {
     pub vpc: Vpc,
     #[serde(default)]
     pub timing: Timing,
+    /// Delay, rate and queue of each link, per kind and per link.
+    #[serde(default)]
+    pub links: crate::links::Links,
 }
 
 /// The SDDC side: clusters, the Edge pair and the segments.

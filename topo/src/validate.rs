@@ -21,6 +21,7 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 use toml_edit::{Document, Item};
 
+use crate::links::LinkKind;
 use crate::model::{Gateway, Segment, Subnet, Topology};
 
 /// Hosts a cluster may hold.
@@ -361,7 +362,8 @@ pub fn check(topo: &Topology) -> Result<(), Violation> {
     vpc_addresses(topo)?;
     vms(topo)?;
     edges(topo)?;
-    timing(topo)
+    timing(topo)?;
+    links(topo)
 }
 
 /// At least one cluster with a host in cluster 1; at most 16 hosts a cluster, 20 clusters and 300
@@ -824,6 +826,51 @@ fn timing(topo: &Topology) -> Check {
             "{quota} routes cannot hold the {needed} of the main route table: \
              one per SDDC segment ({segments}) and the local route"
         )));
+    }
+    Ok(())
+}
+
+/// The largest frame a link may carry, in bytes: a 1500-byte IP packet in Ethernet (1514) inside
+/// Geneve (50 more).
+pub const MAX_LINK_FRAME: u64 = 1564;
+/// The longest one-way delay a link may have.
+pub const MAX_LINK_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Links: each kind's and each override's delay at most 10 s and queue large enough for a full
+/// frame; every override names a link of the lab.
+fn links(topo: &Topology) -> Check {
+    let l = &topo.links;
+    let opts = LinkKind::ALL
+        .iter()
+        .map(|k| (FieldPath::new("links").key(k.as_str()), l.kind_opt(*k)))
+        .chain(
+            l.overrides
+                .iter()
+                .map(|(name, o)| (FieldPath::new("links").key("overrides").key(name), o)),
+        );
+    for (path, opt) in opts {
+        if let Some(d) = opt.delay.filter(|d| *d > MAX_LINK_DELAY) {
+            return Err(path
+                .key("delay")
+                .violation(format!("{d:?} is longer than {MAX_LINK_DELAY:?}")));
+        }
+        if let Some(q) = opt.queue.filter(|q| q.0 < MAX_LINK_FRAME) {
+            return Err(path.key("queue").violation(format!(
+                "{q} cannot hold one full frame ({MAX_LINK_FRAME} bytes)"
+            )));
+        }
+    }
+    if !l.overrides.is_empty() {
+        let plan: HashSet<String> = topo.link_plan().into_iter().map(|p| p.name).collect();
+        if let Some(name) = l.overrides.keys().find(|n| !plan.contains(*n)) {
+            return Err(FieldPath::new("links")
+                .key("overrides")
+                .key(name)
+                .violation(format!(
+                    "no link is named `{name}`; links are named after the nodes they join, \
+                     e.g. `web-1--esxi-1`, `esxi-1--underlay`, `esxi-1--eni-1`, `eni-1--vpc-router`"
+                )));
+        }
     }
     Ok(())
 }

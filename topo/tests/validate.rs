@@ -886,7 +886,7 @@ fn rejects_a_zero_stun_or_bfd_interval() {
     rejects(
         &text,
         "timing.vmotion_stun",
-        115,
+        line_of(&text, "vmotion_stun"),
         "must be longer than zero",
     );
     let text = with_timing("bfd_interval = \"0ms\"");
@@ -964,5 +964,67 @@ fn summary_counts_the_default_lab() {
     assert_eq!(
         summary.to_string(),
         "1 cluster, 3 hosts, 3 of 17 ENIs in use, 3 segments, 3 VMs, 2 subnets, 1 instance"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Links
+// ---------------------------------------------------------------------------------------------
+
+/// The default lab with `lines` in its `[links]` table.
+fn with_links(lines: &str) -> String {
+    edit("[links]\n", &format!("[links]\n{lines}\n"))
+}
+
+#[test]
+fn links_take_kind_defaults_and_what_the_topology_sets() {
+    let t = accepts(&with_links(
+        "ec2 = { rate = \"10Gbit/s\" }\n[links.overrides]\n\"esxi-1--underlay\" = { delay = \"80us\" }",
+    ));
+    let ec2 = t.links.spec("ec2-1--eni-ec2-1", vmcnet_topo::LinkKind::Ec2);
+    assert_eq!(ec2.rate, vmcnet_topo::Rate::gbit(10));
+    let u = t
+        .links
+        .spec("esxi-1--underlay", vmcnet_topo::LinkKind::Underlay);
+    assert_eq!(u.delay, std::time::Duration::from_micros(80));
+    assert_eq!(u.rate, vmcnet_topo::LinkKind::Underlay.default_spec().rate);
+}
+
+#[test]
+fn rejects_a_bad_rate_a_tiny_queue_a_long_delay_and_an_unknown_link() {
+    let text = with_links("vnic = { rate = \"fast\" }");
+    rejects(
+        &text,
+        "links.vnic.rate",
+        line_of(&text, "vnic ="),
+        "not a rate",
+    );
+    let text = with_links("eni = { queue = \"1KiB\" }");
+    rejects(
+        &text,
+        "links.eni.queue",
+        line_of(&text, "eni ="),
+        "cannot hold one full frame",
+    );
+    let text = with_links("s3 = { delay = \"1min\" }");
+    rejects(
+        &text,
+        "links.s3.delay",
+        line_of(&text, "s3 ="),
+        "longer than",
+    );
+    let text = with_links("[links.overrides]\n\"web-1--esxi-9\" = { rate = \"1Gbit/s\" }");
+    rejects(
+        &text,
+        "links.overrides.web-1--esxi-9",
+        line_of(&text, "\"web-1--esxi-9\""),
+        "no link is named `web-1--esxi-9`",
+    );
+    let text = with_links("vnic = { speed = \"1Gbit/s\" }");
+    rejects(
+        &text,
+        "links.vnic.speed",
+        line_of(&text, "speed"),
+        "unknown field",
     );
 }
