@@ -18,7 +18,7 @@ pub mod state;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use vmcnet_topo::{nth_addr, vpc_router_ip, Topology};
+use vmcnet_topo::{link_name, nth_addr, vpc_router_ip, LinkKind, Topology};
 
 use crate::node::edge::{Edge, EdgeConfig, EdgeIface, IfaceRole};
 use crate::node::endpoint::{Endpoint, EndpointConfig, EndpointKind};
@@ -26,14 +26,13 @@ use crate::node::eni::{self, Eni};
 use crate::node::host::{self, Attachment, Host, Tep, Vnic};
 use crate::node::underlay::Underlay;
 use crate::node::vpc_router::{VpcRouter, VpcTarget};
-use crate::runtime::sim::{NodeId, Sim};
+use crate::node::Port;
+use crate::runtime::sim::{LinkId, NodeId, Sim, Stop};
+use crate::time::Instant;
 use crate::wire::geneve::Vni;
 use crate::wire::MacAddr;
 
-/// Name of the underlay node.
-pub const UNDERLAY: &str = "underlay";
-/// Name of the VPC router node.
-pub const VPC_ROUTER: &str = "vpc-router";
+pub use vmcnet_topo::{instance_eni_id, UNDERLAY, VPC_ROUTER};
 /// Id of the S3 gateway endpoint.
 pub const S3_ENDPOINT_ID: &str = "vpce-s3";
 /// First VNI handed to segments.
@@ -68,11 +67,6 @@ fn tep_ip(topo: &Topology, i: usize) -> Ipv4Addr {
     nth_addr(m, quarter + 1 + i as u32)
 }
 
-/// The ENI id of an EC2 instance.
-pub fn instance_eni_id(instance: &str) -> String {
-    format!("eni-{instance}")
-}
-
 impl Lab {
     /// Build the lab of a validated topology. `seed` seeds every endpoint's TCP/IP stack.
     pub fn build(topo: &Topology, seed: u64) -> Lab {
@@ -87,6 +81,17 @@ impl Lab {
     /// The endpoint (VM, EC2, S3) called `name`.
     pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
         self.sim.get(self.id(name)?)
+    }
+
+    /// Run the lab until `done` holds, until `deadline` or until interrupted (see
+    /// [`Sim::run_while`]).
+    pub fn run_while(&mut self, deadline: Instant, done: impl FnMut(&Sim) -> bool) -> Stop {
+        self.sim.run_while(deadline, done)
+    }
+
+    /// Run the lab until `deadline` (or until interrupted).
+    pub fn run_until(&mut self, deadline: Instant) -> Stop {
+        self.run_while(deadline, |_| false)
     }
 
     /// The address of an endpoint by node name, or a literal address.
@@ -113,6 +118,14 @@ impl<'t> Builder<'t> {
             sim: Sim::new(),
             macs: 0,
         }
+    }
+
+    /// Link `a`'s port to `b`'s, named after the two nodes, with the parameters the topology
+    /// gives the link.
+    fn link(&mut self, kind: LinkKind, a: (&str, NodeId, Port), b: (&str, NodeId, Port)) -> LinkId {
+        let name = link_name(a.0, b.0);
+        let spec = self.topo.links.spec(&name, kind);
+        self.sim.connect_with(&name, (a.1, a.2), (b.1, b.2), spec)
     }
 
     fn mac(&mut self, kind: u8) -> MacAddr {
@@ -153,10 +166,10 @@ impl<'t> Builder<'t> {
                 .get_mut::<Underlay>(underlay)
                 .expect("underlay")
                 .set_port(tep.mac, port);
-            self.sim.connect(
-                &format!("{name}--{UNDERLAY}"),
-                (id, host::OVERLAY),
-                (underlay, port),
+            self.link(
+                LinkKind::Underlay,
+                (name, id, host::OVERLAY),
+                (UNDERLAY, underlay, port),
             );
             teps.push(tep);
         }
@@ -184,17 +197,17 @@ impl<'t> Builder<'t> {
             let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
             let port = r.add_eni(&e.id, eni_mac(j), host.is_some());
             r.assign_ip(&e.id, e.ip);
-            self.sim.connect(
-                &format!("{}--{VPC_ROUTER}", e.id),
-                (id, eni::VPC),
-                (router, port),
+            self.link(
+                LinkKind::Eni,
+                (&e.id, id, eni::VPC),
+                (VPC_ROUTER, router, port),
             );
             if let Some(h) = host {
                 let hid = self.sim.node_id(&h).expect("host");
-                self.sim.connect(
-                    &format!("{h}--{}", e.id),
-                    (hid, host::UPLINK),
-                    (id, eni::INSTANCE),
+                self.link(
+                    LinkKind::Eni,
+                    (&h, hid, host::UPLINK),
+                    (&e.id, id, eni::INSTANCE),
                 );
             }
         }
@@ -237,15 +250,15 @@ impl<'t> Builder<'t> {
             let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
             let port = r.add_eni(&eni_id, mac, true);
             r.assign_ip(&eni_id, inst.ip);
-            self.sim.connect(
-                &format!("{}--{eni_id}", inst.name),
-                (ep, 0),
-                (eni, eni::INSTANCE),
+            self.link(
+                LinkKind::Ec2,
+                (&inst.name, ep, 0),
+                (&eni_id, eni, eni::INSTANCE),
             );
-            self.sim.connect(
-                &format!("{eni_id}--{VPC_ROUTER}"),
-                (eni, eni::VPC),
-                (router, port),
+            self.link(
+                LinkKind::Ec2,
+                (&eni_id, eni, eni::VPC),
+                (VPC_ROUTER, router, port),
             );
         }
         if let Some(s3) = &t.vpc.s3_endpoint {
@@ -264,11 +277,7 @@ impl<'t> Builder<'t> {
                 r.main_table_mut()
                     .insert(*p, VpcTarget::GatewayEndpoint(S3_ENDPOINT_ID.into()));
             }
-            self.sim.connect(
-                &format!("{}--{VPC_ROUTER}", s3.name),
-                (ep, 0),
-                (router, port),
-            );
+            self.link(LinkKind::S3, (&s3.name, ep, 0), (VPC_ROUTER, router, port));
         }
     }
 
@@ -314,8 +323,7 @@ impl<'t> Builder<'t> {
                     attach: Attachment::Segment(segment_vni(i)),
                 };
                 let port = self.sim.get_mut::<Host>(hid).expect("host").add_vnic(vnic);
-                self.sim
-                    .connect(&format!("{}--{}", vm.name, vm.host), (ep, 0), (hid, port));
+                self.link(LinkKind::Vnic, (&vm.name, ep, 0), (&vm.host, hid, port));
             }
         }
     }
@@ -370,8 +378,12 @@ impl<'t> Builder<'t> {
                 if active && ifc.role == IfaceRole::Uplink {
                     h.set_uplink_owner(e.uplink_ip, port);
                 }
-                let name = format!("{}.{}--{}", vm.name, ifc.name, vm.host);
-                self.sim.connect(&name, (eid, k as u16), (hid, port));
+                let iface = format!("{}.{}", vm.name, ifc.name);
+                self.link(
+                    LinkKind::Vnic,
+                    (&iface, eid, k as u16),
+                    (&vm.host, hid, port),
+                );
             }
             if active {
                 self.assign_uplink_ip(router, &vm.host);

@@ -113,6 +113,9 @@ impl StepResult {
                         t.acked as f64 * 8.0 / secs / 1e6
                     );
                 }
+                if t.retransmits > 0 {
+                    s += &format!(", {} retransmitted", t.retransmits);
+                }
                 if let Some(c) = &self.server_connection {
                     s += &format!(
                         ", server saw {} ({} bytes{})",

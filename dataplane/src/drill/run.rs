@@ -13,7 +13,7 @@ use super::report::{DrillReport, DropCount, StepResult};
 use crate::capture::PcapFile;
 use crate::control::Lab;
 use crate::node::endpoint::{AppReport, Endpoint, TcpConnStats};
-use crate::runtime::sim::NodeId;
+use crate::runtime::sim::{NodeId, Stop};
 
 /// How to run a drill.
 #[derive(Debug, Clone)]
@@ -191,10 +191,11 @@ fn run_step(lab: &mut Lab, index: usize, t: &Traffic, timeout: Duration) -> Step
         Traffic::Traceroute { max_hops, .. } => ep.traceroute(start, dst, *max_hops),
     };
     let deadline = start + timeout;
-    let finished = lab.sim.run_while(deadline, |sim| {
+    let stop = lab.run_while(deadline, |sim| {
         sim.get::<Endpoint>(from).is_some_and(|e| e.app(app).done())
     });
-    let interrupted = !finished && lab.sim.interrupted();
+    let finished = stop == Stop::Done;
+    let interrupted = stop == Stop::Interrupted;
     let took = lab.sim.now() - start;
     let report = lab
         .sim
@@ -305,20 +306,41 @@ fn evaluate(r: &mut StepResult, t: &Traffic, conn: Option<&TcpConnStats>) {
     }
 }
 
-/// Non-zero drop counters of every node.
+/// Non-zero drop counters of every node, then of every link (by direction).
 fn drops(lab: &Lab) -> Vec<DropCount> {
-    lab.sim
-        .nodes()
-        .flat_map(|(_, n)| {
-            n.counters()
-                .into_iter()
-                .filter(|(k, v)| k.contains("dropped") && *v > 0)
-                .map(|(k, v)| DropCount {
-                    node: n.name().to_string(),
-                    counter: k.to_string(),
-                    count: v,
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    let links = lab.sim.links().iter().enumerate().flat_map(|(i, l)| {
+        let [ab, ba] = lab.sim.link_counters(i);
+        let ends = |from: (usize, u16), to: (usize, u16)| {
+            format!(
+                "{} -> {}",
+                lab.sim.node(from.0).name(),
+                lab.sim.node(to.0).name()
+            )
+        };
+        [(ab, ends(l.a, l.b)), (ba, ends(l.b, l.a))]
+            .into_iter()
+            .flat_map(|(c, dir)| {
+                c.list()
+                    .into_iter()
+                    .filter(|(k, v)| k.contains("dropped") && *v > 0)
+                    .map(move |(k, v)| DropCount {
+                        node: format!("link {dir}"),
+                        counter: k.to_string(),
+                        count: v,
+                    })
+            })
+            .collect::<Vec<_>>()
+    });
+    let nodes = lab.sim.nodes().flat_map(|(_, n)| {
+        n.counters()
+            .into_iter()
+            .filter(|(k, v)| k.contains("dropped") && *v > 0)
+            .map(|(k, v)| DropCount {
+                node: n.name().to_string(),
+                counter: k.to_string(),
+                count: v,
+            })
+            .collect::<Vec<_>>()
+    });
+    nodes.chain(links).collect()
 }

@@ -2,8 +2,9 @@
 //!
 //! A node takes a frame on a port, or the passing of time, and gives frames out on its ports.
 //! It never reads a clock, sleeps, locks or touches a file descriptor: `now` is passed in, and
-//! the runtime (sim or live) delivers what lands in the [`Outbox`]. Configuration changes made by
-//! the control plane (an IP moved, a route re-targeted) are method calls at a given instant.
+//! the runtime (sim or live) carries what lands in the [`Outbox`] across the links. Nodes are
+//! `Send`, so a runtime may run them on any thread. Configuration changes made by the control
+//! plane (an IP moved, a route re-targeted) are method calls at a given instant.
 //!
 //! - [`host`]: an ESXi host: per-segment switching, the Geneve TEP, the uplink to its ENI.
 //! - [`underlay`]: the SDDC underlay network that carries Geneve between host TEPs.
@@ -33,25 +34,12 @@ pub type Port = u16;
 
 /// Frames a node gives out, with the port each leaves on.
 ///
-/// In the sim runtime the outbox is also the runtime's queue of frames in flight: a frame sent
-/// here is carried across its link when its turn comes, first in, first out (the runtime takes
-/// the frames in flight as one wave, and what they cause forms the next). Nodes and tests
-/// see only [`Outbox::send`] and [`Outbox::drain`].
+/// The runtime hands a node an empty outbox with every call and takes what was sent once the
+/// call returns: it alone decides when each frame reaches the far end of its link. Nodes and
+/// tests see only [`Outbox::send`] and [`Outbox::drain`].
 #[derive(Debug, Default)]
 pub struct Outbox {
-    /// The node whose frames are being sent.
-    from: u32,
-    queue: Vec<InFlight>,
-}
-
-/// A frame in flight: sent out of a node's port, or (when injected) arriving at one.
-#[derive(Debug)]
-pub(crate) struct InFlight {
-    pub node: u32,
-    pub port: Port,
-    /// True if the frame arrives at `node`:`port`; false if it leaves it.
-    pub arriving: bool,
-    pub frame: Frame,
+    frames: Vec<(Port, Frame)>,
 }
 
 impl Outbox {
@@ -62,52 +50,25 @@ impl Outbox {
     /// Send `frame` out of `port`.
     #[inline]
     pub fn send(&mut self, port: Port, frame: Frame) {
-        self.queue.push(InFlight {
-            node: self.from,
-            port,
-            arriving: false,
-            frame,
-        });
+        self.frames.push((port, frame));
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.frames.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.frames.len()
     }
 
     /// Forget every frame sent.
     pub fn clear(&mut self) {
-        self.queue.clear();
+        self.frames.clear();
     }
 
     /// Take the frames out in the order they were sent.
-    pub fn drain(&mut self) -> impl Iterator<Item = (Port, Frame)> + '_ {
-        self.queue.drain(..).map(|f| (f.port, f.frame))
-    }
-
-    /// Frames sent from now on come from `node`.
-    pub(crate) fn set_from(&mut self, node: usize) {
-        self.from = node as u32;
-    }
-
-    /// A frame arriving at `node`:`port`, queued behind those in flight.
-    pub(crate) fn arrive(&mut self, node: usize, port: Port, frame: Frame) {
-        self.queue.push(InFlight {
-            node: node as u32,
-            port,
-            arriving: true,
-            frame,
-        });
-    }
-
-    /// Swap the frames in flight into `wave` (which must be empty), leaving the outbox empty
-    /// with `wave`'s old capacity: both buffers are reused, wave after wave.
-    pub(crate) fn take_wave(&mut self, wave: &mut Vec<InFlight>) {
-        debug_assert!(wave.is_empty());
-        std::mem::swap(&mut self.queue, wave);
+    pub fn drain(&mut self) -> std::vec::Drain<'_, (Port, Frame)> {
+        self.frames.drain(..)
     }
 }
 
@@ -115,7 +76,7 @@ impl Outbox {
 pub type Counters = Vec<(&'static str, u64)>;
 
 /// One frame-forwarding element of the emulated network.
-pub trait Node: Any {
+pub trait Node: Any + Send {
     /// The node's name, unique in a lab (`esxi-1`, `eni-2`, `vpc-router`, `web-1`).
     fn name(&self) -> &str;
 

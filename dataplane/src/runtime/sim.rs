@@ -1,22 +1,31 @@
 //! The simulation runtime: every node in one thread, under a virtual clock.
 //!
-//! Frames cross links instantly and are handled in the order they were sent (FIFO), so a run is
-//! a pure function of the topology, the seed and the inputs. Time advances only to the next
-//! timer a node asked for ([`Node::poll_at`]), so an idle minute costs nothing.
+//! One timeline orders everything that happens: node timers, frames arriving over links and
+//! control actions, by (virtual time, sequence number), ties broken by the order they were put
+//! on it. A run is a pure function of the lab, the seed and the inputs. Time advances only to the
+//! next event, so an idle minute costs nothing.
 //!
-//! Every link can be captured: the frame is handed to a [`FrameSink`] as it crosses, stamped with
-//! the virtual time.
+//! Each link direction has a delay, a rate and a byte-limited queue ([`LinkSpec`]): a frame sent
+//! onto a busy link waits for the frames before it, is dropped and counted
+//! (`tx_dropped_queue_full`) when the queue holds no room for it, and arrives when its last bit
+//! has crossed. A link that takes no time (zero delay, unlimited rate) keeps the fast path: its
+//! frames join a first-in, first-out queue of the current instant instead of the timeline.
+//!
+//! Every link can be captured: the frame is handed to a [`FrameSink`] as it is sent onto the
+//! link, stamped with the virtual time.
 
 use std::any::Any;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use vmcnet_topo::LinkSpec;
+
 use crate::capture::FrameSink;
 use crate::counters;
-use crate::node::{InFlight, Node, Outbox, Port};
+use crate::node::{Node, Outbox, Port};
 use crate::time::Instant;
 use crate::wire::Frame;
 
@@ -31,67 +40,161 @@ pub struct Link {
     pub name: String,
     pub a: (NodeId, Port),
     pub b: (NodeId, Port),
+    /// The parameters of each direction.
+    pub spec: LinkSpec,
 }
 
 counters! {
     /// What the runtime itself saw.
     pub struct SimCounters {
-        /// Frames carried across links.
+        /// Frames sent onto links.
         pub delivered,
-        /// Frames sent out of a port with no link.
+        /// Frames sent out of a port with no link, or still in flight on a link that was
+        /// unplugged.
         pub dropped_unlinked,
+        /// Frames a link's queue had no room for.
+        pub tx_dropped_queue_full,
         /// Node calls (handle + poll).
         pub node_calls,
     }
 }
 
-/// Where a port's frames go: the peer port, over which link, and whether that link is captured.
-/// Kept small (12 bytes), as it is read for every frame.
+counters! {
+    /// What one direction of a link carried.
+    pub struct LinkCounters {
+        pub tx_frames,
+        pub tx_bytes,
+        /// The queue had no room for the frame.
+        pub tx_dropped_queue_full,
+        /// The link was unplugged while the frame crossed it.
+        pub dropped_in_flight,
+    }
+}
+
+/// Where a port's frames go: the peer port, over which link direction, whether that link is
+/// captured and whether it takes time. Kept small (12 bytes), as it is read for every frame.
 #[derive(Debug, Clone, Copy)]
 struct Wire {
     peer: u32,
     peer_port: Port,
     captured: bool,
-    link: u32,
+    timed: bool,
+    /// `link * 2`, plus 1 for the direction from `b` to `a`.
+    dir: u32,
+}
+
+impl Wire {
+    fn link(self) -> LinkId {
+        (self.dir / 2) as LinkId
+    }
+}
+
+/// One direction of a link: its parameters, when its sender is next free, what it carried.
+#[derive(Debug, Clone)]
+struct Direction {
+    spec: LinkSpec,
+    busy_until: Instant,
+    counters: LinkCounters,
+}
+
+/// A frame crossing a zero-time link, arriving at `node`:`port` at the current instant.
+#[derive(Debug)]
+struct InFlight {
+    seq: u64,
+    node: u32,
+    port: Port,
+    frame: Frame,
+}
+
+/// Something on the timeline.
+#[derive(Debug)]
+enum What {
+    /// A node asked to be polled.
+    Timer(NodeId),
+    /// A frame arrives at `node`:`port`, having crossed direction `dir`.
+    Deliver {
+        node: u32,
+        port: Port,
+        dir: u32,
+        frame: Frame,
+    },
+    /// A control action comes due; the caller of the run applies it.
+    Control(u64),
+}
+
+#[derive(Debug)]
+struct Event {
+    at: Instant,
+    seq: u64,
+    what: What,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Event {
+    /// Reversed, so that the max-heap gives the earliest (time, sequence) first.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Why a run returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The deadline was reached; the clock reads it.
+    Deadline,
+    /// The condition of [`Sim::run_while`] held.
+    Done,
+    /// The interrupt flag was raised.
+    Interrupted,
+    /// A control action scheduled with [`Sim::schedule_control`] came due; the clock reads its
+    /// instant. Apply it, then run on.
+    Control { at: Instant, token: u64 },
 }
 
 /// A node that asked to be polled again without time passing is polled this much later, so a
 /// confused node cannot stall the clock.
 const MIN_TIMER_STEP: Duration = Duration::from_micros(1);
+/// Frames handled between two reads of the interrupt flag.
+const INTERRUPT_CHECK_EVERY: u32 = 256;
 
 /// The simulation.
 pub struct Sim {
     nodes: Vec<Box<dyn Node>>,
     links: Vec<Link>,
+    /// Per link direction (`link * 2 + side`).
+    dirs: Vec<Direction>,
     /// Per node, per port: where its frames go.
     wiring: Vec<Vec<Option<Wire>>>,
     captures: Vec<Option<Box<dyn FrameSink>>>,
     now: Instant,
-    timers: BinaryHeap<Reverse<(Instant, NodeId)>>,
+    /// The timeline: timers, frames on links that take time, control actions.
+    events: BinaryHeap<Event>,
+    /// Frames on zero-time links, arriving now, in the order sent.
+    fifo: VecDeque<InFlight>,
+    /// The sequence number of the last thing put on the timeline or in `fifo`.
+    seq: u64,
     /// Per node: the earliest timer entry queued for it, if any.
     scheduled: Vec<Option<Instant>>,
     /// Nodes called since their timer was last read, and a flag per node. Timers matter only
     /// when time advances, so they are read once a node after a burst of frames, not per frame.
     dirty: Vec<NodeId>,
     is_dirty: Vec<bool>,
-    /// Frames in flight, in order.
+    /// Handed to each node call; emptied right after it.
     outbox: Outbox,
-    /// The wave of frames being handled (kept to reuse its buffer).
-    wave: Vec<InFlight>,
     /// Set from outside (a Ctrl-C handler) to stop the run where it is.
     interrupt: Option<Arc<AtomicBool>>,
+    until_interrupt_check: u32,
     pub counters: SimCounters,
-}
-
-impl Wire {
-    fn new((peer, peer_port): (NodeId, Port), link: LinkId) -> Wire {
-        Wire {
-            peer: peer as u32,
-            peer_port,
-            captured: false,
-            link: link as u32,
-        }
-    }
 }
 
 impl Default for Sim {
@@ -99,16 +202,19 @@ impl Default for Sim {
         Sim {
             nodes: Vec::new(),
             links: Vec::new(),
+            dirs: Vec::new(),
             wiring: Vec::new(),
             captures: Vec::new(),
             now: Instant::ZERO,
-            timers: BinaryHeap::new(),
+            events: BinaryHeap::new(),
+            fifo: VecDeque::new(),
+            seq: 0,
             scheduled: Vec::new(),
             dirty: Vec::new(),
             is_dirty: Vec::new(),
             outbox: Outbox::new(),
-            wave: Vec::new(),
             interrupt: None,
+            until_interrupt_check: INTERRUPT_CHECK_EVERY,
             counters: SimCounters::default(),
         }
     }
@@ -124,8 +230,8 @@ impl Sim {
         self.now
     }
 
-    /// Stop running as soon as `flag` is set, even within one instant (links have no delay, so
-    /// a whole transfer can happen at one instant): frames in flight stay where they are.
+    /// Stop running as soon as `flag` is set, even within one instant (zero-time links can carry
+    /// a whole exchange at one instant): frames in flight stay where they are.
     pub fn set_interrupt(&mut self, flag: Arc<AtomicBool>) {
         self.interrupt = Some(flag);
     }
@@ -147,28 +253,96 @@ impl Sim {
         id
     }
 
-    /// Link two node ports. A port already linked is re-linked (its old link goes dead).
+    /// Link two node ports with a link that takes no time. A port already linked is re-linked
+    /// (its old link goes dead).
     pub fn connect(&mut self, name: &str, a: (NodeId, Port), b: (NodeId, Port)) -> LinkId {
+        self.connect_with(name, a, b, LinkSpec::INSTANT)
+    }
+
+    /// Link two node ports; each direction has the parameters `spec`.
+    pub fn connect_with(
+        &mut self,
+        name: &str,
+        a: (NodeId, Port),
+        b: (NodeId, Port),
+        spec: LinkSpec,
+    ) -> LinkId {
         let id = self.links.len();
         self.links.push(Link {
             name: name.to_string(),
             a,
             b,
+            spec,
         });
+        for _ in 0..2 {
+            self.dirs.push(Direction {
+                spec,
+                busy_until: Instant::ZERO,
+                counters: LinkCounters::default(),
+            });
+        }
         self.captures.push(None);
-        self.wire_port(a, Some(Wire::new(b, id)));
-        self.wire_port(b, Some(Wire::new(a, id)));
+        self.wire(id);
         id
     }
 
-    /// Unlink a link's two ports (a VM leaving a host, an ENI detached).
+    /// Plug a link's two ports in, with its current parameters and capture state.
+    fn wire(&mut self, link: LinkId) {
+        let Link { a, b, spec, .. } = self.links[link].clone();
+        let captured = self.captures[link].is_some();
+        for (side, (from, to)) in [(a, b), (b, a)].into_iter().enumerate() {
+            let w = Wire {
+                peer: to.0 as u32,
+                peer_port: to.1,
+                captured,
+                timed: !spec.is_instant(),
+                dir: (link * 2 + side) as u32,
+            };
+            self.wire_port(from, Some(w));
+        }
+    }
+
+    /// Unlink a link's two ports (a VM leaving a host, an ENI detached). Frames still crossing
+    /// it are lost.
     pub fn disconnect(&mut self, link: LinkId) {
         let Link { a, b, .. } = self.links[link].clone();
         for end in [a, b] {
-            if matches!(self.peer(end), Some(w) if w.link as LinkId == link) {
+            if matches!(self.peer(end), Some(w) if w.link() == link) {
                 self.wire_port(end, None);
             }
         }
+    }
+
+    /// Plug a link that was unplugged back in.
+    pub fn reconnect(&mut self, link: LinkId) {
+        self.wire(link);
+    }
+
+    /// Whether both ends of `link` are plugged in.
+    pub fn is_connected(&self, link: LinkId) -> bool {
+        let Link { a, b, .. } = &self.links[link];
+        [a, b]
+            .iter()
+            .all(|end| matches!(self.peer(**end), Some(w) if w.link() == link))
+    }
+
+    /// Change a link's parameters, both directions. Frames already on it keep their times.
+    pub fn set_link_spec(&mut self, link: LinkId, spec: LinkSpec) {
+        self.links[link].spec = spec;
+        for d in &mut self.dirs[link * 2..link * 2 + 2] {
+            d.spec = spec;
+        }
+        if self.is_connected(link) {
+            self.wire(link);
+        }
+    }
+
+    /// What each direction of `link` carried: `[a → b, b → a]`.
+    pub fn link_counters(&self, link: LinkId) -> [&LinkCounters; 2] {
+        [
+            &self.dirs[link * 2].counters,
+            &self.dirs[link * 2 + 1].counters,
+        ]
     }
 
     fn wire_port(&mut self, (node, port): (NodeId, Port), to: Option<Wire>) {
@@ -188,7 +362,7 @@ impl Sim {
         let Link { a, b, .. } = self.links[link].clone();
         for (node, port) in [a, b] {
             if let Some(Some(w)) = self.wiring[node].get_mut(port as usize) {
-                if w.link as LinkId == link {
+                if w.link() == link {
                     w.captured = captured;
                 }
             }
@@ -203,7 +377,7 @@ impl Sim {
         self.links.iter().position(|l| l.name == name)
     }
 
-    /// Capture every frame that crosses `link`, either way.
+    /// Capture every frame sent onto `link`, either way.
     pub fn capture(&mut self, link: LinkId, sink: Box<dyn FrameSink>) {
         self.captures[link] = Some(sink);
         self.set_captured(link, true);
@@ -236,113 +410,221 @@ impl Sim {
     /// A node as its concrete type, to change its state. Its timer is re-read afterwards, on
     /// the next run.
     pub fn get_mut<T: Node>(&mut self, id: NodeId) -> Option<&mut T> {
-        self.timers.push(Reverse((self.now, id)));
-        self.scheduled[id] = Some(self.now);
+        self.queue_timer_entry(self.now, id);
         let n: &mut dyn Any = self.nodes.get_mut(id)?.as_mut();
         n.downcast_mut()
     }
 
     /// Hand a frame to a node's port now, as if it arrived on a link.
     pub fn inject(&mut self, node: NodeId, port: Port, frame: Frame) {
-        self.outbox.arrive(node, port, frame);
+        self.seq += 1;
+        self.fifo.push_back(InFlight {
+            seq: self.seq,
+            node: node as u32,
+            port,
+            frame,
+        });
     }
 
-    /// Run until every frame in flight at the current time has been handled.
-    pub fn settle(&mut self) {
-        let mut wave = std::mem::take(&mut self.wave);
+    /// Put a control action on the timeline at `at` (not before now): a run that reaches it
+    /// returns [`Stop::Control`] with `token`.
+    pub fn schedule_control(&mut self, at: Instant, token: u64) {
+        self.push_event(at.max(self.now), What::Control(token));
+    }
+
+    fn push_event(&mut self, at: Instant, what: What) {
+        self.seq += 1;
+        self.events.push(Event {
+            at,
+            seq: self.seq,
+            what,
+        });
+    }
+
+    /// The instant of the earliest event on the timeline, if any.
+    pub fn next_event_at(&self) -> Option<Instant> {
+        self.events.peek().map(|e| e.at)
+    }
+
+    /// Handle everything due at the current instant: frames on zero-time links, then whatever
+    /// the timeline holds for now, in (time, sequence) order. Returns early when interrupted or
+    /// when a control action comes due.
+    pub fn settle(&mut self) -> Option<Stop> {
         loop {
-            if self.interrupted() {
-                break;
+            let stop = self.settle_once();
+            while let Some(node) = self.dirty.pop() {
+                self.is_dirty[node] = false;
+                self.read_timer(node);
             }
-            self.outbox.take_wave(&mut wave);
-            if wave.is_empty() {
-                break;
+            if stop.is_some() {
+                return stop;
             }
-            for f in wave.drain(..) {
-                let (node, port) = if f.arriving {
-                    (f.node as NodeId, f.port)
-                } else {
-                    match self.wiring[f.node as usize]
-                        .get(f.port as usize)
-                        .copied()
-                        .flatten()
-                    {
-                        Some(w) => {
-                            if w.captured {
-                                if let Some(sink) = self.captures[w.link as usize].as_mut() {
-                                    sink.write(self.now, &f.frame);
-                                }
-                            }
-                            self.counters.delivered += 1;
-                            (w.peer as NodeId, w.peer_port)
-                        }
-                        None => {
+            if !self.fifo.is_empty() || self.events.peek().is_some_and(|e| e.at <= self.now) {
+                continue;
+            }
+            return None;
+        }
+    }
+
+    fn settle_once(&mut self) -> Option<Stop> {
+        loop {
+            self.until_interrupt_check -= 1;
+            if self.until_interrupt_check == 0 {
+                self.until_interrupt_check = INTERRUPT_CHECK_EVERY;
+                if self.interrupted() {
+                    return Some(Stop::Interrupted);
+                }
+            }
+            let due = match self.events.peek() {
+                Some(e) if e.at <= self.now => Some(e.seq),
+                _ => None,
+            };
+            match (self.fifo.front(), due) {
+                (Some(f), Some(seq)) if seq < f.seq => {}
+                (Some(_), _) => {
+                    let f = self.fifo.pop_front().expect("front seen");
+                    self.handle(f.node as NodeId, f.port, f.frame);
+                    continue;
+                }
+                (None, Some(_)) => {}
+                (None, None) => return None,
+            }
+            let e = self.events.pop().expect("due event seen");
+            match e.what {
+                What::Timer(id) => self.fire(e.at, id),
+                What::Deliver {
+                    node,
+                    port,
+                    dir,
+                    frame,
+                } => {
+                    let node = node as NodeId;
+                    match self.peer((node, port)) {
+                        Some(w) if w.dir / 2 == dir / 2 => self.handle(node, port, frame),
+                        _ => {
+                            self.dirs[dir as usize].counters.dropped_in_flight += 1;
                             self.counters.dropped_unlinked += 1;
-                            continue;
                         }
                     }
-                };
-                self.outbox.set_from(node);
-                self.nodes[node].handle(self.now, port, f.frame, &mut self.outbox);
-                self.counters.node_calls += 1;
-                if !self.is_dirty[node] {
-                    self.is_dirty[node] = true;
-                    self.dirty.push(node);
                 }
+                What::Control(token) => return Some(Stop::Control { at: e.at, token }),
             }
-        }
-        self.wave = wave;
-        while let Some(node) = self.dirty.pop() {
-            self.is_dirty[node] = false;
-            self.read_timer(node);
         }
     }
 
-    /// Run until `deadline`: handle frames, fire timers in time order; the clock ends at
-    /// `deadline` (unless interrupted).
-    pub fn run_until(&mut self, deadline: Instant) {
-        loop {
-            self.settle();
-            if self.interrupted() {
-                return;
+    /// A frame arrives at `node`:`port` now.
+    #[inline]
+    fn handle(&mut self, node: NodeId, port: Port, frame: Frame) {
+        self.nodes[node].handle(self.now, port, frame, &mut self.outbox);
+        self.counters.node_calls += 1;
+        if !self.is_dirty[node] {
+            self.is_dirty[node] = true;
+            self.dirty.push(node);
+        }
+        self.transmit(node);
+    }
+
+    /// Send what `node` put in the outbox onto its links.
+    #[inline]
+    fn transmit(&mut self, node: NodeId) {
+        let mut out = std::mem::take(&mut self.outbox);
+        for (port, frame) in out.drain() {
+            let Some(w) = self.wiring[node].get(port as usize).copied().flatten() else {
+                self.counters.dropped_unlinked += 1;
+                continue;
+            };
+            if w.timed {
+                self.send_timed(w, frame);
+                continue;
             }
-            match self.timers.peek() {
-                Some(&Reverse((t, id))) if t <= deadline => {
-                    self.timers.pop();
-                    self.now = self.now.max(t);
-                    self.fire(t, id);
+            if w.captured {
+                if let Some(sink) = self.captures[w.link()].as_mut() {
+                    sink.write(self.now, &frame);
                 }
-                _ => break,
+            }
+            self.counters.delivered += 1;
+            self.seq += 1;
+            self.fifo.push_back(InFlight {
+                seq: self.seq,
+                node: w.peer,
+                port: w.peer_port,
+                frame,
+            });
+        }
+        self.outbox = out;
+    }
+
+    /// Send a frame onto a link direction that takes time: behind the frames still waiting, if
+    /// the queue has room; it arrives once its last bit has crossed.
+    #[cold]
+    fn send_timed(&mut self, w: Wire, frame: Frame) {
+        let now = self.now;
+        let d = &mut self.dirs[w.dir as usize];
+        let len = frame.len();
+        let start = d.busy_until.max(now);
+        // Bytes ahead of this frame: what the sender still has to send at its rate.
+        let waiting = ((start - now).as_nanos() * d.spec.rate.bits_per_sec() as u128)
+            .div_ceil(8_000_000_000) as u64;
+        if waiting.saturating_add(len as u64) > d.spec.queue.0 {
+            d.counters.tx_dropped_queue_full += 1;
+            self.counters.tx_dropped_queue_full += 1;
+            return;
+        }
+        d.busy_until = start + d.spec.rate.serialization(len);
+        d.counters.tx_frames += 1;
+        d.counters.tx_bytes += len as u64;
+        let at = d.busy_until + d.spec.delay;
+        if w.captured {
+            if let Some(sink) = self.captures[w.link()].as_mut() {
+                sink.write(now, &frame);
             }
         }
-        self.now = self.now.max(deadline);
+        self.counters.delivered += 1;
+        self.push_event(
+            at,
+            What::Deliver {
+                node: w.peer,
+                port: w.peer_port,
+                dir: w.dir,
+                frame,
+            },
+        );
+    }
+
+    /// Run until `deadline`: handle frames, fire timers in time order. Returns
+    /// [`Stop::Deadline`] with the clock at `deadline`, or earlier when interrupted or when a
+    /// control action comes due.
+    pub fn run_until(&mut self, deadline: Instant) -> Stop {
+        self.run_while(deadline, |_| false)
     }
 
     /// Run for `d` of virtual time.
-    pub fn run_for(&mut self, d: Duration) {
-        self.run_until(self.now + d);
+    pub fn run_for(&mut self, d: Duration) -> Stop {
+        self.run_until(self.now + d)
     }
 
-    /// Run until `done` holds (checked after every timer), or until `deadline`, or until
-    /// interrupted. Returns whether `done` held.
-    pub fn run_while(&mut self, deadline: Instant, mut done: impl FnMut(&Sim) -> bool) -> bool {
+    /// Run until `done` holds (checked whenever the clock is about to advance), until
+    /// `deadline`, until interrupted or until a control action comes due.
+    pub fn run_while(&mut self, deadline: Instant, mut done: impl FnMut(&Sim) -> bool) -> Stop {
         loop {
-            self.settle();
+            if let Some(stop) = self.settle() {
+                return stop;
+            }
             if done(self) {
-                return true;
+                return Stop::Done;
             }
             if self.interrupted() {
-                return false;
+                return Stop::Interrupted;
             }
-            match self.timers.peek() {
-                Some(&Reverse((t, id))) if t <= deadline => {
-                    self.timers.pop();
-                    self.now = self.now.max(t);
-                    self.fire(t, id);
-                }
+            match self.events.peek() {
+                Some(e) if e.at <= deadline => self.now = self.now.max(e.at),
                 _ => {
                     self.now = self.now.max(deadline);
-                    return done(self);
+                    return if done(self) {
+                        Stop::Done
+                    } else {
+                        Stop::Deadline
+                    };
                 }
             }
         }
@@ -356,9 +638,9 @@ impl Sim {
         }
         match self.nodes[id].poll_at() {
             Some(at) if at <= self.now => {
-                self.outbox.set_from(id);
                 self.nodes[id].poll(self.now, &mut self.outbox);
                 self.counters.node_calls += 1;
+                self.transmit(id);
                 self.read_timer(id);
                 if let Some(again) = self.nodes[id].poll_at() {
                     if again <= self.now {
@@ -381,9 +663,13 @@ impl Sim {
     /// Queue a timer entry unless an earlier one is already queued for the node.
     fn queue_timer(&mut self, id: NodeId, at: Instant) {
         if self.scheduled[id].is_none_or(|s| at < s) {
-            self.scheduled[id] = Some(at);
-            self.timers.push(Reverse((at, id)));
+            self.queue_timer_entry(at, id);
         }
+    }
+
+    fn queue_timer_entry(&mut self, at: Instant, id: NodeId) {
+        self.scheduled[id] = Some(at);
+        self.push_event(at, What::Timer(id));
     }
 }
 
@@ -392,6 +678,7 @@ mod tests {
     use super::*;
     use crate::capture::MemorySink;
     use crate::node::Counters;
+    use vmcnet_topo::{ByteSize, Rate};
 
     /// Echoes every frame back, and sends "tick" every 10 ms until 50 ms.
     struct Echo {
@@ -511,13 +798,170 @@ mod tests {
         let b = sim.add_node(bouncer(&flag));
         sim.connect("a--b", (a, 0), (b, 0));
         sim.inject(a, 0, Frame::copy_from_slice(b"ball"));
-        assert!(!sim.run_while(Instant::from_millis(10), |_| false));
-        assert!(sim.interrupted());
-        let seen = sim.get::<Bouncer>(a).unwrap().seen + sim.get::<Bouncer>(b).unwrap().seen;
         assert_eq!(
-            seen, 1999,
-            "stopped at the first wave after the flag went up"
+            sim.run_while(Instant::from_millis(10), |_| false),
+            Stop::Interrupted
+        );
+        let seen = sim.get::<Bouncer>(a).unwrap().seen + sim.get::<Bouncer>(b).unwrap().seen;
+        // Each bouncer raises the flag at its 1000th frame: a raises it at the 1999th in all.
+        assert!(
+            (1999..1999 + INTERRUPT_CHECK_EVERY as u64).contains(&seen),
+            "stopped within one check interval of the flag: {seen}"
         );
         assert_eq!(sim.now(), Instant::ZERO);
+    }
+
+    /// Records what arrives and when; sends nothing.
+    #[derive(Default)]
+    struct Recorder {
+        seen: Vec<(Instant, Frame)>,
+    }
+
+    impl Node for Recorder {
+        fn name(&self) -> &str {
+            "recorder"
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn handle(&mut self, now: Instant, _port: Port, frame: Frame, _out: &mut Outbox) {
+            self.seen.push((now, frame));
+        }
+        fn counters(&self) -> Counters {
+            vec![("seen", self.seen.len() as u64)]
+        }
+    }
+
+    /// Sends the frames it is given out of port 1, all at once, when a frame arrives on port 0.
+    struct Burst(Vec<Frame>);
+
+    impl Node for Burst {
+        fn name(&self) -> &str {
+            "burst"
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn handle(&mut self, _now: Instant, _port: Port, _frame: Frame, out: &mut Outbox) {
+            for f in self.0.drain(..) {
+                out.send(1, f);
+            }
+        }
+        fn counters(&self) -> Counters {
+            Vec::new()
+        }
+    }
+
+    fn spec(delay_us: u64, rate: Rate, queue: u64) -> LinkSpec {
+        LinkSpec {
+            delay: Duration::from_micros(delay_us),
+            rate,
+            queue: ByteSize(queue),
+        }
+    }
+
+    /// A burst of `n` frames of `len` bytes sent at t = 1 ms onto a link with `link`.
+    fn burst_over(n: usize, len: usize, link: LinkSpec) -> (Sim, NodeId, LinkId) {
+        let mut sim = Sim::new();
+        let frames = (0..n)
+            .map(|i| Frame::copy_from_slice(&vec![i as u8; len]))
+            .collect();
+        let burst = sim.add_node(Box::new(Burst(frames)));
+        let rec = sim.add_node(Box::new(Recorder::default()));
+        let l = sim.connect_with("burst--rec", (burst, 1), (rec, 0), link);
+        sim.run_until(Instant::from_millis(1));
+        sim.inject(burst, 0, Frame::copy_from_slice(b"go"));
+        (sim, rec, l)
+    }
+
+    #[test]
+    fn a_frame_arrives_after_its_serialization_and_the_delay_and_waits_for_those_before_it() {
+        let link = spec(30, Rate::gbit(1), 1 << 20);
+        let (len, n) = (1000, 3);
+        let (mut sim, rec, l) = burst_over(n, len, link);
+        sim.capture(l, Box::new(MemorySink::default()));
+        sim.run_until(Instant::from_millis(2));
+        let sent = Instant::from_millis(1);
+        let ser = link.rate.serialization(len);
+        let got: Vec<Instant> = sim
+            .get::<Recorder>(rec)
+            .unwrap()
+            .seen
+            .iter()
+            .map(|f| f.0)
+            .collect();
+        let want: Vec<Instant> = (1..=n as u32)
+            .map(|k| sent + ser * k + link.delay)
+            .collect();
+        assert_eq!(got, want);
+        let [ab, ba] = sim.link_counters(l);
+        assert_eq!((ab.tx_frames, ab.tx_bytes), (n as u64, (n * len) as u64));
+        assert_eq!(ba.tx_frames, 0);
+        // The capture stamps each frame as it is sent onto the link.
+        let cap = sim.take_capture(l).unwrap();
+        let mem = (cap as Box<dyn Any>).downcast::<MemorySink>().unwrap();
+        assert!(mem.frames.iter().all(|(t, _)| *t == sent));
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let (len, n, queue) = (1000, 10, 4500);
+        let (mut sim, rec, l) = burst_over(n, len, spec(10, Rate::gbit(1), queue));
+        sim.run_until(Instant::from_millis(2));
+        let fits = queue as usize / len;
+        let seen = &sim.get::<Recorder>(rec).unwrap().seen;
+        assert_eq!(seen.len(), fits);
+        // The first frames got through, in order; the later ones were dropped.
+        let firsts: Vec<u8> = seen.iter().map(|(_, f)| f[0]).collect();
+        assert_eq!(firsts, (0..fits as u8).collect::<Vec<_>>());
+        let [ab, _] = sim.link_counters(l);
+        assert_eq!(ab.tx_dropped_queue_full, (n - fits) as u64);
+        assert_eq!(sim.counters.tx_dropped_queue_full, (n - fits) as u64);
+    }
+
+    #[test]
+    fn a_frame_in_flight_on_an_unplugged_link_is_lost() {
+        let (mut sim, rec, l) = burst_over(1, 100, spec(100, Rate::UNLIMITED, 1 << 20));
+        sim.run_until(Instant::from_millis(1) + Duration::from_micros(50));
+        sim.disconnect(l);
+        sim.run_until(Instant::from_millis(2));
+        assert!(sim.get::<Recorder>(rec).unwrap().seen.is_empty());
+        assert_eq!(sim.link_counters(l)[0].dropped_in_flight, 1);
+        sim.reconnect(l);
+        assert!(sim.is_connected(l));
+    }
+
+    #[test]
+    fn control_actions_come_due_in_time_and_insertion_order() {
+        let mut sim = Sim::new();
+        let a = sim.add_node(echo("a", Some(Instant::from_millis(10))));
+        let b = sim.add_node(echo("b", None));
+        sim.connect_with("a--b", (a, 0), (b, 0), spec(1000, Rate::UNLIMITED, 1 << 20));
+        sim.schedule_control(Instant::from_millis(11), 7);
+        sim.schedule_control(Instant::from_millis(11), 8);
+        sim.schedule_control(Instant::from_millis(5), 6);
+        let mut got = Vec::new();
+        loop {
+            match sim.run_until(Instant::from_millis(100)) {
+                Stop::Control { at, token } => {
+                    assert_eq!(sim.now(), at);
+                    // The tick sent at 10 ms crosses the 1 ms link and is due at 11 ms too, but
+                    // it was put on the timeline after the actions: it comes after them.
+                    let at_b = sim.get::<Echo>(b).unwrap().seen.len();
+                    got.push((at.as_millis(), token, at_b));
+                }
+                Stop::Deadline => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, vec![(5, 6, 0), (11, 7, 0), (11, 8, 0)]);
+        let times: Vec<u64> = sim
+            .get::<Echo>(b)
+            .unwrap()
+            .seen
+            .iter()
+            .map(|(t, _)| t.as_millis())
+            .collect();
+        assert_eq!(times, vec![11, 21, 31, 41, 51]);
     }
 }

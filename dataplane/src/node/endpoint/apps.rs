@@ -103,6 +103,8 @@ pub struct TcpSendReport {
     pub error: Option<String>,
     /// ICMP errors quoting the connection's segments (at most 64 are kept).
     pub icmp_errors: Vec<IcmpErrorSeen>,
+    /// Segments with data (or SYN, FIN) sent again: sequence space sent before.
+    pub retransmits: u64,
     pub done: bool,
 }
 

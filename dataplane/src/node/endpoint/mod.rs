@@ -16,6 +16,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
@@ -113,6 +114,8 @@ counters! {
         pub tx_bytes,
         /// Connections accepted by TCP sink servers.
         pub tcp_accepted,
+        /// TCP segments sent again (sequence space already sent on that connection).
+        pub tx_tcp_retransmits,
     }
 }
 
@@ -133,6 +136,8 @@ pub struct Endpoint {
     ident_base: u16,
     /// The link came up: the gateway was asked for its MAC.
     link_up: bool,
+    /// Per TCP connection sent from here (see [`tcp_key`]): the end of the sequence space sent.
+    tcp_sent_end: FxHashMap<u64, u32>,
 }
 
 impl Endpoint {
@@ -176,6 +181,7 @@ impl Endpoint {
             next_poll: (!cfg_gateway_unspecified).then_some(Instant::ZERO),
             next_ephemeral: 0,
             link_up: false,
+            tcp_sent_end: FxHashMap::default(),
         }
     }
 
@@ -285,6 +291,7 @@ impl Endpoint {
             done: error.is_some(),
             error,
             icmp_errors: Vec::new(),
+            retransmits: 0,
         }));
         self.states
             .push(AppState::TcpSend(TcpSendApp::new(socket, now)));
@@ -521,12 +528,61 @@ impl Endpoint {
                 self.nic.tx.insert(0, req.to_frame());
             }
         }
-        for f in self.nic.tx.drain(..) {
+        let mut tx = std::mem::take(&mut self.nic.tx);
+        for f in tx.drain(..) {
             self.counters.tx_frames += 1;
             self.counters.tx_bytes += f.len() as u64;
+            self.note_tcp_sent(&f);
             out.send(NIC_PORT, f);
         }
+        self.nic.tx = tx;
         self.next_poll = self.next_deadline();
+    }
+
+    /// Count a TCP segment that carries sequence space this connection already sent: a
+    /// retransmission.
+    fn note_tcp_sent(&mut self, frame: &[u8]) {
+        let Some(v) = Ipv4View::parse(frame) else {
+            return;
+        };
+        if v.protocol() != PROTO_TCP || v.is_later_fragment() {
+            return;
+        }
+        let p = v.payload();
+        if p.len() < 20 {
+            return;
+        }
+        let word = |o: usize| u16::from_be_bytes([p[o], p[o + 1]]);
+        let (sport, dport) = (word(0), word(2));
+        let seq = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+        let header = usize::from(p[12] >> 4) * 4;
+        let flags = p[13];
+        let len = p.len().saturating_sub(header) as u32
+            + u32::from(flags & TCP_SYN != 0)
+            + u32::from(flags & TCP_FIN != 0);
+        if len == 0 {
+            return;
+        }
+        let end = seq.wrapping_add(len);
+        let key = tcp_key(sport, v.dst(), dport);
+        match self.tcp_sent_end.get_mut(&key) {
+            // At or before what was sent already (sequence numbers wrap).
+            Some(sent) if (end.wrapping_sub(*sent) as i32) <= 0 => {
+                self.counters.tx_tcp_retransmits += 1;
+                let dst = v.dst();
+                for r in &mut self.reports {
+                    if let AppReport::TcpSend(r) = r {
+                        if r.src_port == sport && r.dst == dst && r.port == dport {
+                            r.retransmits += 1;
+                        }
+                    }
+                }
+            }
+            Some(sent) => *sent = end,
+            None => {
+                self.tcp_sent_end.insert(key, end);
+            }
+        }
     }
 
     /// Step every app and server once; true if any wants the interface polled again.
@@ -563,6 +619,15 @@ impl Endpoint {
             next
         })
     }
+}
+
+/// TCP flags.
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+
+/// A TCP connection from this endpoint, by its local port and remote address and port.
+fn tcp_key(sport: u16, dst: Ipv4Addr, dport: u16) -> u64 {
+    (u64::from(sport) << 48) | (u64::from(u32::from(dst)) << 16) | u64::from(dport)
 }
 
 /// A sink server's listening socket.

@@ -1,0 +1,211 @@
+//! Links take time: round-trip times, transfer times and queue drops in the sim, each compared
+//! with what the topology's link parameters imply.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vmcnet::control::Lab;
+use vmcnet::drill::{run_drill, DrillFile, DrillReport, RunOptions};
+use vmcnet::node::endpoint::AppReport;
+use vmcnet::wire::geneve;
+use vmcnet_topo::{ByteSize, LinkKind, LinkOpt, Topology};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn default_topo() -> Topology {
+    vmcnet_topo::load(&root().join("topo/default.toml")).expect("default topology")
+}
+
+fn drill(src: &str) -> DrillFile {
+    DrillFile::parse(src, "test").expect("drill parses")
+}
+
+fn run(topo: &Topology, src: &str) -> DrillReport {
+    run_drill(topo, &drill(src), &RunOptions::default()).expect("drill runs")
+}
+
+/// Ethernet frame of an echo request or reply with the default 56 bytes of data.
+const PING_FRAME: usize = 14 + 20 + 8 + 56;
+
+/// The time a frame of `len` bytes (as a VM sends it) takes along `links` on idle links: each
+/// link's delay plus its serialization, the Geneve headers added on the underlay.
+fn one_way(topo: &Topology, lab: &Lab, links: &[&str], len: usize) -> Duration {
+    let plan = topo.link_plan();
+    links
+        .iter()
+        .map(|name| {
+            let link = lab
+                .sim
+                .links()
+                .iter()
+                .find(|l| l.name == *name)
+                .unwrap_or_else(|| panic!("no link {name}"));
+            let kind = plan.iter().find(|p| p.name == *name).unwrap().kind;
+            let on_wire = if kind == LinkKind::Underlay {
+                len + geneve::OVERHEAD
+            } else {
+                len
+            };
+            link.spec.one_way(on_wire)
+        })
+        .sum()
+}
+
+/// web-1 on esxi-1 to ec2-1: the overlay to the Edge on esxi-2, its uplink, eni-2, the VPC router.
+const WEB1_TO_EC2: &[&str] = &[
+    "web-1--esxi-1",
+    "esxi-1--underlay",
+    "esxi-2--underlay",
+    "edge-1.sddc-cgw-network-1--esxi-2",
+    "edge-1.uplink--esxi-2",
+    "esxi-2--eni-2",
+    "eni-2--vpc-router",
+    "eni-ec2-1--vpc-router",
+    "ec2-1--eni-ec2-1",
+];
+
+fn rtts(r: &DrillReport, step: usize) -> Vec<Duration> {
+    match &r.steps[step].app {
+        AppReport::Ping(p) => p.rtts.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn smoke_ping_rtts_are_the_sum_of_the_paths_delays_and_serialization_both_ways() {
+    let topo = default_topo();
+    let lab = Lab::build(&topo, 1);
+    let r = run_drill(
+        &topo,
+        &DrillFile::load(&root().join("scripts/drills/smoke.toml")).unwrap(),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert!(r.passed, "{r}");
+    let vm_ec2 = 2 * one_way(&topo, &lab, WEB1_TO_EC2, PING_FRAME);
+    // web-1 to app-1 (esxi-3) and to vcenter (esxi-1) both go through the Edge on esxi-2.
+    let via_edge = |seg: &str, to_host: &str, vm: &str| {
+        let edge_in = "edge-1.sddc-cgw-network-1--esxi-2".to_string();
+        let edge_out = format!("edge-1.{seg}--esxi-2");
+        let to_host_underlay = format!("{to_host}--underlay");
+        let vm_link = format!("{vm}--{to_host}");
+        let links = [
+            "web-1--esxi-1",
+            "esxi-1--underlay",
+            "esxi-2--underlay",
+            &edge_in,
+            &edge_out,
+            "esxi-2--underlay",
+            &to_host_underlay,
+            &vm_link,
+        ];
+        2 * one_way(&topo, &lab, &links, PING_FRAME)
+    };
+    let want = [
+        (0, vm_ec2),
+        (1, vm_ec2),
+        (2, via_edge("sddc-cgw-network-2", "esxi-3", "app-1")),
+        (3, via_edge("sddc-mgmt-infra", "esxi-1", "vcenter")),
+    ];
+    for (step, rtt) in want {
+        let got = rtts(&r, step);
+        assert_eq!(got.len(), 3, "step {step}");
+        // The first request may wait for a router's ARP; every later one takes the path alone.
+        assert!(got[0] >= rtt, "step {step}: {got:?} vs {rtt:?}");
+        assert_eq!(&got[1..], &[rtt, rtt], "step {step}");
+    }
+    assert!(
+        vm_ec2 > Duration::from_micros(100),
+        "links take time: {vm_ec2:?}"
+    );
+}
+
+#[test]
+fn a_bulk_transfer_takes_at_least_bytes_over_the_bottleneck_rate_and_arrives_intact() {
+    let topo = default_topo();
+    let bytes = 10u64 << 20;
+    let r = run(
+        &topo,
+        &format!(
+            "name = \"bulk\"\n[[traffic]]\nkind = \"tcp\"\nfrom = \"web-1\"\nto = \"ec2-1\"\nbytes = {bytes}\n"
+        ),
+    );
+    assert!(r.passed, "{r}");
+    let bottleneck = LinkKind::ALL
+        .iter()
+        .filter(|k| !matches!(k, LinkKind::S3))
+        .map(|k| topo.links.kind_spec(*k).rate.bits_per_sec())
+        .min()
+        .unwrap();
+    let floor = Duration::from_secs_f64(bytes as f64 * 8.0 / bottleneck as f64);
+    let AppReport::TcpSend(t) = &r.steps[0].app else {
+        panic!("tcp");
+    };
+    let took = t.finished.unwrap() - t.started;
+    assert!(took >= floor, "{took:?} < {floor:?}");
+    let c = r.steps[0].server_connection.as_ref().unwrap();
+    assert_eq!((c.bytes, c.pattern_ok), (bytes, true));
+    assert_eq!(t.retransmits, 0, "no queue overflows on default links");
+}
+
+#[test]
+fn a_small_queue_drops_yet_tcp_completes_by_retransmitting() {
+    let mut topo = default_topo();
+    // Where the VPC router's 25 Gbit/s meets the instance's 5 Gbit/s: a queue of ten frames.
+    let bottleneck = "eni-ec2-1--vpc-router";
+    topo.links.overrides.insert(
+        bottleneck.into(),
+        LinkOpt {
+            queue: Some(ByteSize(15_000)),
+            ..LinkOpt::default()
+        },
+    );
+    topo.validate().unwrap();
+    let bytes = 4u64 << 20;
+    let src = format!(
+        "name = \"small-queue\"\n[[traffic]]\nkind = \"tcp\"\nfrom = \"web-1\"\nto = \"ec2-1\"\nbytes = {bytes}\n"
+    );
+    let r = run(&topo, &src);
+    assert!(r.passed, "{r}");
+    let AppReport::TcpSend(t) = &r.steps[0].app else {
+        panic!("tcp");
+    };
+    let c = r.steps[0].server_connection.as_ref().unwrap();
+    assert_eq!((c.bytes, c.pattern_ok), (bytes, true));
+    assert!(t.retransmits > 0, "{r}");
+    let dropped: u64 = r
+        .drops
+        .iter()
+        .filter(|d| {
+            d.node == "link vpc-router -> eni-ec2-1" && d.counter == "tx_dropped_queue_full"
+        })
+        .map(|d| d.count)
+        .sum();
+    assert!(dropped > 0, "{:?}", r.drops);
+    // Every drop was at the small queue.
+    assert!(r
+        .drops
+        .iter()
+        .filter(|d| d.counter == "tx_dropped_queue_full")
+        .all(|d| d.node == "link vpc-router -> eni-ec2-1"));
+}
+
+#[test]
+fn every_link_of_the_lab_is_in_the_plan_with_its_kinds_parameters() {
+    for path in ["topo/default.toml", "topo/examples/two-clusters.toml"] {
+        let topo = vmcnet_topo::load(&root().join(path)).unwrap();
+        let lab = Lab::build(&topo, 1);
+        let plan = topo.link_plan();
+        let built: Vec<_> = lab.sim.links().iter().map(|l| l.name.clone()).collect();
+        let planned: Vec<_> = plan.iter().map(|p| p.name.clone()).collect();
+        assert_eq!(built, planned, "{path}");
+        for (l, p) in lab.sim.links().iter().zip(&plan) {
+            assert_eq!(l.spec, topo.links.kind_spec(p.kind), "{}", l.name);
+        }
+    }
+}
