@@ -141,32 +141,40 @@ pub struct TcpConnStats {
     pub peer_closed: bool,
 }
 
+/// The stream pattern from byte 0 on, long enough that any offset's next [`PATTERN_CHUNK`] bytes
+/// are one slice of it: filling and checking are then `memcpy` and `memcmp`, a word at a time.
+fn pattern_table() -> &'static [u8] {
+    static TABLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..PATTERN_MOD + PATTERN_CHUNK as u64)
+            .map(|i| (i % PATTERN_MOD) as u8)
+            .collect()
+    })
+}
+
+/// Bytes of the pattern copied or compared in one slice operation.
+const PATTERN_CHUNK: usize = 64 * 1024;
+
 /// Fill `buf` with the stream pattern, `buf[0]` being byte `offset` of the stream.
 pub(super) fn fill_pattern(buf: &mut [u8], offset: u64) {
-    let mut v = (offset % PATTERN_MOD) as u8;
-    for b in buf {
-        *b = v;
-        v = if v as u64 == PATTERN_MOD - 1 {
-            0
-        } else {
-            v + 1
-        };
+    let table = pattern_table();
+    let mut off = offset;
+    for chunk in buf.chunks_mut(PATTERN_CHUNK) {
+        let start = (off % PATTERN_MOD) as usize;
+        chunk.copy_from_slice(&table[start..start + chunk.len()]);
+        off += chunk.len() as u64;
     }
 }
 
 /// True if `buf` holds the stream pattern from byte `offset` on.
 pub(super) fn check_pattern(buf: &[u8], offset: u64) -> bool {
-    let mut v = (offset % PATTERN_MOD) as u8;
-    let mut ok = true;
-    for &b in buf {
-        ok &= b == v;
-        v = if v as u64 == PATTERN_MOD - 1 {
-            0
-        } else {
-            v + 1
-        };
-    }
-    ok
+    let table = pattern_table();
+    let mut off = offset;
+    buf.chunks(PATTERN_CHUNK).all(|chunk| {
+        let start = (off % PATTERN_MOD) as usize;
+        off += chunk.len() as u64;
+        chunk == &table[start..start + chunk.len()]
+    })
 }
 
 /// The private state of one app; `AppReport` holds what it saw.
@@ -722,6 +730,19 @@ mod tests {
         let mut tail = [0u8; 10];
         fill_pattern(&mut tail, 1_000_000);
         assert_eq!(tail[0], (1_000_000u64 % 251) as u8);
+    }
+
+    #[test]
+    fn pattern_over_many_chunks_is_byte_i_mod_251_and_one_bad_byte_shows() {
+        let offset = 123_456_789u64;
+        let mut buf = vec![0u8; 3 * PATTERN_CHUNK + 777];
+        fill_pattern(&mut buf, offset);
+        for (i, b) in buf.iter().enumerate() {
+            assert_eq!(*b, ((offset + i as u64) % 251) as u8, "byte {i}");
+        }
+        assert!(check_pattern(&buf, offset));
+        buf[2 * PATTERN_CHUNK + 5] ^= 1;
+        assert!(!check_pattern(&buf, offset));
     }
 
     #[test]
