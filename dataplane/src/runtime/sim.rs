@@ -16,7 +16,7 @@
 
 use std::any::Any;
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,13 +97,14 @@ struct Direction {
     counters: LinkCounters,
 }
 
-/// A frame crossing a zero-time link, arriving at `node`:`port` at the current instant.
+/// A frame crossing a zero-time link, arriving at `node`:`port` at the current instant. The
+/// frame is taken out when it is handled.
 #[derive(Debug)]
 struct InFlight {
     seq: u64,
     node: u32,
     port: Port,
-    frame: Frame,
+    frame: Option<Frame>,
 }
 
 /// Something on the timeline.
@@ -179,8 +180,15 @@ pub struct Sim {
     now: Instant,
     /// The timeline: timers, frames on links that take time, control actions.
     events: BinaryHeap<Event>,
-    /// Frames on zero-time links, arriving now, in the order sent.
-    fifo: VecDeque<InFlight>,
+    /// Frames on zero-time links, arriving now, in the order sent: those being handled
+    /// (`wave`, from `wave_pos` on), then those they caused (`fifo`). The two buffers swap
+    /// roles wave after wave and keep their capacity.
+    wave: Vec<InFlight>,
+    wave_pos: usize,
+    fifo: Vec<InFlight>,
+    /// The sequence number of the earliest event on the timeline if it is due now, else
+    /// `u64::MAX`: read for every frame, so kept rather than looked up.
+    due_seq: u64,
     /// The sequence number of the last thing put on the timeline or in `fifo`.
     seq: u64,
     /// Per node: the earliest timer entry queued for it, if any.
@@ -207,7 +215,10 @@ impl Default for Sim {
             captures: Vec::new(),
             now: Instant::ZERO,
             events: BinaryHeap::new(),
-            fifo: VecDeque::new(),
+            wave: Vec::new(),
+            wave_pos: 0,
+            fifo: Vec::new(),
+            due_seq: u64::MAX,
             seq: 0,
             scheduled: Vec::new(),
             dirty: Vec::new(),
@@ -418,11 +429,11 @@ impl Sim {
     /// Hand a frame to a node's port now, as if it arrived on a link.
     pub fn inject(&mut self, node: NodeId, port: Port, frame: Frame) {
         self.seq += 1;
-        self.fifo.push_back(InFlight {
+        self.fifo.push(InFlight {
             seq: self.seq,
             node: node as u32,
             port,
-            frame,
+            frame: Some(frame),
         });
     }
 
@@ -439,6 +450,21 @@ impl Sim {
             seq: self.seq,
             what,
         });
+        self.read_due();
+    }
+
+    /// Note whether the timeline's earliest event is due now.
+    #[inline]
+    fn read_due(&mut self) {
+        self.due_seq = match self.events.peek() {
+            Some(e) if e.at <= self.now => e.seq,
+            _ => u64::MAX,
+        };
+    }
+
+    /// Whether frames on zero-time links are still to be handled now.
+    fn frames_pending(&self) -> bool {
+        self.wave_pos < self.wave.len() || !self.fifo.is_empty()
     }
 
     /// The instant of the earliest event on the timeline, if any.
@@ -450,6 +476,7 @@ impl Sim {
     /// the timeline holds for now, in (time, sequence) order. Returns early when interrupted or
     /// when a control action comes due.
     pub fn settle(&mut self) -> Option<Stop> {
+        self.read_due();
         loop {
             let stop = self.settle_once();
             while let Some(node) = self.dirty.pop() {
@@ -459,7 +486,7 @@ impl Sim {
             if stop.is_some() {
                 return stop;
             }
-            if !self.fifo.is_empty() || self.events.peek().is_some_and(|e| e.at <= self.now) {
+            if self.frames_pending() || self.due_seq != u64::MAX {
                 continue;
             }
             return None;
@@ -475,21 +502,24 @@ impl Sim {
                     return Some(Stop::Interrupted);
                 }
             }
-            let due = match self.events.peek() {
-                Some(e) if e.at <= self.now => Some(e.seq),
-                _ => None,
-            };
-            match (self.fifo.front(), due) {
-                (Some(f), Some(seq)) if seq < f.seq => {}
-                (Some(_), _) => {
-                    let f = self.fifo.pop_front().expect("front seen");
-                    self.handle(f.node as NodeId, f.port, f.frame);
+            if self.wave_pos == self.wave.len() {
+                self.wave.clear();
+                self.wave_pos = 0;
+                std::mem::swap(&mut self.wave, &mut self.fifo);
+            }
+            if let Some(f) = self.wave.get_mut(self.wave_pos) {
+                if f.seq < self.due_seq {
+                    let (node, port) = (f.node as NodeId, f.port);
+                    let frame = f.frame.take().expect("each frame is handled once");
+                    self.wave_pos += 1;
+                    self.handle(node, port, frame);
                     continue;
                 }
-                (None, Some(_)) => {}
-                (None, None) => return None,
+            } else if self.due_seq == u64::MAX {
+                return None;
             }
-            let e = self.events.pop().expect("due event seen");
+            let e = self.events.pop().expect("a due event");
+            self.read_due();
             match e.what {
                 What::Timer(id) => self.fire(e.at, id),
                 What::Deliver {
@@ -527,14 +557,24 @@ impl Sim {
     /// Send what `node` put in the outbox onto its links.
     #[inline]
     fn transmit(&mut self, node: NodeId) {
-        let mut out = std::mem::take(&mut self.outbox);
-        for (port, frame) in out.drain() {
-            let Some(w) = self.wiring[node].get(port as usize).copied().flatten() else {
+        let ports = &self.wiring[node];
+        let mut timed = false;
+        for (port, frame) in self.outbox.drain() {
+            let Some(w) = ports.get(port as usize).copied().flatten() else {
                 self.counters.dropped_unlinked += 1;
                 continue;
             };
             if w.timed {
-                self.send_timed(w, frame);
+                timed = true;
+                send_timed(
+                    &mut self.dirs[w.dir as usize],
+                    &mut self.captures[w.link()],
+                    &mut self.counters,
+                    (&mut self.events, &mut self.seq),
+                    self.now,
+                    w,
+                    frame,
+                );
                 continue;
             }
             if w.captured {
@@ -544,51 +584,16 @@ impl Sim {
             }
             self.counters.delivered += 1;
             self.seq += 1;
-            self.fifo.push_back(InFlight {
+            self.fifo.push(InFlight {
                 seq: self.seq,
                 node: w.peer,
                 port: w.peer_port,
-                frame,
+                frame: Some(frame),
             });
         }
-        self.outbox = out;
-    }
-
-    /// Send a frame onto a link direction that takes time: behind the frames still waiting, if
-    /// the queue has room; it arrives once its last bit has crossed.
-    #[cold]
-    fn send_timed(&mut self, w: Wire, frame: Frame) {
-        let now = self.now;
-        let d = &mut self.dirs[w.dir as usize];
-        let len = frame.len();
-        let start = d.busy_until.max(now);
-        // Bytes ahead of this frame: what the sender still has to send at its rate.
-        let waiting = ((start - now).as_nanos() * d.spec.rate.bits_per_sec() as u128)
-            .div_ceil(8_000_000_000) as u64;
-        if waiting.saturating_add(len as u64) > d.spec.queue.0 {
-            d.counters.tx_dropped_queue_full += 1;
-            self.counters.tx_dropped_queue_full += 1;
-            return;
+        if timed {
+            self.read_due();
         }
-        d.busy_until = start + d.spec.rate.serialization(len);
-        d.counters.tx_frames += 1;
-        d.counters.tx_bytes += len as u64;
-        let at = d.busy_until + d.spec.delay;
-        if w.captured {
-            if let Some(sink) = self.captures[w.link()].as_mut() {
-                sink.write(now, &frame);
-            }
-        }
-        self.counters.delivered += 1;
-        self.push_event(
-            at,
-            What::Deliver {
-                node: w.peer,
-                port: w.peer_port,
-                dir: w.dir,
-                frame,
-            },
-        );
     }
 
     /// Run until `deadline`: handle frames, fire timers in time order. Returns
@@ -671,6 +676,50 @@ impl Sim {
         self.scheduled[id] = Some(at);
         self.push_event(at, What::Timer(id));
     }
+}
+
+/// Send a frame onto a link direction that takes time: behind the frames still waiting, if
+/// the queue has room; it arrives once its last bit has crossed.
+#[cold]
+fn send_timed(
+    d: &mut Direction,
+    capture: &mut Option<Box<dyn FrameSink>>,
+    counters: &mut SimCounters,
+    (events, seq): (&mut BinaryHeap<Event>, &mut u64),
+    now: Instant,
+    w: Wire,
+    frame: Frame,
+) {
+    let len = frame.len();
+    let start = d.busy_until.max(now);
+    // Bytes ahead of this frame: what the sender still has to send at its rate.
+    let waiting = ((start - now).as_nanos() * d.spec.rate.bits_per_sec() as u128)
+        .div_ceil(8_000_000_000) as u64;
+    if waiting.saturating_add(len as u64) > d.spec.queue.0 {
+        d.counters.tx_dropped_queue_full += 1;
+        counters.tx_dropped_queue_full += 1;
+        return;
+    }
+    d.busy_until = start + d.spec.rate.serialization(len);
+    d.counters.tx_frames += 1;
+    d.counters.tx_bytes += len as u64;
+    if w.captured {
+        if let Some(sink) = capture.as_mut() {
+            sink.write(now, &frame);
+        }
+    }
+    counters.delivered += 1;
+    *seq += 1;
+    events.push(Event {
+        at: d.busy_until + d.spec.delay,
+        seq: *seq,
+        what: What::Deliver {
+            node: w.peer,
+            port: w.peer_port,
+            dir: w.dir,
+            frame,
+        },
+    });
 }
 
 #[cfg(test)]
