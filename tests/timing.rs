@@ -209,3 +209,141 @@ fn every_link_of_the_lab_is_in_the_plan_with_its_kinds_parameters() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Long runs: neighbour entries are refreshed and aged as real stacks do.
+// ---------------------------------------------------------------------------------------------
+
+/// The number of whole `interval`s in `d`, rounded up.
+fn intervals_in(d: Duration, interval: Duration) -> u32 {
+    d.as_nanos().div_ceil(interval.as_nanos()) as u32
+}
+
+#[test]
+fn a_ping_every_61_s_for_ten_minutes_loses_nothing() {
+    let topo = default_topo();
+    // Past smoltcp's 60 s neighbour lifetime between any two requests.
+    let interval = vmcnet::node::endpoint::NEIGHBOR_LIFETIME + Duration::from_secs(1);
+    let count = intervals_in(Duration::from_secs(600), interval) + 1;
+    let item = |from: &str, to: &str| {
+        format!(
+            "[[traffic]]\nkind = \"ping\"\nfrom = \"{from}\"\nto = \"{to}\"\ncount = {count}\ninterval = \"{}s\"\n",
+            interval.as_secs()
+        )
+    };
+    let src = format!(
+        "name = \"every-61s\"\n{}{}{}",
+        item("web-1", "ec2-1"),
+        item("ec2-1", "web-1"),
+        item("web-1", "app-1")
+    );
+    let r = run(&topo, &src);
+    assert!(r.passed, "{r}");
+    for s in &r.steps {
+        let AppReport::Ping(p) = &s.app else {
+            panic!("ping")
+        };
+        assert_eq!(p.received, count);
+    }
+    assert!(r.virtual_time_s >= 3.0 * 600.0, "{}", r.virtual_time_s);
+}
+
+#[test]
+fn an_idle_hour_then_the_first_ping_each_way_is_answered() {
+    let topo = default_topo();
+    let mut lab = Lab::build(&topo, 1);
+    let hour = vmcnet::time::Instant::from_millis(3_600_000);
+    lab.run_until(hour);
+    let web = lab.id("web-1").unwrap();
+    let ec2 = lab.id("ec2-1").unwrap();
+    let (web_ip, ec2_ip) = (lab.resolve("web-1").unwrap(), lab.resolve("ec2-1").unwrap());
+    let a = lab
+        .sim
+        .get_mut::<vmcnet::node::endpoint::Endpoint>(ec2)
+        .unwrap()
+        .ping(hour, web_ip, 1, Duration::from_secs(1), 56);
+    let done = |lab: &Lab, id, app| {
+        lab.sim
+            .get::<vmcnet::node::endpoint::Endpoint>(id)
+            .unwrap()
+            .app(app)
+            .done()
+    };
+    lab.run_until(hour + Duration::from_secs(10));
+    assert!(done(&lab, ec2, a));
+    let now = lab.sim.now();
+    let b = lab
+        .sim
+        .get_mut::<vmcnet::node::endpoint::Endpoint>(web)
+        .unwrap()
+        .ping(now, ec2_ip, 1, Duration::from_secs(1), 56);
+    lab.run_until(hour + Duration::from_secs(20));
+    for (id, app) in [(ec2, a), (web, b)] {
+        match lab.endpoint(lab.sim.node(id).name()).unwrap().app(app) {
+            AppReport::Ping(p) => assert_eq!(p.received, 1, "{p:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    for name in ["web-1", "ec2-1"] {
+        let c = lab.endpoint(name).unwrap().endpoint_counters();
+        assert_eq!(c.rx_dropped_neighbor_unresolved, 0, "{name}");
+    }
+}
+
+#[test]
+fn a_spoofed_arp_reply_at_the_edge_heals_within_the_aging_time() {
+    use vmcnet::node::arp_cache::REACHABLE;
+    use vmcnet::node::edge::Edge;
+    use vmcnet::node::endpoint::Endpoint;
+    use vmcnet::wire::arp::{Arp, OP_REPLY};
+    use vmcnet::wire::MacAddr;
+
+    let topo = default_topo();
+    let mut lab = Lab::build(&topo, 1);
+    let interval = Duration::from_secs(1);
+    let count = 2 * intervals_in(REACHABLE, interval) + 20;
+    let web = lab.id("web-1").unwrap();
+    let app_ip = lab.resolve("app-1").unwrap();
+    let ping = lab.sim.get_mut::<Endpoint>(web).unwrap().ping(
+        vmcnet::time::Instant::ZERO,
+        app_ip,
+        count,
+        interval,
+        56,
+    );
+    // Ten answered pings, then a forged reply tells edge-1 that app-1 is at another MAC.
+    lab.run_until(vmcnet::time::Instant::from_millis(10_500));
+    let edge = lab.id("edge-1").unwrap();
+    let (port, iface) = lab
+        .sim
+        .get::<Edge>(edge)
+        .unwrap()
+        .ifaces()
+        .iter()
+        .enumerate()
+        .find(|(_, i)| i.net.contains(&app_ip))
+        .map(|(p, i)| (p as u16, i.clone()))
+        .unwrap();
+    let spoof = Arp {
+        op: OP_REPLY,
+        sender_mac: MacAddr([0x02, 0x66, 0x66, 0x66, 0x66, 0x66]),
+        sender_ip: app_ip,
+        target_mac: iface.mac,
+        target_ip: iface.ip,
+    };
+    lab.sim.inject(edge, port, spoof.to_frame());
+    let deadline =
+        vmcnet::time::Instant::from_millis(10_500) + interval * count + Duration::from_secs(10);
+    lab.run_while(deadline, |sim| {
+        sim.get::<Endpoint>(web).unwrap().app(ping).done()
+    });
+    let AppReport::Ping(p) = lab.endpoint("web-1").unwrap().app(ping) else {
+        panic!("ping")
+    };
+    let lost = count - p.received;
+    assert!(lost >= 1, "the spoof took effect: {p:?}");
+    assert!(
+        lost <= intervals_in(REACHABLE, interval) + 1,
+        "healed within {REACHABLE:?}: lost {lost}"
+    );
+}

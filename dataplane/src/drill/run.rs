@@ -20,7 +20,8 @@ use crate::runtime::sim::{NodeId, Stop};
 pub struct RunOptions {
     /// Write a pcap of every link into this directory (created if missing).
     pub pcap_dir: Option<PathBuf>,
-    /// Virtual time a traffic item may take before it counts as failed.
+    /// Virtual time a traffic item may take, past the time its own schedule needs (a ping's
+    /// `count - 1` intervals), before it counts as failed.
     pub step_timeout: Duration,
     /// Set (from another thread: a Ctrl-C handler) to stop early: the item running ends where
     /// it is, the rest are skipped, and the report and pcaps are written whole.
@@ -190,6 +191,14 @@ fn run_step(lab: &mut Lab, index: usize, t: &Traffic, timeout: Duration) -> Step
         Traffic::Tcp { port, bytes, .. } => ep.tcp_send(start, dst, *port, *bytes),
         Traffic::Traceroute { max_hops, .. } => ep.traceroute(start, dst, *max_hops),
     };
+    // A ping's last request leaves (count - 1) intervals after the first.
+    let scheduled = match t {
+        Traffic::Ping {
+            count, interval, ..
+        } => interval.saturating_mul(count.saturating_sub(1)),
+        _ => Duration::ZERO,
+    };
+    let timeout = scheduled + timeout;
     let deadline = start + timeout;
     let stop = lab.run_while(deadline, |sim| {
         sim.get::<Endpoint>(from).is_some_and(|e| e.app(app).done())

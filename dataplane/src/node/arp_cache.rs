@@ -13,6 +13,10 @@ use crate::time::Instant;
 use crate::wire::{Frame, MacAddr};
 
 pub const RETRY: Duration = Duration::from_secs(1);
+/// An entry not confirmed for this long is asked for again when next used; it keeps forwarding
+/// meanwhile (Linux's STALE state), so a wrong entry (a spoofed reply) heals within this time of
+/// use.
+pub const REACHABLE: Duration = Duration::from_secs(60);
 pub const MAX_TRIES: u8 = 3;
 pub const MAX_QUEUED: usize = 16;
 
@@ -48,21 +52,61 @@ pub struct Expired {
     pub failed: Vec<Frame>,
 }
 
+/// A resolved neighbour.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    mac: MacAddr,
+    /// When it last answered (or announced itself).
+    confirmed: Instant,
+    /// When it was last asked again since.
+    asked: Option<Instant>,
+}
+
 #[derive(Debug, Default)]
 pub struct ArpCache {
-    entries: FxHashMap<(IfaceIdx, Ipv4Addr), MacAddr>,
+    entries: FxHashMap<(IfaceIdx, Ipv4Addr), Entry>,
     pending: Vec<Pending>,
 }
 
 impl ArpCache {
     #[inline]
     pub fn lookup(&self, iface: IfaceIdx, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.entries.get(&(iface, ip)).copied()
+        self.entries.get(&(iface, ip)).map(|e| e.mac)
     }
 
-    /// Learn (or update) a neighbour; returns the frames that were waiting for it.
-    pub fn learn(&mut self, iface: IfaceIdx, ip: Ipv4Addr, mac: MacAddr) -> Vec<Frame> {
-        self.entries.insert((iface, ip), mac);
+    /// The MAC to send to now, and whether to ask the neighbour again (its entry is older than
+    /// [`REACHABLE`] and it was not asked in the last [`RETRY`]).
+    #[inline]
+    pub fn lookup_for_use(
+        &mut self,
+        now: Instant,
+        iface: IfaceIdx,
+        ip: Ipv4Addr,
+    ) -> Option<(MacAddr, bool)> {
+        let e = self.entries.get_mut(&(iface, ip))?;
+        let ask = now >= e.confirmed + REACHABLE && e.asked.is_none_or(|a| now >= a + RETRY);
+        if ask {
+            e.asked = Some(now);
+        }
+        Some((e.mac, ask))
+    }
+
+    /// Learn (or update) a neighbour at `now`; returns the frames that were waiting for it.
+    pub fn learn(
+        &mut self,
+        now: Instant,
+        iface: IfaceIdx,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+    ) -> Vec<Frame> {
+        self.entries.insert(
+            (iface, ip),
+            Entry {
+                mac,
+                confirmed: now,
+                asked: None,
+            },
+        );
         match self
             .pending
             .iter()
@@ -151,7 +195,7 @@ mod tests {
             Enqueued::Waiting
         );
         assert_eq!(c.next_deadline(), Some(t0 + RETRY));
-        let frames = c.learn(1, IP, MacAddr::local(1, 1));
+        let frames = c.learn(t0, 1, IP, MacAddr::local(1, 1));
         assert_eq!(
             frames,
             vec![Frame::copy_from_slice(b"a"), Frame::copy_from_slice(b"b")]
@@ -159,6 +203,25 @@ mod tests {
         assert_eq!(c.lookup(1, IP), Some(MacAddr::local(1, 1)));
         assert_eq!(c.lookup(2, IP), None);
         assert_eq!(c.next_deadline(), None);
+    }
+
+    #[test]
+    fn an_entry_past_reachable_keeps_forwarding_and_is_asked_again_once_a_retry() {
+        let mut c = ArpCache::default();
+        let (mac, t0) = (MacAddr::local(1, 1), Instant::from_millis(5));
+        c.learn(t0, 1, IP, mac);
+        let just_before = t0 + (REACHABLE - std::time::Duration::from_nanos(1));
+        assert_eq!(c.lookup_for_use(just_before, 1, IP), Some((mac, false)));
+        let stale = t0 + REACHABLE;
+        assert_eq!(c.lookup_for_use(stale, 1, IP), Some((mac, true)));
+        assert_eq!(c.lookup_for_use(stale, 1, IP), Some((mac, false)));
+        assert_eq!(c.lookup_for_use(stale + RETRY, 1, IP), Some((mac, true)));
+        // An answer confirms it again.
+        c.learn(stale + RETRY, 1, IP, mac);
+        assert_eq!(
+            c.lookup_for_use(stale + RETRY * 2, 1, IP),
+            Some((mac, false))
+        );
     }
 
     #[test]

@@ -384,7 +384,7 @@ impl Edge {
         self.counters.tx_dropped_demoted += dropped as u64;
     }
 
-    fn on_arp(&mut self, port: usize, frame: &Frame, out: &mut Outbox) {
+    fn on_arp(&mut self, now: Instant, port: usize, frame: &Frame, out: &mut Outbox) {
         let Some(a) = Arp::parse(frame) else {
             self.counters.rx_dropped_bad_header += 1;
             return;
@@ -399,7 +399,7 @@ impl Edge {
         // ARP of a neighbour already known.
         let known = self.arp.lookup(port, a.sender_ip).is_some();
         if (for_us || a.op == OP_REPLY || known) && ifc.net.contains(&a.sender_ip) {
-            for f in self.arp.learn(port, a.sender_ip, a.sender_mac) {
+            for f in self.arp.learn(now, port, a.sender_ip, a.sender_mac) {
                 self.transmit_resolved(port, a.sender_mac, f, out);
             }
         }
@@ -445,9 +445,13 @@ impl Edge {
         mut f: Frame,
         out: &mut Outbox,
     ) {
-        if let Some(mac) = self.arp.lookup(iface, nh) {
+        if let Some((mac, ask)) = self.arp.lookup_for_use(now, iface, nh) {
             wire::set_macs(&mut f, mac, self.ifaces[iface].mac);
-            return out.send(iface as Port, f);
+            out.send(iface as Port, f);
+            if ask {
+                self.send_arp_request(iface, nh, out);
+            }
+            return;
         }
         match self.arp.enqueue(now, iface, nh, f) {
             Enqueued::SendRequest => self.send_arp_request(iface, nh, out),
@@ -638,7 +642,7 @@ impl Node for Edge {
             }
         }
         match wire::ethertype(&frame) {
-            Some(ETHERTYPE_ARP) => self.on_arp(port, &frame, out),
+            Some(ETHERTYPE_ARP) => self.on_arp(now, port, &frame, out),
             Some(ETHERTYPE_IPV4) => self.on_ipv4(now, port, frame, out),
             _ => self.counters.rx_dropped_not_handled += 1,
         }

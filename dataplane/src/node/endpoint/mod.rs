@@ -12,6 +12,7 @@
 
 mod apps;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -55,6 +56,20 @@ const MAX_ROUNDS: usize = 8;
 /// When smoltcp still asks to be polled right after a full poll (it could not send what it
 /// wanted), the next poll is this much later rather than at once, so a sim loop cannot spin.
 const STALL_NUDGE: Duration = Duration::from_millis(1);
+
+/// A neighbour the endpoint sends to is asked for its address again (unicast, to the MAC it
+/// knows) this long after it last confirmed it, as Linux probes a neighbour in use whose entry went
+/// stale (`base_reachable_time`, 30 s).
+pub const ARP_REFRESH: Duration = Duration::from_secs(30);
+/// How long smoltcp keeps a neighbour's address after it last heard from it; past that it drops
+/// what it would send to it while it asks again.
+pub const NEIGHBOR_LIFETIME: Duration = Duration::from_secs(60);
+/// How long an arriving packet is held while the neighbour its answer goes to is resolved, and
+/// how often the request is repeated meanwhile.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+const RESOLVE_RETRY: Duration = Duration::from_secs(1);
+/// Arriving packets held at most, all neighbours together (Linux holds 3 a neighbour).
+const MAX_HELD: usize = 16;
 
 /// What an endpoint stands for; only tables and reports tell them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -116,6 +131,9 @@ counters! {
         pub tcp_accepted,
         /// TCP segments sent again (sequence space already sent on that connection).
         pub tx_tcp_retransmits,
+        /// Packets held while the neighbour their answer goes to was asked for its address, and
+        /// dropped when it did not answer.
+        pub rx_dropped_neighbor_unresolved,
     }
 }
 
@@ -138,6 +156,56 @@ pub struct Endpoint {
     link_up: bool,
     /// Per TCP connection sent from here (see [`tcp_key`]): the end of the sequence space sent.
     tcp_sent_end: FxHashMap<u64, u32>,
+    /// On-link neighbours: what smoltcp's neighbour cache knows of them, mirrored from the ARP
+    /// and IP packets it is given, and whether this endpoint uses them.
+    neighbors: BTreeMap<Ipv4Addr, Neighbor>,
+    /// Arriving packets whose answer would go to a neighbour smoltcp no longer knows: held while
+    /// it is asked again, as Linux holds the answer. (next hop, held since, frame)
+    held: Vec<Held>,
+}
+
+/// An arriving packet held until smoltcp knows the neighbour its answer goes to.
+#[derive(Debug)]
+struct Held {
+    next_hop: Ipv4Addr,
+    since: Instant,
+    /// What [`Endpoint::admit`] said of it.
+    park: Option<u16>,
+    frame: Frame,
+}
+
+/// An on-link neighbour, as the endpoint tracks it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Neighbor {
+    /// When smoltcp last heard from it (an ARP packet to us, or an IP packet once known).
+    confirmed: Option<Instant>,
+    /// Its MAC, when known.
+    mac: Option<MacAddr>,
+    /// When a frame last went to it.
+    used: Option<Instant>,
+    /// When it was last asked for its address.
+    asked: Option<Instant>,
+}
+
+impl Neighbor {
+    /// smoltcp still has its address at `now`.
+    fn known(&self, now: Instant) -> bool {
+        self.confirmed.is_some_and(|c| now < c + NEIGHBOR_LIFETIME)
+    }
+
+    /// When it should next be asked for its address, if ever: a neighbour in use whose
+    /// confirmation is [`ARP_REFRESH`] old, again each [`RESOLVE_RETRY`] until it answers.
+    fn refresh_at(&self, now: Instant) -> Option<Instant> {
+        let confirmed = self.confirmed?;
+        let used = self.used?;
+        if now - used >= NEIGHBOR_LIFETIME {
+            return None;
+        }
+        match self.asked {
+            Some(a) if a >= confirmed + ARP_REFRESH => Some(a + RESOLVE_RETRY),
+            _ => Some(confirmed + ARP_REFRESH),
+        }
+    }
 }
 
 impl Endpoint {
@@ -182,6 +250,8 @@ impl Endpoint {
             next_ephemeral: 0,
             link_up: false,
             tcp_sent_end: FxHashMap::default(),
+            neighbors: BTreeMap::new(),
+            held: Vec::new(),
         }
     }
 
@@ -528,23 +598,101 @@ impl Endpoint {
                 self.nic.tx.insert(0, req.to_frame());
             }
         }
+        self.refresh_neighbors(now);
         let mut tx = std::mem::take(&mut self.nic.tx);
         for f in tx.drain(..) {
             self.counters.tx_frames += 1;
             self.counters.tx_bytes += f.len() as u64;
-            self.note_tcp_sent(&f);
+            self.note_sent(now, &f);
             out.send(NIC_PORT, f);
         }
         self.nic.tx = tx;
         self.next_poll = self.next_deadline();
     }
 
-    /// Count a TCP segment that carries sequence space this connection already sent: a
-    /// retransmission.
-    fn note_tcp_sent(&mut self, frame: &[u8]) {
+    /// Ask the neighbours in use whose confirmation is getting old for their address again,
+    /// unicast; ask again for those that arriving packets wait for; give up on packets that
+    /// waited [`RESOLVE_TIMEOUT`].
+    fn refresh_neighbors(&mut self, now: Instant) {
+        let before = self.held.len();
+        self.held.retain(|h| now - h.since < RESOLVE_TIMEOUT);
+        self.counters.rx_dropped_neighbor_unresolved += (before - self.held.len()) as u64;
+        let (mac, me) = (self.cfg.mac, self.cfg.ip);
+        for (ip, n) in self.neighbors.iter_mut() {
+            let waited_for = self.held.iter().any(|h| h.next_hop == *ip)
+                && n.asked.is_none_or(|a| a + RESOLVE_RETRY <= now);
+            let refresh = n.refresh_at(now).is_some_and(|t| t <= now);
+            if waited_for || refresh {
+                let mut req = Arp::request(mac, me, *ip).to_frame();
+                if let (Some(m), false) = (n.mac, waited_for) {
+                    req[0..6].copy_from_slice(&m.0);
+                }
+                self.nic.tx.push(req);
+                n.asked = Some(now);
+            }
+        }
+    }
+
+    /// When [`Endpoint::refresh_neighbors`] has something to do next.
+    fn neighbors_deadline(&self, now: Instant) -> Option<Instant> {
+        let held = self.held.iter().map(|h| {
+            let asked = self.neighbors.get(&h.next_hop).and_then(|n| n.asked);
+            let retry = asked.map_or(now, |a| a + RESOLVE_RETRY);
+            retry.min(h.since + RESOLVE_TIMEOUT)
+        });
+        let refresh = self.neighbors.values().filter_map(|n| n.refresh_at(now));
+        held.chain(refresh).min()
+    }
+
+    /// Mirror what smoltcp learns from an arriving frame: from an ARP packet aimed at us, the
+    /// sender; from an IP packet to us, a fresh confirmation of a sender it knows.
+    fn heard(&mut self, now: Instant, frame: &[u8]) {
+        if let Some(a) = Arp::parse(frame) {
+            if a.target_ip == self.cfg.ip
+                && self.subnet().contains(&a.sender_ip)
+                && !a.sender_mac.is_group()
+            {
+                let n = self.neighbors.entry(a.sender_ip).or_default();
+                n.confirmed = Some(now);
+                n.mac = Some(a.sender_mac);
+            }
+        } else if let Some(v) = Ipv4View::parse(frame) {
+            if let Some(n) = self.neighbors.get_mut(&v.src()) {
+                if n.confirmed.is_some() {
+                    n.confirmed = Some(now);
+                }
+            }
+        }
+    }
+
+    /// The on-link neighbour an answer to a packet from `src` goes to: `src` itself, or the
+    /// gateway.
+    fn next_hop(&self, src: Ipv4Addr) -> Option<Ipv4Addr> {
+        if self.subnet().contains(&src) {
+            Some(src)
+        } else {
+            (!self.cfg.gateway.is_unspecified()).then_some(self.cfg.gateway)
+        }
+    }
+
+    /// Look at a frame sent: note the on-link next hop of an IP packet (and the MAC it went to)
+    /// as in use, and count a
+    /// TCP segment that carries sequence space its connection already sent (a retransmission).
+    fn note_sent(&mut self, now: Instant, frame: &[u8]) {
         let Some(v) = Ipv4View::parse(frame) else {
             return;
         };
+        let dst = v.dst();
+        if dst != self.subnet().broadcast() && !dst.is_broadcast() && !dst.is_multicast() {
+            let next_hop = if self.subnet().contains(&dst) {
+                dst
+            } else {
+                self.cfg.gateway
+            };
+            let n = self.neighbors.entry(next_hop).or_default();
+            n.used = Some(now);
+            n.mac = eth_dst(frame).or(n.mac);
+        }
         if v.protocol() != PROTO_TCP || v.is_later_fragment() {
             return;
         }
@@ -599,6 +747,14 @@ impl Endpoint {
         changed
     }
 
+    /// Hand smoltcp one received frame and run.
+    fn give_smoltcp(&mut self, now: Instant, park: Option<u16>, frame: Frame, out: &mut Outbox) {
+        self.nic.rx = Some(frame);
+        self.run(now, park, out);
+        // smoltcp takes the frame in its first poll; never let one linger into a later call.
+        self.nic.rx = None;
+    }
+
     /// The earliest of smoltcp's and the apps' timers, never at or before the instant just
     /// polled.
     fn next_deadline(&mut self) -> Option<Instant> {
@@ -612,7 +768,11 @@ impl Endpoint {
             .zip(&self.reports)
             .filter_map(|(s, r)| s.deadline(r))
             .min();
-        let next = smol.into_iter().chain(apps).min()?;
+        let next = smol
+            .into_iter()
+            .chain(apps)
+            .chain(self.neighbors_deadline(self.now))
+            .min()?;
         Some(if next <= self.now {
             self.now + STALL_NUDGE
         } else {
@@ -675,10 +835,44 @@ impl Node for Endpoint {
         let Ok(park) = self.admit(&frame) else {
             return;
         };
-        self.nic.rx = Some(frame);
-        self.run(now, park, out);
-        // smoltcp takes the frame in its first poll; never let one linger into a later call.
-        self.nic.rx = None;
+        let is_arp = ethertype(&frame) == Some(ETHERTYPE_ARP);
+        if !is_arp {
+            // An answer to this packet would go to a neighbour smoltcp has forgotten: it would
+            // drop the answer. Hold the packet and ask, as Linux holds the answer.
+            let src = Ipv4View::parse(&frame).map(|v| v.src());
+            let wait_for = src
+                .and_then(|src| self.next_hop(src))
+                .filter(|nh| !self.neighbors.get(nh).is_some_and(|n| n.known(now)));
+            if let Some(next_hop) = wait_for {
+                if self.held.len() < MAX_HELD {
+                    self.held.push(Held {
+                        next_hop,
+                        since: now,
+                        park,
+                        frame,
+                    });
+                } else {
+                    self.counters.rx_dropped_neighbor_unresolved += 1;
+                }
+                self.run(now, None, out);
+                return;
+            }
+        }
+        self.heard(now, &frame);
+        self.give_smoltcp(now, park, frame, out);
+        if is_arp && !self.held.is_empty() {
+            let (ready, wait): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut self.held).into_iter().partition(|h| {
+                    self.neighbors
+                        .get(&h.next_hop)
+                        .is_some_and(|n| n.known(now))
+                });
+            self.held = wait;
+            for h in ready {
+                self.heard(now, &h.frame);
+                self.give_smoltcp(now, h.park, h.frame, out);
+            }
+        }
     }
 
     fn poll(&mut self, now: Instant, out: &mut Outbox) {
