@@ -32,14 +32,30 @@ use crate::wire::Frame;
 /// documents its port layout.
 pub type Port = u16;
 
-/// Frames a node gives out, with the port each leaves on.
+/// Frames nodes give out, with the node and port each leaves from.
 ///
-/// The runtime hands a node an empty outbox with every call and takes what was sent once the
-/// call returns: it alone decides when each frame reaches the far end of its link. Nodes and
-/// tests see only [`Outbox::send`] and [`Outbox::drain`].
+/// Nodes and tests see only [`Outbox::send`] and [`Outbox::drain`]. A runtime hands the same
+/// outbox to every node it calls at one instant and takes what was sent as a batch: it alone
+/// puts each frame onto its link and decides when it reaches the far end (frames on links that
+/// take time wait on the runtime's timeline, never here).
 #[derive(Debug, Default)]
 pub struct Outbox {
-    frames: Vec<(Port, Frame)>,
+    /// The node whose frames are being sent.
+    from: u32,
+    sent: Vec<Sent>,
+}
+
+/// A frame sent out of a node's port, not yet on its link; or, with [`Sent::ARRIVING`] set in
+/// `from`, a frame handed straight to that node's port (injected by a runtime or a test).
+#[derive(Debug)]
+pub(crate) struct Sent {
+    pub from: u32,
+    pub port: Port,
+    pub frame: Frame,
+}
+
+impl Sent {
+    pub const ARRIVING: u32 = 1 << 31;
 }
 
 impl Outbox {
@@ -50,25 +66,52 @@ impl Outbox {
     /// Send `frame` out of `port`.
     #[inline]
     pub fn send(&mut self, port: Port, frame: Frame) {
-        self.frames.push((port, frame));
+        self.sent.push(Sent {
+            from: self.from,
+            port,
+            frame,
+        });
     }
 
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.sent.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.frames.len()
+        self.sent.len()
     }
 
     /// Forget every frame sent.
     pub fn clear(&mut self) {
-        self.frames.clear();
+        self.sent.clear();
     }
 
     /// Take the frames out in the order they were sent.
-    pub fn drain(&mut self) -> std::vec::Drain<'_, (Port, Frame)> {
-        self.frames.drain(..)
+    pub fn drain(&mut self) -> impl Iterator<Item = (Port, Frame)> + '_ {
+        self.sent.drain(..).map(|s| (s.port, s.frame))
+    }
+
+    /// Frames sent from now on come from `node`.
+    #[inline]
+    pub(crate) fn set_from(&mut self, node: usize) {
+        self.from = node as u32;
+    }
+
+    /// A frame arriving at `node`:`port`, behind the frames sent so far.
+    pub(crate) fn arrive(&mut self, node: usize, port: Port, frame: Frame) {
+        self.sent.push(Sent {
+            from: node as u32 | Sent::ARRIVING,
+            port,
+            frame,
+        });
+    }
+
+    /// Swap the frames sent into `batch` (which must be empty), leaving the outbox empty with
+    /// `batch`'s old capacity: both buffers are reused, batch after batch.
+    #[inline]
+    pub(crate) fn take_sent(&mut self, batch: &mut Vec<Sent>) {
+        debug_assert!(batch.is_empty());
+        std::mem::swap(&mut self.sent, batch);
     }
 }
 

@@ -25,7 +25,7 @@ use vmcnet_topo::LinkSpec;
 
 use crate::capture::FrameSink;
 use crate::counters;
-use crate::node::{Node, Outbox, Port};
+use crate::node::{Node, Outbox, Port, Sent};
 use crate::time::Instant;
 use crate::wire::Frame;
 
@@ -95,16 +95,6 @@ struct Direction {
     spec: LinkSpec,
     busy_until: Instant,
     counters: LinkCounters,
-}
-
-/// A frame crossing a zero-time link, arriving at `node`:`port` at the current instant. The
-/// frame is taken out when it is handled.
-#[derive(Debug)]
-struct InFlight {
-    seq: u64,
-    node: u32,
-    port: Port,
-    frame: Option<Frame>,
 }
 
 /// Something on the timeline.
@@ -180,16 +170,16 @@ pub struct Sim {
     now: Instant,
     /// The timeline: timers, frames on links that take time, control actions.
     events: BinaryHeap<Event>,
-    /// Frames on zero-time links, arriving now, in the order sent: those being handled
-    /// (`wave`, from `wave_pos` on), then those they caused (`fifo`). The two buffers swap
-    /// roles wave after wave and keep their capacity.
-    wave: Vec<InFlight>,
-    wave_pos: usize,
-    fifo: Vec<InFlight>,
-    /// The sequence number of the earliest event on the timeline if it is due now, else
-    /// `u64::MAX`: read for every frame, so kept rather than looked up.
-    due_seq: u64,
-    /// The sequence number of the last thing put on the timeline or in `fifo`.
+    /// Frames sent at the current instant are carried in waves: the outbox collects what the
+    /// nodes send while the previous wave is handled, then becomes the next wave. Frames on
+    /// zero-time links are handled within the wave; the others go on the timeline. `wave` is
+    /// the reused buffer; `rest` holds what is left of a wave a run returned in the middle of.
+    wave: Vec<Sent>,
+    rest: Vec<Sent>,
+    /// Whether the timeline's earliest event is due now: read for every frame, so kept rather
+    /// than looked up.
+    due: bool,
+    /// The sequence number of the last thing put on the timeline.
     seq: u64,
     /// Per node: the earliest timer entry queued for it, if any.
     scheduled: Vec<Option<Instant>>,
@@ -197,7 +187,7 @@ pub struct Sim {
     /// when time advances, so they are read once a node after a burst of frames, not per frame.
     dirty: Vec<NodeId>,
     is_dirty: Vec<bool>,
-    /// Handed to each node call; emptied right after it.
+    /// Handed to every node call; collects the next wave.
     outbox: Outbox,
     /// Set from outside (a Ctrl-C handler) to stop the run where it is.
     interrupt: Option<Arc<AtomicBool>>,
@@ -216,9 +206,8 @@ impl Default for Sim {
             now: Instant::ZERO,
             events: BinaryHeap::new(),
             wave: Vec::new(),
-            wave_pos: 0,
-            fifo: Vec::new(),
-            due_seq: u64::MAX,
+            rest: Vec::new(),
+            due: false,
             seq: 0,
             scheduled: Vec::new(),
             dirty: Vec::new(),
@@ -254,7 +243,12 @@ impl Sim {
             .is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
+    /// Add a node.
+    ///
+    /// # Panics
+    /// Past 2^31 nodes.
     pub fn add_node(&mut self, node: Box<dyn Node>) -> NodeId {
+        assert!(self.nodes.len() < Sent::ARRIVING as usize, "too many nodes");
         self.nodes.push(node);
         self.wiring.push(Vec::new());
         self.scheduled.push(None);
@@ -426,15 +420,10 @@ impl Sim {
         n.downcast_mut()
     }
 
-    /// Hand a frame to a node's port now, as if it arrived on a link.
+    /// Hand a frame to a node's port now, as if it arrived on a link: behind the frames
+    /// already sent at this instant.
     pub fn inject(&mut self, node: NodeId, port: Port, frame: Frame) {
-        self.seq += 1;
-        self.fifo.push(InFlight {
-            seq: self.seq,
-            node: node as u32,
-            port,
-            frame: Some(frame),
-        });
+        self.outbox.arrive(node, port, frame);
     }
 
     /// Put a control action on the timeline at `at` (not before now): a run that reaches it
@@ -456,15 +445,7 @@ impl Sim {
     /// Note whether the timeline's earliest event is due now.
     #[inline]
     fn read_due(&mut self) {
-        self.due_seq = match self.events.peek() {
-            Some(e) if e.at <= self.now => e.seq,
-            _ => u64::MAX,
-        };
-    }
-
-    /// Whether frames on zero-time links are still to be handled now.
-    fn frames_pending(&self) -> bool {
-        self.wave_pos < self.wave.len() || !self.fifo.is_empty()
+        self.due = self.events.peek().is_some_and(|e| e.at <= self.now);
     }
 
     /// The instant of the earliest event on the timeline, if any.
@@ -472,9 +453,10 @@ impl Sim {
         self.events.peek().map(|e| e.at)
     }
 
-    /// Handle everything due at the current instant: frames on zero-time links, then whatever
-    /// the timeline holds for now, in (time, sequence) order. Returns early when interrupted or
-    /// when a control action comes due.
+    /// Handle everything due at the current instant: what the timeline holds for now, in
+    /// (time, sequence) order, and the frames that causes on zero-time links, wave after wave.
+    /// Events due now were put on the timeline before the frames of the current wave were sent,
+    /// so they go first. Returns early when interrupted or when a control action comes due.
     pub fn settle(&mut self) -> Option<Stop> {
         self.read_due();
         loop {
@@ -486,7 +468,7 @@ impl Sim {
             if stop.is_some() {
                 return stop;
             }
-            if self.frames_pending() || self.due_seq != u64::MAX {
+            if self.due || !self.outbox.is_empty() || !self.rest.is_empty() {
                 continue;
             }
             return None;
@@ -495,104 +477,122 @@ impl Sim {
 
     fn settle_once(&mut self) -> Option<Stop> {
         loop {
-            self.until_interrupt_check -= 1;
-            if self.until_interrupt_check == 0 {
-                self.until_interrupt_check = INTERRUPT_CHECK_EVERY;
-                if self.interrupted() {
-                    return Some(Stop::Interrupted);
+            while self.due {
+                if let Some(stop) = self.pop_due() {
+                    return Some(stop);
                 }
             }
-            if self.wave_pos == self.wave.len() {
-                self.wave.clear();
-                self.wave_pos = 0;
-                std::mem::swap(&mut self.wave, &mut self.fifo);
+            let mut wave = std::mem::take(&mut self.wave);
+            if self.rest.is_empty() {
+                self.outbox.take_sent(&mut wave);
+            } else {
+                std::mem::swap(&mut wave, &mut self.rest);
             }
-            if let Some(f) = self.wave.get_mut(self.wave_pos) {
-                if f.seq < self.due_seq {
-                    let (node, port) = (f.node as NodeId, f.port);
-                    let frame = f.frame.take().expect("each frame is handled once");
-                    self.wave_pos += 1;
-                    self.handle(node, port, frame);
-                    continue;
-                }
-            } else if self.due_seq == u64::MAX {
+            if wave.is_empty() {
+                self.wave = wave;
                 return None;
             }
-            let e = self.events.pop().expect("a due event");
-            self.read_due();
-            match e.what {
-                What::Timer(id) => self.fire(e.at, id),
-                What::Deliver {
-                    node,
-                    port,
-                    dir,
-                    frame,
-                } => {
-                    let node = node as NodeId;
-                    match self.peer((node, port)) {
-                        Some(w) if w.dir / 2 == dir / 2 => self.handle(node, port, frame),
-                        _ => {
-                            self.dirs[dir as usize].counters.dropped_in_flight += 1;
-                            self.counters.dropped_unlinked += 1;
-                        }
+            let mut frames = wave.drain(..);
+            let mut stop = None;
+            while let Some(s) = frames.next() {
+                self.until_interrupt_check -= 1;
+                if self.until_interrupt_check == 0 {
+                    self.until_interrupt_check = INTERRUPT_CHECK_EVERY;
+                    if self.interrupted() {
+                        stop = Some(Stop::Interrupted);
                     }
                 }
-                What::Control(token) => return Some(Stop::Control { at: e.at, token }),
+                while stop.is_none() && self.due {
+                    stop = self.pop_due();
+                }
+                if stop.is_some() {
+                    self.rest.push(s);
+                    self.rest.extend(frames.by_ref());
+                    break;
+                }
+                self.carry(s);
+            }
+            drop(frames);
+            self.wave = wave;
+            if stop.is_some() {
+                return stop;
             }
         }
+    }
+
+    /// Take the timeline's earliest event, which is due now, and act on it.
+    fn pop_due(&mut self) -> Option<Stop> {
+        let e = self.events.pop().expect("a due event");
+        self.read_due();
+        match e.what {
+            What::Timer(id) => self.fire(e.at, id),
+            What::Deliver {
+                node,
+                port,
+                dir,
+                frame,
+            } => {
+                let node = node as NodeId;
+                match self.peer((node, port)) {
+                    Some(w) if w.dir / 2 == dir / 2 => self.handle(node, port, frame),
+                    _ => {
+                        self.dirs[dir as usize].counters.dropped_in_flight += 1;
+                        self.counters.dropped_unlinked += 1;
+                    }
+                }
+            }
+            What::Control(token) => return Some(Stop::Control { at: e.at, token }),
+        }
+        None
+    }
+
+    /// Put a frame a node sent onto its link: across a zero-time link it arrives at once; a
+    /// link that takes time puts it on the timeline.
+    #[inline]
+    fn carry(&mut self, s: Sent) {
+        if s.from & Sent::ARRIVING != 0 {
+            let node = (s.from & !Sent::ARRIVING) as NodeId;
+            return self.handle(node, s.port, s.frame);
+        }
+        let Some(w) = self.wiring[s.from as usize]
+            .get(s.port as usize)
+            .copied()
+            .flatten()
+        else {
+            self.counters.dropped_unlinked += 1;
+            return;
+        };
+        if w.timed {
+            send_timed(
+                &mut self.dirs[w.dir as usize],
+                &mut self.captures[w.link()],
+                &mut self.counters,
+                (&mut self.events, &mut self.seq),
+                self.now,
+                w,
+                s.frame,
+            );
+            self.read_due();
+            return;
+        }
+        if w.captured {
+            if let Some(sink) = self.captures[w.link()].as_mut() {
+                sink.write(self.now, &s.frame);
+            }
+        }
+        self.counters.delivered += 1;
+        self.handle(w.peer as NodeId, w.peer_port, s.frame);
     }
 
     /// A frame arrives at `node`:`port` now.
     #[inline]
     fn handle(&mut self, node: NodeId, port: Port, frame: Frame) {
+        self.outbox.set_from(node);
         self.nodes[node].handle(self.now, port, frame, &mut self.outbox);
         self.counters.node_calls += 1;
         if !self.is_dirty[node] {
             self.is_dirty[node] = true;
             self.dirty.push(node);
-        }
-        self.transmit(node);
-    }
-
-    /// Send what `node` put in the outbox onto its links.
-    #[inline]
-    fn transmit(&mut self, node: NodeId) {
-        let ports = &self.wiring[node];
-        let mut timed = false;
-        for (port, frame) in self.outbox.drain() {
-            let Some(w) = ports.get(port as usize).copied().flatten() else {
-                self.counters.dropped_unlinked += 1;
-                continue;
-            };
-            if w.timed {
-                timed = true;
-                send_timed(
-                    &mut self.dirs[w.dir as usize],
-                    &mut self.captures[w.link()],
-                    &mut self.counters,
-                    (&mut self.events, &mut self.seq),
-                    self.now,
-                    w,
-                    frame,
-                );
-                continue;
-            }
-            if w.captured {
-                if let Some(sink) = self.captures[w.link()].as_mut() {
-                    sink.write(self.now, &frame);
-                }
-            }
-            self.counters.delivered += 1;
-            self.seq += 1;
-            self.fifo.push(InFlight {
-                seq: self.seq,
-                node: w.peer,
-                port: w.peer_port,
-                frame: Some(frame),
-            });
-        }
-        if timed {
-            self.read_due();
         }
     }
 
@@ -643,9 +643,9 @@ impl Sim {
         }
         match self.nodes[id].poll_at() {
             Some(at) if at <= self.now => {
+                self.outbox.set_from(id);
                 self.nodes[id].poll(self.now, &mut self.outbox);
                 self.counters.node_calls += 1;
-                self.transmit(id);
                 self.read_timer(id);
                 if let Some(again) = self.nodes[id].poll_at() {
                     if again <= self.now {
