@@ -7,8 +7,7 @@ use std::process::Command;
 
 use vmcnet::control::Lab;
 use vmcnet::drill::{run_drill, DrillFile, DrillReport, RunOptions};
-use vmcnet::node::endpoint::{AppReport, Endpoint};
-use vmcnet::node::vpc_router::VpcRouter;
+use vmcnet::node::endpoint::AppReport;
 use vmcnet_topo::Topology;
 
 fn root() -> PathBuf {
@@ -200,47 +199,6 @@ fn read_pcap(tool: &str, path: &Path, args: &[&str]) -> String {
         path.display()
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-#[test]
-fn a_detached_eni_blackholes_its_routes() {
-    let mut lab = Lab::build(&default_topo(), 7);
-    let router = lab.id("vpc-router").unwrap();
-    lab.sim
-        .get_mut::<VpcRouter>(router)
-        .unwrap()
-        .set_eni_attached("eni-2", false);
-    let routes = lab.vpc_routes();
-    let seg = routes
-        .iter()
-        .find(|r| r.destination_cidr_block == "192.168.1.0/24")
-        .unwrap();
-    assert_eq!(
-        (seg.network_interface_id.as_deref(), seg.state.as_str()),
-        (Some("eni-2"), "blackhole")
-    );
-    let web = Ipv4Addr::new(192, 168, 1, 10);
-    let ec2 = lab.id("ec2-1").unwrap();
-    let now = lab.sim.now();
-    let app = lab.sim.get_mut::<Endpoint>(ec2).unwrap().ping(
-        now,
-        web,
-        2,
-        std::time::Duration::from_millis(100),
-        56,
-    );
-    lab.sim.run_for(std::time::Duration::from_secs(5));
-    let AppReport::Ping(p) = lab.sim.get::<Endpoint>(ec2).unwrap().app(app).clone() else {
-        panic!()
-    };
-    assert_eq!((p.sent, p.received), (2, 0));
-    let dropped = lab
-        .sim
-        .get::<VpcRouter>(router)
-        .unwrap()
-        .counters
-        .rx_dropped_blackhole;
-    assert_eq!(dropped, 2);
 }
 
 fn vmcnet(args: &[&str]) -> std::process::Output {

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant as WallClock};
 
 use bytes::BytesMut;
 use vmcnet::control::{Lab, VPC_ROUTER};
+use vmcnet::node::edge::Edge;
 use vmcnet::node::endpoint::{AppReport, Endpoint};
 use vmcnet::node::eni::{self, Eni};
 use vmcnet::node::host::Host;
@@ -221,7 +222,8 @@ fn full_path_lab(way: Way, len: usize) -> (Lab, (usize, Port), Frame) {
         _ => unreachable!(),
     }
     let web_mac = lab.endpoint("web-1").unwrap().config().mac;
-    let gw_mac = lab.active_edge().unwrap().ifaces()[1].mac;
+    let edge = lab.model.active_edge().unwrap().node;
+    let gw_mac = lab.sim.get::<Edge>(edge).unwrap().ifaces()[1].mac;
     let esxi1 = lab.id("esxi-1").unwrap();
     let web_port = lab
         .sim

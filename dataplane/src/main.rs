@@ -38,7 +38,9 @@ enum Command {
         topo: String,
         /// What to show.
         what: ShowWhat,
-        /// Print JSON instead of tables (ENIs shaped like `aws ec2 describe-network-interfaces`).
+        /// Print JSON instead of tables: ENIs as `aws ec2 describe-network-interfaces` prints them,
+        /// route tables as `aws ec2 describe-route-tables`, the Tier-0 routing table as NSX's
+        /// Policy API `routing-table`.
         #[arg(long)]
         json: bool,
     },
@@ -67,8 +69,11 @@ enum Command {
 enum ShowWhat {
     /// The ENIs of the Connected VPC: in-use (mapped to a host) or available.
     Eni,
-    /// The VPC main route table and the Edge's (Tier-0) route table.
+    /// The VPC main route table and the Edge's (Tier-0) route table; with --json, the VPC's
+    /// route tables.
     Routes,
+    /// The active Edge's Tier-0 routing table (the CGW's and MGW's segments connected).
+    Tier0,
     /// The ESXi hosts: cluster, TEP, ENI, the VMs and Edges on each.
     Hosts,
     /// The SDDC segments: gateway, CIDR, VNI, VMs.
@@ -98,8 +103,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}: valid: {}", t.name, t.summary());
             let lab = Lab::build(&t, 1);
             println!(
-                "{} routes in the VPC main route table",
-                lab.vpc_routes().len()
+                "{} routes in the VPC main route table, {} of its quota of {}",
+                lab.vpc_routes().len(),
+                lab.model.routes_used(),
+                lab.model.route_quota
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -222,29 +229,34 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
             println!("{t}");
         }
         ShowWhat::Routes => {
-            let vpc = lab.vpc_routes();
-            let edge = lab.edge_routes();
             if json {
-                return print_json(
-                    &serde_json::json!({ "VpcMainRouteTable": vpc, "EdgeRouteTable": edge }),
-                );
+                return print_json(&serde_json::json!({ "RouteTables": lab.route_tables() }));
             }
             println!("VPC {} main route table", lab.topo.vpc.id);
             let mut t = table(&["Destination", "Target", "State"]);
-            for r in vpc {
-                let target = r.network_interface_id.or(r.gateway_id).unwrap_or_default();
-                t.add_row(vec![r.destination_cidr_block, target, r.state]);
+            for r in lab.vpc_routes() {
+                t.add_row(vec![r.destination(), r.target(), r.state]);
             }
             println!("{t}");
-            println!(
-                "\nEdge {} (Tier-0, CGW, MGW) route table",
-                lab.topo.sddc.edges.active.name
-            );
-            let mut t = table(&["Destination", "Next hop", "Interface", "SNAT"]);
-            for r in edge {
+            println!();
+            show(lab, ShowWhat::Tier0, false)?;
+        }
+        ShowWhat::Tier0 => {
+            if json {
+                return print_json(&lab.tier0_routing_table());
+            }
+            let edge = lab.model.active_edge().map_or("-", |e| e.name.as_str());
+            println!("Edge {edge} (Tier-0, CGW, MGW) route table");
+            let mut t = table(&["Destination", "Next hop", "Type", "Interface", "SNAT"]);
+            for r in lab.tier0_routes() {
                 t.add_row(vec![
-                    r.destination,
-                    r.next_hop,
+                    r.network,
+                    if r.next_hop.is_empty() {
+                        "connected".into()
+                    } else {
+                        r.next_hop
+                    },
+                    r.route_type.into(),
                     r.interface,
                     if r.snat { "yes" } else { "" }.into(),
                 ]);

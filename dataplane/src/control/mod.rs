@@ -13,6 +13,8 @@
 //! - an EC2 instance's ENI: `eni-<instance>`; the S3 gateway endpoint: `vpce-s3`;
 //! - MACs: locally administered, `02:<kind>:<index>`.
 
+pub mod action;
+pub mod model;
 pub mod state;
 
 use std::net::Ipv4Addr;
@@ -27,14 +29,20 @@ use crate::node::host::{self, Attachment, Host, Tep, Vnic};
 use crate::node::underlay::Underlay;
 use crate::node::vpc_router::{VpcRouter, VpcTarget};
 use crate::node::Port;
-use crate::runtime::sim::{LinkId, NodeId, Sim, Stop};
-use crate::time::Instant;
+use crate::runtime::sim::{LinkId, NodeId, Sim};
 use crate::wire::geneve::Vni;
 use crate::wire::MacAddr;
+use action::TimelineEvent;
+use model::{
+    EdgeFact, EniAttachmentFact, EniFact, HostFact, Model, RouteDest, RouteFact, SegmentFact,
+    VmFact,
+};
 
 pub use vmcnet_topo::{instance_eni_id, UNDERLAY, VPC_ROUTER};
 /// Id of the S3 gateway endpoint.
 pub const S3_ENDPOINT_ID: &str = "vpce-s3";
+/// Id of the managed prefix list of S3's addresses.
+pub const S3_PREFIX_LIST_ID: &str = "pl-s3";
 /// First VNI handed to segments.
 pub const FIRST_VNI: Vni = 69632;
 /// IP MTU of endpoints, in bytes (the Ethernet MTU is 14 more).
@@ -49,10 +57,16 @@ mod mac_kind {
     pub const ROUTER: u8 = 0xaa;
 }
 
-/// A topology built into nodes and links in a simulation.
+/// A topology built into nodes and links in a simulation, with the control model that owns its
+/// state and the timeline of every control action.
 pub struct Lab {
     pub topo: Topology,
     pub sim: Sim,
+    pub model: Model,
+    /// Every control action requested, with when it took effect.
+    timeline: Vec<TimelineEvent>,
+    /// The VPC router's node.
+    router: NodeId,
 }
 
 /// The VNI of the segment with index `i`.
@@ -83,17 +97,6 @@ impl Lab {
         self.sim.get(self.id(name)?)
     }
 
-    /// Run the lab until `done` holds, until `deadline` or until interrupted (see
-    /// [`Sim::run_while`]).
-    pub fn run_while(&mut self, deadline: Instant, done: impl FnMut(&Sim) -> bool) -> Stop {
-        self.sim.run_while(deadline, done)
-    }
-
-    /// Run the lab until `deadline` (or until interrupted).
-    pub fn run_until(&mut self, deadline: Instant) -> Stop {
-        self.run_while(deadline, |_| false)
-    }
-
     /// The address of an endpoint by node name, or a literal address.
     pub fn resolve(&self, name_or_ip: &str) -> Option<Ipv4Addr> {
         if let Ok(ip) = name_or_ip.parse() {
@@ -108,6 +111,7 @@ struct Builder<'t> {
     seed: u64,
     sim: Sim,
     macs: u32,
+    model: Model,
 }
 
 impl<'t> Builder<'t> {
@@ -117,6 +121,28 @@ impl<'t> Builder<'t> {
             seed,
             sim: Sim::new(),
             macs: 0,
+            model: Model {
+                hosts: Vec::new(),
+                vms: Vec::new(),
+                edges: Vec::new(),
+                enis: Vec::new(),
+                main_table: Vec::new(),
+                route_quota: topo.timing.route_table_quota,
+                uplink_ip: topo.sddc.edges.uplink_ip,
+                segments: topo
+                    .sddc
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| SegmentFact {
+                        name: s.name.clone(),
+                        gateway: s.gateway,
+                        cidr: s.cidr,
+                        gateway_ip: s.gateway_ip(),
+                        vni: segment_vni(i),
+                    })
+                    .collect(),
+            },
         }
     }
 
@@ -148,19 +174,34 @@ impl<'t> Builder<'t> {
         Lab {
             topo: t.clone(),
             sim: self.sim,
+            model: self.model,
+            timeline: Vec::new(),
+            router,
         }
     }
 
     fn hosts(&mut self, underlay: NodeId) {
         let t = self.topo;
         let mut teps = Vec::new();
-        for (i, name) in t.hosts().enumerate() {
+        let clusters = t
+            .sddc
+            .clusters
+            .iter()
+            .flat_map(|c| c.hosts.iter().map(move |_| c.name.clone()));
+        for ((i, name), cluster) in t.hosts().enumerate().zip(clusters) {
             let tep = Tep {
                 ip: tep_ip(t, i),
                 mac: self.mac(mac_kind::TEP),
             };
             let eni_mac = t.host_enis().position(|(h, _)| h == name).map(eni_mac);
             let id = self.sim.add_node(Box::new(Host::new(name, tep, eni_mac)));
+            self.model.hosts.push(HostFact {
+                name: name.to_string(),
+                cluster,
+                tep: tep.ip,
+                node: id,
+                vnics: Vec::new(),
+            });
             let port = i as u16;
             self.sim
                 .get_mut::<Underlay>(underlay)
@@ -202,14 +243,27 @@ impl<'t> Builder<'t> {
                 (&e.id, id, eni::VPC),
                 (VPC_ROUTER, router, port),
             );
-            if let Some(h) = host {
-                let hid = self.sim.node_id(&h).expect("host");
+            let host_link = host.as_ref().map(|h| {
+                let hid = self.sim.node_id(h).expect("host");
                 self.link(
                     LinkKind::Eni,
-                    (&h, hid, host::UPLINK),
+                    (h, hid, host::UPLINK),
                     (&e.id, id, eni::INSTANCE),
-                );
-            }
+                )
+            });
+            self.model.enis.push(EniFact {
+                id: e.id.clone(),
+                mac: eni_mac(j),
+                primary_ip: e.ip,
+                secondary_ips: Vec::new(),
+                attachment: host.map(|h| attachment(&e.id, 1, &h, 1)),
+                sddc: true,
+                subnet_id: t.vpc.connected_subnet.name.clone(),
+                description: "VMware VMC Interface".into(),
+                source_dest_check: false,
+                node: id,
+                host_link,
+            });
         }
     }
 
@@ -231,6 +285,20 @@ impl<'t> Builder<'t> {
                 }
             }
         }
+        self.model.main_table.push(RouteFact {
+            dest: RouteDest::Cidr(t.vpc.cidr),
+            target: VpcTarget::Local,
+            origin: "CreateRouteTable",
+        });
+        if let Some(eni) = &edge_eni {
+            for s in &t.sddc.segments {
+                self.model.main_table.push(RouteFact {
+                    dest: RouteDest::Cidr(s.cidr),
+                    target: VpcTarget::Eni(eni.clone()),
+                    origin: "CreateRoute",
+                });
+            }
+        }
         for (k, inst) in t.vpc.instances.iter().enumerate() {
             let Some(subnet) = t.subnet(&inst.subnet) else {
                 continue;
@@ -246,6 +314,19 @@ impl<'t> Builder<'t> {
             );
             e.attach(&inst.name);
             let eni = self.sim.add_node(Box::new(e));
+            self.model.enis.push(EniFact {
+                id: eni_id.clone(),
+                mac,
+                primary_ip: inst.ip,
+                secondary_ips: Vec::new(),
+                attachment: Some(attachment(&eni_id, 1, &inst.name, 0)),
+                sddc: false,
+                subnet_id: inst.subnet.clone(),
+                description: format!("Primary network interface of {}", inst.name),
+                source_dest_check: true,
+                node: eni,
+                host_link: None,
+            });
             let ep = self.endpoint(&inst.name, EndpointKind::Ec2, mac, inst.ip, subnet.cidr);
             let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
             let port = r.add_eni(&eni_id, mac, true);
@@ -277,6 +358,14 @@ impl<'t> Builder<'t> {
                 r.main_table_mut()
                     .insert(*p, VpcTarget::GatewayEndpoint(S3_ENDPOINT_ID.into()));
             }
+            self.model.main_table.push(RouteFact {
+                dest: RouteDest::PrefixList {
+                    id: S3_PREFIX_LIST_ID.into(),
+                    cidrs: s3.prefix_list.clone(),
+                },
+                target: VpcTarget::GatewayEndpoint(S3_ENDPOINT_ID.into()),
+                origin: "CreateRoute",
+            });
             self.link(LinkKind::S3, (&s3.name, ep, 0), (VPC_ROUTER, router, port));
         }
     }
@@ -323,7 +412,19 @@ impl<'t> Builder<'t> {
                     attach: Attachment::Segment(segment_vni(i)),
                 };
                 let port = self.sim.get_mut::<Host>(hid).expect("host").add_vnic(vnic);
-                self.link(LinkKind::Vnic, (&vm.name, ep, 0), (&vm.host, hid, port));
+                let link = self.link(LinkKind::Vnic, (&vm.name, ep, 0), (&vm.host, hid, port));
+                self.model.set_vnic(&vm.host, port, Some(vm.name.clone()));
+                self.model.vms.push(VmFact {
+                    name: vm.name.clone(),
+                    segment: i,
+                    ip: vm.ip,
+                    mac,
+                    host: vm.host.clone(),
+                    running: true,
+                    node: ep,
+                    port,
+                    link,
+                });
             }
         }
     }
@@ -363,6 +464,7 @@ impl<'t> Builder<'t> {
                 .sim
                 .node_id(&vm.host)
                 .expect("validated: Edge on a known host");
+            let mut uplink_port = 0;
             for (k, ifc) in ifaces.iter().enumerate() {
                 let attach = match ifc.role {
                     IfaceRole::Uplink => Attachment::Uplink,
@@ -373,8 +475,12 @@ impl<'t> Builder<'t> {
                     mac: ifc.mac,
                     attach,
                 };
+                let vnic_name = vnic.name.clone();
                 let h: &mut Host = self.sim.get_mut(hid).expect("host");
                 let port = h.add_vnic(vnic);
+                if ifc.role == IfaceRole::Uplink {
+                    uplink_port = port;
+                }
                 if active && ifc.role == IfaceRole::Uplink {
                     h.set_uplink_owner(e.uplink_ip, port);
                 }
@@ -384,7 +490,15 @@ impl<'t> Builder<'t> {
                     (&iface, eid, k as u16),
                     (&vm.host, hid, port),
                 );
+                self.model.set_vnic(&vm.host, port, Some(vnic_name));
             }
+            self.model.edges.push(EdgeFact {
+                name: vm.name.clone(),
+                host: vm.host.clone(),
+                active,
+                node: eid,
+                uplink_port,
+            });
             if active {
                 self.assign_uplink_ip(router, &vm.host);
             }
@@ -402,8 +516,20 @@ impl<'t> Builder<'t> {
             .get_mut::<Eni>(id)
             .expect("eni")
             .assign_secondary(t.sddc.edges.uplink_ip);
+        if let Some(f) = self.model.eni_mut(&eni.id) {
+            f.secondary_ips.push(t.sddc.edges.uplink_ip);
+        }
         let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
         r.assign_ip(&eni.id, t.sddc.edges.uplink_ip);
+    }
+}
+
+/// An attachment of ENI `eni`, the `n`th it has had, to `instance` at `device_index`.
+fn attachment(eni: &str, n: u32, instance: &str, device_index: u32) -> EniAttachmentFact {
+    EniAttachmentFact {
+        id: format!("eni-attach-{}-{n}", eni.trim_start_matches("eni-")),
+        instance: instance.to_string(),
+        device_index,
     }
 }
 
@@ -415,7 +541,7 @@ fn eni_mac(j: usize) -> MacAddr {
 mod tests {
     use super::*;
     use crate::node::vpc_router::RouteState;
-    use crate::node::Node;
+    use crate::time::Instant;
 
     fn lab() -> Lab {
         let topo = vmcnet_topo::parse(vmcnet_topo::DEFAULT_TOPOLOGY, "default").unwrap();
@@ -459,7 +585,7 @@ mod tests {
             .and_then(|id| lab.sim.get::<Edge>(id))
             .unwrap();
         assert!(!standby.is_active());
-        assert_eq!(lab.active_edge().unwrap().name(), "edge-1");
+        assert_eq!(lab.model.active_edge().unwrap().name, "edge-1");
     }
 
     #[test]
@@ -499,28 +625,69 @@ mod tests {
     }
 
     #[test]
-    fn shown_state_is_read_from_the_nodes() {
+    fn actions_change_the_model_and_what_is_shown() {
         let mut lab = lab();
-        // Move web-1's vNIC from esxi-1 to esxi-3 and swap the Edges' roles, by hand.
-        let (e1, e3) = (lab.id("esxi-1").unwrap(), lab.id("esxi-3").unwrap());
-        let h1: &mut Host = lab.sim.get_mut(e1).unwrap();
-        let port = h1
-            .vnics()
-            .find(|(_, v)| v.name == "web-1")
-            .map(|(p, _)| p)
+        let t0 = Instant::ZERO;
+        lab.request(t0, action::Action::StunVm { vm: "web-1".into() })
             .unwrap();
-        let vnic = h1.remove_vnic(port).unwrap();
-        lab.sim.get_mut::<Host>(e3).unwrap().add_vnic(vnic);
-        for (edge, active) in [("edge-1", false), ("edge-2", true)] {
-            let id = lab.id(edge).unwrap();
-            lab.sim.get_mut::<Edge>(id).unwrap().set_active(active);
-        }
+        lab.request(
+            t0,
+            action::Action::ResumeVm {
+                vm: "web-1".into(),
+                host: "esxi-3".into(),
+            },
+        )
+        .unwrap();
+        lab.request(
+            t0,
+            action::Action::SetActiveEdge {
+                edge: "edge-2".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            lab.request(
+                t0,
+                action::Action::StunVm {
+                    vm: "nobody".into()
+                }
+            ),
+            Err(action::ActionError::UnknownVm("nobody".into()))
+        );
+        lab.run_until(Instant::from_millis(10_000));
         let hosts = lab.hosts();
         assert_eq!(hosts[0].vms, vec!["vcenter"]);
-        assert_eq!(hosts[2].vms, vec!["app-1", "web-1"]);
+        assert_eq!(hosts[2].vms, vec!["web-1", "app-1"]);
         assert_eq!(hosts[1].edges, vec!["edge-1 (standby)"]);
         assert_eq!(hosts[2].edges, vec!["edge-2 (active)"]);
         assert_eq!(lab.segments()[0].vms, vec!["web-1 192.168.1.10 on esxi-3"]);
-        assert_eq!(lab.active_edge().unwrap().name(), "edge-2");
+        assert_eq!(lab.model.active_edge().unwrap().name, "edge-2");
+        // The nodes were programmed: esxi-3's switch has web-1's vNIC, esxi-1's has not, and
+        // edge-2 forwards.
+        let has = |host: &str| {
+            lab.sim
+                .get::<Host>(lab.id(host).unwrap())
+                .unwrap()
+                .vnics()
+                .any(|(_, v)| v.name == "web-1")
+        };
+        assert!(!has("esxi-1") && has("esxi-3"));
+        assert!(lab
+            .sim
+            .get::<Edge>(lab.id("edge-2").unwrap())
+            .unwrap()
+            .is_active());
+        let tl = lab.timeline();
+        assert_eq!(tl.len(), 3);
+        let stun = lab.topo.timing.vmotion_stun;
+        let took: Vec<_> = tl.iter().map(|e| e.took_effect_at).collect();
+        assert_eq!(
+            took,
+            vec![
+                Some(t0),
+                Some(t0 + stun),
+                Some(t0 + lab.topo.timing.promotion)
+            ]
+        );
     }
 }

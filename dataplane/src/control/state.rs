@@ -1,15 +1,14 @@
-//! The lab's state as the CLI shows it: ENIs (shaped like `aws ec2
-//! describe-network-interfaces`), route tables, hosts and segments. Read from the nodes, so what
-//! is shown is what forwards.
+//! The lab's state as the CLI shows it, read from the control model: ENIs shaped like `aws ec2
+//! describe-network-interfaces`, route tables like `aws ec2 describe-route-tables`, the Tier-0
+//! routing table like NSX's Policy API `routing-table`, hosts and segments. Absent keys are left
+//! out, not `null`, as the AWS CLI prints them.
 
 use serde::Serialize;
+use vmcnet_topo::vpc_router_ip;
 
-use super::{segment_vni, Lab, VPC_ROUTER};
-use crate::node::edge::{Edge, NextHop};
-use crate::node::eni::Eni;
-use crate::node::host::{Attachment, Host};
-use crate::node::vpc_router::{VpcRouter, VpcTarget};
-use crate::node::Node;
+use super::model::{RouteDest, RouteFact};
+use super::Lab;
+use crate::node::vpc_router::VpcTarget;
 
 /// One ENI, with AWS's field names.
 #[derive(Debug, Clone, Serialize)]
@@ -25,8 +24,11 @@ pub struct EniRow {
     pub source_dest_check: bool,
     pub subnet_id: String,
     pub vpc_id: String,
+    pub interface_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub attachment: Option<EniAttachment>,
-    /// The ESXi host the ENI maps to (SDDC ENIs only).
+    /// The ESXi host the ENI maps to (SDDC ENIs only; not an AWS field).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
 }
 
@@ -40,31 +42,96 @@ pub struct PrivateIp {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct EniAttachment {
-    pub status: String,
+    pub attachment_id: String,
+    pub device_index: u32,
     pub instance_id: String,
+    pub status: String,
 }
 
-/// One route of the VPC's main route table.
+/// A route table, with AWS's field names.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RouteTableRow {
+    pub route_table_id: String,
+    pub vpc_id: String,
+    pub associations: Vec<Association>,
+    pub routes: Vec<VpcRouteRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Association {
+    pub main: bool,
+    pub route_table_association_id: String,
+    pub route_table_id: String,
+}
+
+/// One route of a VPC route table.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct VpcRouteRow {
-    pub destination_cidr_block: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_cidr_block: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_prefix_list_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network_interface_id: Option<String>,
+    /// `CreateRouteTable` or `CreateRoute`.
+    pub origin: String,
     /// `active` or `blackhole`.
     pub state: String,
 }
 
-/// One route of the active Edge (Tier-0 with CGW and MGW).
+impl VpcRouteRow {
+    /// The destination as a table shows it: the CIDR, or the prefix list.
+    pub fn destination(&self) -> String {
+        self.destination_cidr_block
+            .clone()
+            .or_else(|| self.destination_prefix_list_id.clone())
+            .unwrap_or_default()
+    }
+
+    /// The target as a table shows it: the ENI or the gateway.
+    pub fn target(&self) -> String {
+        self.network_interface_id
+            .clone()
+            .or_else(|| self.gateway_id.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// One route of the active Edge's Tier-0 (with the CGW and MGW), in the shape of NSX's Policy
+/// API `routing-table` entries.
 #[derive(Debug, Clone, Serialize)]
-pub struct EdgeRouteRow {
-    pub destination: String,
-    /// `connected` or the gateway address.
+pub struct Tier0Route {
+    pub network: String,
+    /// The gateway address; empty for a connected network.
     pub next_hop: String,
+    /// `t0c` connected to Tier-0 (the uplink), `t1c` connected to a Tier-1 (the CGW's and MGW's
+    /// segments), `t0s` static.
+    pub route_type: &'static str,
+    pub admin_distance: u8,
+    /// The interface the route leaves by (not an NSX field).
     pub interface: String,
+    /// Source-NATed to the uplink address (S3; not an NSX field).
     pub snat: bool,
+}
+
+/// The Tier-0 routing table, as `GET …/tier-0s/vmc/routing-table` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tier0RoutingTable {
+    pub results: Vec<Tier0Result>,
+    pub result_count: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tier0Result {
+    /// The Edge whose table this is.
+    pub edge_node: String,
+    pub route_entries: Vec<Tier0Route>,
+    pub count: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,169 +154,192 @@ pub struct SegmentRow {
     pub vms: Vec<String>,
 }
 
+/// The id of the VPC's main route table.
+pub const MAIN_ROUTE_TABLE_ID: &str = "rtb-main";
+
 impl Lab {
     /// Every ENI: the SDDC's, then the EC2 instances'.
     pub fn enis(&self) -> Vec<EniRow> {
-        let t = &self.topo;
-        self.sim
-            .nodes()
-            .filter_map(|(id, _)| self.sim.get::<Eni>(id))
-            .map(|e| {
-                let sddc = t.vpc.enis.iter().any(|x| x.id == e.id());
-                let subnet = if sddc {
-                    t.vpc.connected_subnet.name.clone()
-                } else {
-                    let inst = t.vpc.instances.iter().find(|i| i.ip == e.primary_ip());
-                    inst.map(|i| i.subnet.clone()).unwrap_or_default()
-                };
-                EniRow {
-                    network_interface_id: e.id().to_string(),
-                    status: if e.attached_to().is_some() {
-                        "in-use"
-                    } else {
-                        "available"
-                    }
-                    .into(),
-                    description: e.description().to_string(),
-                    mac_address: e.mac().to_string(),
-                    private_ip_address: e.primary_ip().to_string(),
-                    private_ip_addresses: e
-                        .ips()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, ip)| PrivateIp {
-                            primary: i == 0,
-                            private_ip_address: ip.to_string(),
-                        })
-                        .collect(),
-                    source_dest_check: e.src_dst_check(),
-                    subnet_id: subnet,
-                    vpc_id: t.vpc.id.clone(),
-                    attachment: e.attached_to().map(|a| EniAttachment {
-                        status: "attached".into(),
-                        instance_id: a.to_string(),
-                    }),
-                    host: if sddc {
-                        e.attached_to().map(str::to_string)
-                    } else {
-                        None
-                    },
-                }
-            })
-            .collect()
-    }
-
-    /// The VPC's main route table, longest prefix first.
-    pub fn vpc_routes(&self) -> Vec<VpcRouteRow> {
-        let Some(r) = self
-            .id(VPC_ROUTER)
-            .and_then(|id| self.sim.get::<VpcRouter>(id))
-        else {
-            return Vec::new();
-        };
-        r.main_table()
-            .into_iter()
-            .map(|(dest, target, state)| VpcRouteRow {
-                destination_cidr_block: dest.to_string(),
-                gateway_id: match &target {
-                    VpcTarget::Local => Some("local".into()),
-                    VpcTarget::GatewayEndpoint(id) => Some(id.clone()),
-                    VpcTarget::Eni(_) => None,
-                },
-                network_interface_id: match target {
-                    VpcTarget::Eni(id) => Some(id),
-                    _ => None,
-                },
-                state: state.to_string(),
-            })
-            .collect()
-    }
-
-    /// The active Edge's route table, longest prefix first.
-    pub fn edge_routes(&self) -> Vec<EdgeRouteRow> {
-        let Some(e) = self.active_edge() else {
-            return Vec::new();
-        };
-        e.routes()
+        self.model
+            .enis
             .iter()
-            .map(|r| EdgeRouteRow {
-                destination: r.dest.to_string(),
-                next_hop: match r.target.next_hop {
-                    NextHop::Connected => "connected".into(),
-                    NextHop::Gateway(gw) => gw.to_string(),
-                },
-                interface: e.ifaces()[r.target.iface].name.clone(),
-                snat: r.target.snat,
+            .map(|e| EniRow {
+                network_interface_id: e.id.clone(),
+                status: if e.attachment.is_some() {
+                    "in-use"
+                } else {
+                    "available"
+                }
+                .into(),
+                description: e.description.clone(),
+                mac_address: e.mac.to_string(),
+                private_ip_address: e.primary_ip.to_string(),
+                private_ip_addresses: std::iter::once((true, e.primary_ip))
+                    .chain(e.secondary_ips.iter().map(|ip| (false, *ip)))
+                    .map(|(primary, ip)| PrivateIp {
+                        primary,
+                        private_ip_address: ip.to_string(),
+                    })
+                    .collect(),
+                source_dest_check: e.source_dest_check,
+                subnet_id: e.subnet_id.clone(),
+                vpc_id: self.topo.vpc.id.clone(),
+                interface_type: "interface",
+                attachment: e.attachment.as_ref().map(|a| EniAttachment {
+                    attachment_id: a.id.clone(),
+                    device_index: a.device_index,
+                    instance_id: a.instance.clone(),
+                    status: "attached".into(),
+                }),
+                host: e
+                    .attachment
+                    .as_ref()
+                    .filter(|_| e.sddc)
+                    .map(|a| a.instance.clone()),
             })
             .collect()
     }
 
-    /// The active Edge node.
-    pub fn active_edge(&self) -> Option<&Edge> {
-        self.sim
-            .nodes()
-            .filter_map(|(id, _)| self.sim.get::<Edge>(id))
-            .find(|e| e.is_active())
+    /// The VPC's main route table, in the order its routes were created.
+    pub fn vpc_routes(&self) -> Vec<VpcRouteRow> {
+        self.model
+            .main_table
+            .iter()
+            .map(|r| self.route_row(r))
+            .collect()
     }
 
-    /// Every ESXi host with what runs on it now: read from the hosts' vNICs, the ENIs'
-    /// attachments and the Edges' state, so a VM or Edge that moved shows where it is.
-    pub fn hosts(&self) -> Vec<HostRow> {
-        let mut rows = Vec::new();
-        for cluster in &self.topo.sddc.clusters {
-            for name in &cluster.hosts {
-                let Some(host) = self.id(name).and_then(|id| self.sim.get::<Host>(id)) else {
-                    continue;
-                };
-                let mut vms = Vec::new();
-                let mut edges = Vec::new();
-                for (_, v) in host.vnics() {
-                    match (v.attach, v.name.split_once('/')) {
-                        (Attachment::Uplink, Some((edge, _))) => edges.push(self.edge_label(edge)),
-                        (_, None) => vms.push(v.name.clone()),
-                        _ => {}
-                    }
-                }
-                let eni = self
-                    .sim
-                    .nodes()
-                    .filter_map(|(id, _)| self.sim.get::<Eni>(id))
-                    .find(|e| e.attached_to() == Some(name.as_str()))
-                    .map(|e| e.id().to_string());
-                rows.push(HostRow {
-                    host: name.clone(),
-                    cluster: cluster.name.clone(),
-                    tep: host.tep().ip.to_string(),
-                    eni,
-                    vms,
-                    edges,
-                });
-            }
+    fn route_row(&self, r: &RouteFact) -> VpcRouteRow {
+        let (cidr, prefix_list) = match &r.dest {
+            RouteDest::Cidr(c) => (Some(c.to_string()), None),
+            RouteDest::PrefixList { id, .. } => (None, Some(id.clone())),
+        };
+        let (gateway, eni) = match &r.target {
+            VpcTarget::Local => (Some("local".to_string()), None),
+            VpcTarget::GatewayEndpoint(id) => (Some(id.clone()), None),
+            VpcTarget::Eni(id) => (None, Some(id.clone())),
+        };
+        VpcRouteRow {
+            destination_cidr_block: cidr,
+            destination_prefix_list_id: prefix_list,
+            gateway_id: gateway,
+            network_interface_id: eni,
+            origin: r.origin.to_string(),
+            state: self.model.route_state(r).to_string(),
         }
-        rows
     }
 
-    /// `edge-1 (active)` or `edge-1 (standby)`.
-    fn edge_label(&self, edge: &str) -> String {
-        let active = self
-            .id(edge)
-            .and_then(|id| self.sim.get::<Edge>(id))
-            .is_some_and(Edge::is_active);
-        format!("{edge} ({})", if active { "active" } else { "standby" })
+    /// The VPC's route tables (the main one), as `aws ec2 describe-route-tables` lists them.
+    pub fn route_tables(&self) -> Vec<RouteTableRow> {
+        vec![RouteTableRow {
+            route_table_id: MAIN_ROUTE_TABLE_ID.into(),
+            vpc_id: self.topo.vpc.id.clone(),
+            associations: vec![Association {
+                main: true,
+                route_table_association_id: format!("rtbassoc-{MAIN_ROUTE_TABLE_ID}"),
+                route_table_id: MAIN_ROUTE_TABLE_ID.into(),
+            }],
+            routes: self.vpc_routes(),
+        }]
     }
 
-    /// The host whose switch has the vNIC `name`.
-    fn host_of(&self, name: &str) -> Option<&str> {
-        self.sim
-            .nodes()
-            .filter_map(|(id, _)| self.sim.get::<Host>(id))
-            .find(|h| h.vnics().any(|(_, v)| v.name == name))
-            .map(|h| h.name())
+    /// The active Edge's Tier-0 routes: the uplink's and the segments' connected networks, the
+    /// static route to the Connected VPC and, source-NATed, to S3's prefix list.
+    pub fn tier0_routes(&self) -> Vec<Tier0Route> {
+        let t = &self.topo;
+        let connected = |net: String, route_type, interface: &str| Tier0Route {
+            network: net,
+            next_hop: String::new(),
+            route_type,
+            admin_distance: 0,
+            interface: interface.to_string(),
+            snat: false,
+        };
+        let router = vpc_router_ip(t.vpc.connected_subnet.cidr).to_string();
+        let mut v = vec![connected(
+            t.vpc.connected_subnet.cidr.to_string(),
+            "t0c",
+            "uplink",
+        )];
+        for s in &self.model.segments {
+            v.push(connected(s.cidr.to_string(), "t1c", &s.name));
+        }
+        let statics = std::iter::once((t.vpc.cidr, false)).chain(
+            t.vpc
+                .s3_endpoint
+                .iter()
+                .flat_map(|s| s.prefix_list.iter().map(|p| (*p, true))),
+        );
+        for (net, snat) in statics {
+            v.push(Tier0Route {
+                network: net.to_string(),
+                next_hop: router.clone(),
+                route_type: "t0s",
+                admin_distance: 1,
+                interface: "uplink".into(),
+                snat,
+            });
+        }
+        v
+    }
+
+    /// The Tier-0 routing table in the NSX Policy API's shape.
+    pub fn tier0_routing_table(&self) -> Tier0RoutingTable {
+        let entries = self.tier0_routes();
+        let edge = self
+            .model
+            .active_edge()
+            .map(|e| e.name.clone())
+            .unwrap_or_default();
+        Tier0RoutingTable {
+            results: vec![Tier0Result {
+                edge_node: edge,
+                count: entries.len(),
+                route_entries: entries,
+            }],
+            result_count: 1,
+        }
+    }
+
+    /// Every ESXi host with what runs on it now.
+    pub fn hosts(&self) -> Vec<HostRow> {
+        self.model
+            .hosts
+            .iter()
+            .map(|h| HostRow {
+                host: h.name.clone(),
+                cluster: h.cluster.clone(),
+                tep: h.tep.to_string(),
+                eni: self.model.eni_of_host(&h.name).map(|e| e.id.clone()),
+                vms: self
+                    .model
+                    .vms
+                    .iter()
+                    .filter(|v| v.host == h.name)
+                    .map(|v| {
+                        if v.running {
+                            v.name.clone()
+                        } else {
+                            format!("{} (stunned)", v.name)
+                        }
+                    })
+                    .collect(),
+                edges: self
+                    .model
+                    .edges
+                    .iter()
+                    .filter(|e| e.host == h.name)
+                    .map(|e| {
+                        let role = if e.active { "active" } else { "standby" };
+                        format!("{} ({role})", e.name)
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
     pub fn segments(&self) -> Vec<SegmentRow> {
-        self.topo
-            .sddc
+        self.model
             .segments
             .iter()
             .enumerate()
@@ -257,19 +347,14 @@ impl Lab {
                 segment: s.name.clone(),
                 gateway: format!("{:?}", s.gateway).to_uppercase(),
                 cidr: s.cidr.to_string(),
-                gateway_ip: s.gateway_ip().to_string(),
-                vni: segment_vni(i),
-                vms: s
+                gateway_ip: s.gateway_ip.to_string(),
+                vni: s.vni,
+                vms: self
+                    .model
                     .vms
                     .iter()
-                    .map(|v| {
-                        format!(
-                            "{} {} on {}",
-                            v.name,
-                            v.ip,
-                            self.host_of(&v.name).unwrap_or("-")
-                        )
-                    })
+                    .filter(|v| v.segment == i)
+                    .map(|v| format!("{} {} on {}", v.name, v.ip, v.host))
                     .collect(),
             })
             .collect()

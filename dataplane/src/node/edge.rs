@@ -25,7 +25,7 @@ use rustc_hash::FxHashMap;
 
 use super::arp_cache::{ArpCache, Enqueued};
 use super::route::RouteTable;
-use super::{Counters, Node, Outbox, Port};
+use super::{Change, Counters, Node, Outbox, Port};
 use crate::counters;
 use crate::time::Instant;
 use crate::wire::arp::{Arp, OP_REPLY, OP_REQUEST};
@@ -608,6 +608,12 @@ impl Edge {
 impl Node for Edge {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn configure(&mut self, _now: Instant, change: &Change, _out: &mut Outbox) {
+        if let Change::EdgeActive(active) = change {
+            self.set_active(*active);
+        }
     }
 
     fn kind(&self) -> &'static str {

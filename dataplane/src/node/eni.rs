@@ -9,7 +9,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Counters, Node, Outbox, Port};
+use super::{Change, Counters, Node, Outbox, Port};
 use crate::counters;
 use crate::time::Instant;
 use crate::wire::ipv4::Ipv4View;
@@ -119,6 +119,17 @@ impl Eni {
 impl Node for Eni {
     fn name(&self) -> &str {
         &self.id
+    }
+
+    fn configure(&mut self, _now: Instant, change: &Change, _out: &mut Outbox) {
+        match change {
+            Change::EniAttachment(to) => self.attached_to = to.clone(),
+            Change::EniSecondaryIp { ip, held: true } => self.assign_secondary(*ip),
+            Change::EniSecondaryIp { ip, held: false } => {
+                self.unassign_secondary(*ip);
+            }
+            _ => {}
+        }
     }
 
     fn kind(&self) -> &'static str {

@@ -20,7 +20,7 @@ use std::net::Ipv4Addr;
 
 use rustc_hash::FxHashMap;
 
-use super::{Counters, Node, Outbox, Port};
+use super::{Change, Counters, Node, Outbox, Port};
 use crate::counters;
 use crate::time::Instant;
 use crate::wire::arp::{self, Arp};
@@ -31,6 +31,10 @@ use crate::wire::{self, Frame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 pub const UPLINK: Port = 0;
 pub const OVERLAY: Port = 1;
 pub const FIRST_VNIC: Port = 2;
+/// EtherType of RARP, which a host sends to announce a VM that moved to it.
+pub const ETHERTYPE_RARP: u16 = 0x8035;
+/// RARP's "request reverse" operation.
+const RARP_REQUEST_REVERSE: u8 = 3;
 
 /// What a vNIC is plugged into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +46,7 @@ pub enum Attachment {
 }
 
 /// A vNIC on the host's switch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vnic {
     /// `web-1`, `edge-1/uplink`, …
     pub name: String,
@@ -91,6 +95,8 @@ counters! {
         pub rx_dropped_uplink_no_owner,
         pub rx_dropped_no_uplink,
         pub rx_dropped_runt,
+        /// RARP announcements sent for vNICs that arrived (vMotion).
+        pub announced,
     }
 }
 
@@ -154,6 +160,35 @@ impl Host {
             }
         };
         FIRST_VNIC + slot as Port
+    }
+
+    /// Plug a vNIC into `port` (a free one).
+    pub fn plug_vnic(&mut self, port: Port, vnic: Vnic) {
+        let Some(slot) = port.checked_sub(FIRST_VNIC).map(usize::from) else {
+            return;
+        };
+        if self.vnics.len() <= slot {
+            self.vnics.resize(slot + 1, None);
+        }
+        self.vnics[slot] = Some(vnic);
+    }
+
+    /// Announce the vNIC on `port` to its segment: a broadcast RARP request from its MAC, as
+    /// ESXi sends for a VM that resumed after a vMotion. Every host on the segment learns where
+    /// the MAC is now.
+    fn announce(&mut self, port: Port, out: &mut Outbox) {
+        let Some(v) = self.vnic(port).cloned() else {
+            return;
+        };
+        let mut f = bytes::BytesMut::with_capacity(wire::ETH_HEADER_LEN + arp::ARP_LEN);
+        wire::put_eth_header(&mut f, MacAddr::BROADCAST, v.mac, ETHERTYPE_RARP);
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, RARP_REQUEST_REVERSE]);
+        for _ in 0..2 {
+            f.extend_from_slice(&v.mac.0);
+            f.extend_from_slice(&[0; 4]);
+        }
+        self.counters.announced += 1;
+        self.vnic_in(port, v.attach, Frame::from(f), out);
     }
 
     /// Unplug a vNIC (the VM left the host); forgets what was learned on it.
@@ -380,6 +415,20 @@ fn l2_key(vni: Vni, mac: MacAddr) -> u128 {
 impl Node for Host {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn configure(&mut self, _now: Instant, change: &Change, out: &mut Outbox) {
+        match change {
+            Change::HostPlug { port, vnic } => self.plug_vnic(*port, vnic.clone()),
+            Change::HostUnplug { port } => {
+                self.remove_vnic(*port);
+            }
+            Change::HostEniMac(mac) => self.eni_mac = *mac,
+            Change::HostUplinkOwner { ip, port: Some(p) } => self.set_uplink_owner(*ip, *p),
+            Change::HostUplinkOwner { ip, port: None } => self.clear_uplink_owner(*ip),
+            Change::HostAnnounce { port } => self.announce(*port, out),
+            _ => {}
+        }
     }
 
     fn kind(&self) -> &'static str {

@@ -24,9 +24,12 @@ pub mod underlay;
 pub mod vpc_router;
 
 use std::any::Any;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
 
 use crate::time::Instant;
-use crate::wire::Frame;
+use crate::wire::{Frame, MacAddr};
 
 /// A port number on a node. What each number means is the node's own business; each node kind
 /// documents its port layout.
@@ -115,6 +118,38 @@ impl Outbox {
     }
 }
 
+/// A change of forwarding state that the control plane programs into a node, at an instant. Each
+/// node kind takes the changes that concern it and ignores the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// ENI: attached to this host or instance, or (`None`) detached.
+    EniAttachment(Option<String>),
+    /// ENI: holds a secondary private IP, or no longer does.
+    EniSecondaryIp { ip: Ipv4Addr, held: bool },
+    /// VPC router: the ENI that holds `ip`, or none.
+    RouterIpOwner { ip: Ipv4Addr, eni: Option<String> },
+    /// VPC router: an ENI was attached or detached.
+    RouterEniAttached { eni: String, attached: bool },
+    /// VPC router: the main table's route to `dest`, or (`None`) its deletion.
+    RouterRoute {
+        dest: Ipv4Net,
+        target: Option<vpc_router::VpcTarget>,
+    },
+    /// Host: plug a vNIC into `port`.
+    HostPlug { port: Port, vnic: host::Vnic },
+    /// Host: unplug the vNIC on `port` (the VM left).
+    HostUnplug { port: Port },
+    /// Host: the MAC of the ENI its uplink now reaches, or none.
+    HostEniMac(Option<MacAddr>),
+    /// Host: the local vNIC port that owns an address of its ENI, or none.
+    HostUplinkOwner { ip: Ipv4Addr, port: Option<Port> },
+    /// Host: announce the vNIC on `port` to its segment with a RARP, as ESXi does when a VM
+    /// resumes after a vMotion, so that every switch learns where its MAC is now.
+    HostAnnounce { port: Port },
+    /// Edge: active or standby.
+    EdgeActive(bool),
+}
+
 /// A node's counters, by name, in a fixed order (for tables and JSON).
 pub type Counters = Vec<(&'static str, u64)>;
 
@@ -141,6 +176,10 @@ pub trait Node: Any + Send {
     fn poll_at(&self) -> Option<Instant> {
         None
     }
+
+    /// The control plane changed what this node forwards by, at `now`. Frames the change makes
+    /// the node send (an announcement) go to `out`.
+    fn configure(&mut self, _now: Instant, _change: &Change, _out: &mut Outbox) {}
 
     /// Counters named for what happened (`rx_dropped_no_route`).
     fn counters(&self) -> Counters;

@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use rustc_hash::FxHashMap;
 
 use super::route::RouteTable;
-use super::{Counters, Node, Outbox, Port};
+use super::{Change, Counters, Node, Outbox, Port};
 use crate::counters;
 use crate::time::Instant;
 use crate::wire::arp::{Arp, OP_REQUEST};
@@ -263,6 +263,24 @@ impl VpcRouter {
 impl Node for VpcRouter {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn configure(&mut self, _now: Instant, change: &Change, _out: &mut Outbox) {
+        match change {
+            Change::RouterIpOwner { ip, eni: Some(eni) } => self.assign_ip(eni, *ip),
+            Change::RouterIpOwner { ip, eni: None } => self.unassign_ip(*ip),
+            Change::RouterEniAttached { eni, attached } => self.set_eni_attached(eni, *attached),
+            Change::RouterRoute {
+                dest,
+                target: Some(t),
+            } => {
+                self.main.insert(*dest, t.clone());
+            }
+            Change::RouterRoute { dest, target: None } => {
+                self.main.remove(*dest);
+            }
+            _ => {}
+        }
     }
 
     fn kind(&self) -> &'static str {

@@ -25,7 +25,7 @@ use vmcnet_topo::LinkSpec;
 
 use crate::capture::FrameSink;
 use crate::counters;
-use crate::node::{Node, Outbox, Port, Sent};
+use crate::node::{Change, Node, Outbox, Port, Sent};
 use crate::time::Instant;
 use crate::wire::Frame;
 
@@ -418,6 +418,17 @@ impl Sim {
         self.queue_timer_entry(self.now, id);
         let n: &mut dyn Any = self.nodes.get_mut(id)?.as_mut();
         n.downcast_mut()
+    }
+
+    /// Program a change into a node now (see [`Node::configure`]); what the node sends because
+    /// of it goes out with the frames of the current instant.
+    pub fn configure(&mut self, node: NodeId, change: &Change) {
+        self.outbox.set_from(node);
+        self.nodes[node].configure(self.now, change, &mut self.outbox);
+        if !self.is_dirty[node] {
+            self.is_dirty[node] = true;
+            self.dirty.push(node);
+        }
     }
 
     /// Hand a frame to a node's port now, as if it arrived on a link: behind the frames

@@ -1,0 +1,485 @@
+//! Typed control actions: the only way the control model changes.
+//!
+//! An action is requested at an instant and takes effect after its latency (from the topology's
+//! `[timing]`): then the model changes and the nodes concerned are programmed through
+//! [`Node::configure`](crate::node::Node::configure). Both instants go on the lab's timeline log,
+//! which the CLI and reports read.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+use vmcnet_topo::{link_name, LinkKind, Timing};
+
+use super::model::{RouteDest, RouteFact};
+use super::Lab;
+use crate::node::host::Vnic;
+use crate::node::vpc_router::VpcTarget;
+use crate::node::Change;
+use crate::runtime::sim::{NodeId, Sim, Stop};
+use crate::time::Instant;
+
+/// A change of the SDDC or AWS state, as the control planes make it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    /// EC2 AssignPrivateIpAddresses with AllowReassignment: `ip` moves to `eni` from whichever
+    /// ENI held it.
+    AssignSecondaryIp { eni: String, ip: Ipv4Addr },
+    /// EC2 CreateRoute in the main route table, to an ENI.
+    CreateRoute { dest: Ipv4Net, eni: String },
+    /// EC2 ReplaceRoute in the main route table: the route to `dest` now targets `eni`.
+    ReplaceRoute { dest: Ipv4Net, eni: String },
+    /// EC2 DeleteRoute in the main route table.
+    DeleteRoute { dest: Ipv4Net },
+    /// EC2 DetachNetworkInterface: routes to the ENI turn `blackhole`.
+    DetachEni { eni: String },
+    /// EC2 AttachNetworkInterface to an ESXi host that has no ENI.
+    AttachEni { eni: String, host: String },
+    /// vMotion's switchover begins: the VM stops forwarding.
+    StunVm { vm: String },
+    /// The VM resumes on `host` (its own or another) and announces itself there (RARP).
+    ResumeVm { vm: String, host: String },
+    /// NSX makes `edge` the active Edge, the other one standby.
+    SetActiveEdge { edge: String },
+}
+
+impl Action {
+    /// The object the action is on.
+    pub fn object(&self) -> String {
+        match self {
+            Action::AssignSecondaryIp { eni, .. }
+            | Action::DetachEni { eni }
+            | Action::AttachEni { eni, .. } => eni.clone(),
+            Action::CreateRoute { dest, .. }
+            | Action::ReplaceRoute { dest, .. }
+            | Action::DeleteRoute { dest } => dest.to_string(),
+            Action::StunVm { vm } | Action::ResumeVm { vm, .. } => vm.clone(),
+            Action::SetActiveEdge { edge } => edge.clone(),
+        }
+    }
+
+    /// How long the action takes to take effect.
+    ///
+    /// - moving a secondary IP: `move_secondary_ip`;
+    /// - a route: `replace_route`;
+    /// - detaching or attaching an ENI: half of `eni_reattach` each;
+    /// - stunning a VM: at once; resuming it: `vmotion_stun` (the switchover);
+    /// - a standby Edge becoming active: `promotion`.
+    pub fn latency(&self, t: &Timing) -> Duration {
+        match self {
+            Action::AssignSecondaryIp { .. } => t.move_secondary_ip,
+            Action::CreateRoute { .. }
+            | Action::ReplaceRoute { .. }
+            | Action::DeleteRoute { .. } => t.replace_route,
+            Action::DetachEni { .. } | Action::AttachEni { .. } => t.eni_reattach / 2,
+            Action::StunVm { .. } => Duration::ZERO,
+            Action::ResumeVm { .. } => t.vmotion_stun,
+            Action::SetActiveEdge { .. } => t.promotion,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::AssignSecondaryIp { eni, ip } => write!(f, "assign secondary IP {ip} to {eni}"),
+            Action::CreateRoute { dest, eni } => write!(f, "create route {dest} -> {eni}"),
+            Action::ReplaceRoute { dest, eni } => write!(f, "replace route {dest} -> {eni}"),
+            Action::DeleteRoute { dest } => write!(f, "delete route {dest}"),
+            Action::DetachEni { eni } => write!(f, "detach {eni}"),
+            Action::AttachEni { eni, host } => write!(f, "attach {eni} to {host}"),
+            Action::StunVm { vm } => write!(f, "stun {vm}"),
+            Action::ResumeVm { vm, host } => write!(f, "resume {vm} on {host}"),
+            Action::SetActiveEdge { edge } => write!(f, "make {edge} the active Edge"),
+        }
+    }
+}
+
+/// One action on the timeline: what, on which object, when it was requested and when it took
+/// effect (or why it could not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimelineEvent {
+    #[serde(flatten)]
+    pub action: Action,
+    pub object: String,
+    #[serde(serialize_with = "ser_instant")]
+    pub requested_at: Instant,
+    /// `None` until it takes effect, and for an action that failed.
+    #[serde(serialize_with = "ser_opt_instant")]
+    pub took_effect_at: Option<Instant>,
+    /// Why the action failed when it came due (an ENI already attached, a route missing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn ser_instant<S: serde::Serializer>(t: &Instant, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(t.as_secs_f64())
+}
+
+fn ser_opt_instant<S: serde::Serializer>(t: &Option<Instant>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_some(&t.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Why an action cannot be requested.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("no ENI is named `{0}`")]
+    UnknownEni(String),
+    #[error("no host is named `{0}`")]
+    UnknownHost(String),
+    #[error("no VM is named `{0}`")]
+    UnknownVm(String),
+    #[error("no Edge is named `{0}`")]
+    UnknownEdge(String),
+    #[error("{0} is in the past: the lab's clock reads {1}")]
+    InThePast(Instant, Instant),
+}
+
+impl Lab {
+    /// Request `action` at `at` (now or later): it takes effect after its latency, while the lab
+    /// runs. Returns its index in [`Lab::timeline`].
+    pub fn request(&mut self, at: Instant, action: Action) -> Result<usize, ActionError> {
+        if at < self.sim.now() {
+            return Err(ActionError::InThePast(at, self.sim.now()));
+        }
+        self.check_names(&action)?;
+        let due = at + action.latency(&self.topo.timing);
+        let index = self.timeline.len();
+        self.timeline.push(TimelineEvent {
+            object: action.object(),
+            action,
+            requested_at: at,
+            took_effect_at: None,
+            error: None,
+        });
+        self.sim.schedule_control(due, index as u64);
+        Ok(index)
+    }
+
+    /// Every action requested, in the order requested.
+    pub fn timeline(&self) -> &[TimelineEvent] {
+        &self.timeline
+    }
+
+    /// Run the lab until `done` holds, until `deadline` or until interrupted, applying control
+    /// actions as they come due (see [`Sim::run_while`]).
+    pub fn run_while(&mut self, deadline: Instant, mut done: impl FnMut(&Sim) -> bool) -> Stop {
+        loop {
+            match self.sim.run_while(deadline, &mut done) {
+                Stop::Control { token, .. } => self.apply(token as usize),
+                stop => return stop,
+            }
+        }
+    }
+
+    /// Run the lab until `deadline` (or until interrupted).
+    pub fn run_until(&mut self, deadline: Instant) -> Stop {
+        self.run_while(deadline, |_| false)
+    }
+
+    fn check_names(&self, a: &Action) -> Result<(), ActionError> {
+        let m = &self.model;
+        let eni = |id: &String| {
+            m.eni(id)
+                .map(|_| ())
+                .ok_or_else(|| ActionError::UnknownEni(id.clone()))
+        };
+        let host = |h: &String| {
+            m.host(h)
+                .map(|_| ())
+                .ok_or_else(|| ActionError::UnknownHost(h.clone()))
+        };
+        let vm = |v: &String| {
+            m.vm(v)
+                .map(|_| ())
+                .ok_or_else(|| ActionError::UnknownVm(v.clone()))
+        };
+        match a {
+            Action::AssignSecondaryIp { eni: e, .. }
+            | Action::CreateRoute { eni: e, .. }
+            | Action::ReplaceRoute { eni: e, .. }
+            | Action::DetachEni { eni: e } => eni(e),
+            Action::DeleteRoute { .. } => Ok(()),
+            Action::AttachEni { eni: e, host: h } => eni(e).and_then(|_| host(h)),
+            Action::StunVm { vm: v } => vm(v),
+            Action::ResumeVm { vm: v, host: h } => vm(v).and_then(|_| host(h)),
+            Action::SetActiveEdge { edge } => m
+                .edge(edge)
+                .map(|_| ())
+                .ok_or_else(|| ActionError::UnknownEdge(edge.clone())),
+        }
+    }
+
+    /// Action `index` of the timeline comes due now: change the model, program the nodes.
+    fn apply(&mut self, index: usize) {
+        let action = self.timeline[index].action.clone();
+        let result = match &action {
+            Action::AssignSecondaryIp { eni, ip } => self.assign_secondary_ip(eni, *ip),
+            Action::CreateRoute { dest, eni } => self.set_route(*dest, Some(eni), false),
+            Action::ReplaceRoute { dest, eni } => self.set_route(*dest, Some(eni), true),
+            Action::DeleteRoute { dest } => self.set_route(*dest, None, true),
+            Action::DetachEni { eni } => self.detach_eni(eni),
+            Action::AttachEni { eni, host } => self.attach_eni(eni, host),
+            Action::StunVm { vm } => self.stun_vm(vm),
+            Action::ResumeVm { vm, host } => self.resume_vm(vm, host),
+            Action::SetActiveEdge { edge } => self.set_active_edge(edge),
+        };
+        let e = &mut self.timeline[index];
+        match result {
+            Ok(()) => e.took_effect_at = Some(self.sim.now()),
+            Err(msg) => e.error = Some(msg),
+        }
+    }
+
+    fn configure(&mut self, node: NodeId, change: Change) {
+        self.sim.configure(node, &change);
+    }
+
+    fn assign_secondary_ip(&mut self, eni: &str, ip: Ipv4Addr) -> Result<(), String> {
+        let old = self.model.holder_of(ip).map(|e| e.id.clone());
+        if old.as_deref() == Some(eni) {
+            return Ok(());
+        }
+        if let Some(old) = &old {
+            let f = self.model.eni_mut(old).expect("holder exists");
+            if f.primary_ip == ip {
+                return Err(format!("{ip} is the primary address of {old}"));
+            }
+            f.secondary_ips.retain(|a| *a != ip);
+            let node = f.node;
+            self.configure(node, Change::EniSecondaryIp { ip, held: false });
+        }
+        let f = self.model.eni_mut(eni).expect("checked");
+        f.secondary_ips.push(ip);
+        let node = f.node;
+        self.configure(node, Change::EniSecondaryIp { ip, held: true });
+        let router = self.router;
+        self.configure(
+            router,
+            Change::RouterIpOwner {
+                ip,
+                eni: Some(eni.to_string()),
+            },
+        );
+        self.program_uplink_owners();
+        Ok(())
+    }
+
+    fn set_route(&mut self, dest: Ipv4Net, eni: Option<&str>, replace: bool) -> Result<(), String> {
+        let at = self
+            .model
+            .main_table
+            .iter()
+            .position(|r| r.dest == RouteDest::Cidr(dest));
+        match (at, eni, replace) {
+            (Some(_), Some(_), false) => return Err(format!("a route to {dest} exists")),
+            (None, _, true) => return Err(format!("no route to {dest}")),
+            (None, Some(eni), false) => {
+                if self.model.routes_used() >= self.model.route_quota as usize {
+                    return Err(format!(
+                        "the main route table is full ({} routes)",
+                        self.model.route_quota
+                    ));
+                }
+                self.model.main_table.push(RouteFact {
+                    dest: RouteDest::Cidr(dest),
+                    target: VpcTarget::Eni(eni.to_string()),
+                    origin: "CreateRoute",
+                });
+            }
+            (Some(i), Some(eni), true) => {
+                self.model.main_table[i].target = VpcTarget::Eni(eni.to_string())
+            }
+            (Some(i), None, _) => {
+                self.model.main_table.remove(i);
+            }
+            (None, None, false) => return Err(format!("no route to {dest}")),
+        }
+        let target = eni.map(|e| VpcTarget::Eni(e.to_string()));
+        let router = self.router;
+        self.configure(router, Change::RouterRoute { dest, target });
+        Ok(())
+    }
+
+    fn detach_eni(&mut self, eni: &str) -> Result<(), String> {
+        let f = self.model.eni_mut(eni).expect("checked");
+        let Some(was) = f.attachment.take() else {
+            return Err(format!("{eni} is not attached"));
+        };
+        if !f.sddc {
+            f.attachment = Some(was);
+            return Err(format!("{eni} is an instance's primary interface"));
+        }
+        let (node, link) = (f.node, f.host_link.take());
+        self.configure(node, Change::EniAttachment(None));
+        let router = self.router;
+        self.configure(
+            router,
+            Change::RouterEniAttached {
+                eni: eni.to_string(),
+                attached: false,
+            },
+        );
+        if let Some(l) = link {
+            self.sim.disconnect(l);
+        }
+        if let Some(h) = self.model.host(&was.instance).map(|h| h.node) {
+            self.configure(h, Change::HostEniMac(None));
+        }
+        self.program_uplink_owners();
+        Ok(())
+    }
+
+    fn attach_eni(&mut self, eni: &str, host: &str) -> Result<(), String> {
+        if let Some(other) = self.model.eni_of_host(host) {
+            return Err(format!("{host} already has {}", other.id));
+        }
+        let hnode = self.model.host(host).expect("checked").node;
+        let f = self.model.eni_mut(eni).expect("checked");
+        if let Some(a) = &f.attachment {
+            return Err(format!("{eni} is attached to {}", a.instance));
+        }
+        if !f.sddc {
+            return Err(format!("{eni} is an instance's primary interface"));
+        }
+        let n = self.timeline.len() as u32 + 2;
+        f.attachment = Some(super::attachment(eni, n, host, 1));
+        let (node, mac) = (f.node, f.mac);
+        let name = link_name(host, eni);
+        let ends = (
+            (hnode, crate::node::host::UPLINK),
+            (node, crate::node::eni::INSTANCE),
+        );
+        let link = match self.sim.link_by_name(&name) {
+            Some(l) if (self.sim.links()[l].a, self.sim.links()[l].b) == ends => {
+                self.sim.reconnect(l);
+                l
+            }
+            _ => {
+                let spec = self.topo.links.spec(&name, LinkKind::Eni);
+                self.sim.connect_with(&name, ends.0, ends.1, spec)
+            }
+        };
+        self.model.eni_mut(eni).expect("checked").host_link = Some(link);
+        self.configure(node, Change::EniAttachment(Some(host.to_string())));
+        let router = self.router;
+        self.configure(
+            router,
+            Change::RouterEniAttached {
+                eni: eni.to_string(),
+                attached: true,
+            },
+        );
+        self.configure(hnode, Change::HostEniMac(Some(mac)));
+        self.program_uplink_owners();
+        Ok(())
+    }
+
+    fn stun_vm(&mut self, vm: &str) -> Result<(), String> {
+        let v = self
+            .model
+            .vms
+            .iter_mut()
+            .find(|v| v.name == vm)
+            .expect("checked");
+        if !v.running {
+            return Err(format!("{vm} is already stunned"));
+        }
+        v.running = false;
+        let link = v.link;
+        self.sim.disconnect(link);
+        Ok(())
+    }
+
+    fn resume_vm(&mut self, vm: &str, host: &str) -> Result<(), String> {
+        let v = self.model.vm(vm).expect("checked").clone();
+        let (old_host, old_port) = (v.host.clone(), v.port);
+        let old_node = self.model.host(&old_host).expect("known").node;
+        let new_node = self.model.host(host).expect("checked").node;
+        self.sim.disconnect(v.link);
+        self.configure(old_node, Change::HostUnplug { port: old_port });
+        self.model.set_vnic(&old_host, old_port, None);
+        let port = self.model.free_port(host).expect("checked");
+        let vnic = Vnic {
+            name: vm.to_string(),
+            mac: v.mac,
+            attach: crate::node::host::Attachment::Segment(self.model.segments[v.segment].vni),
+        };
+        self.configure(new_node, Change::HostPlug { port, vnic });
+        self.model.set_vnic(host, port, Some(vm.to_string()));
+        let name = link_name(vm, host);
+        let ends = ((v.node, 0), (new_node, port));
+        let link = match self.sim.link_by_name(&name) {
+            Some(l) if (self.sim.links()[l].a, self.sim.links()[l].b) == ends => {
+                self.sim.reconnect(l);
+                l
+            }
+            _ => {
+                let spec = self.topo.links.spec(&name, LinkKind::Vnic);
+                self.sim.connect_with(&name, ends.0, ends.1, spec)
+            }
+        };
+        let f = self
+            .model
+            .vms
+            .iter_mut()
+            .find(|f| f.name == vm)
+            .expect("checked");
+        f.host = host.to_string();
+        f.port = port;
+        f.link = link;
+        f.running = true;
+        self.configure(new_node, Change::HostAnnounce { port });
+        Ok(())
+    }
+
+    fn set_active_edge(&mut self, edge: &str) -> Result<(), String> {
+        for e in &mut self.model.edges {
+            e.active = e.name == edge;
+        }
+        let changes: Vec<_> = self
+            .model
+            .edges
+            .iter()
+            .map(|e| (e.node, Change::EdgeActive(e.active)))
+            .collect();
+        for (node, c) in changes {
+            self.configure(node, c);
+        }
+        self.program_uplink_owners();
+        Ok(())
+    }
+
+    /// Tell every host which local vNIC owns each address of its ENI: the uplink address
+    /// belongs to the active Edge's uplink, on the host it runs on, if that host's ENI holds it.
+    fn program_uplink_owners(&mut self) {
+        let ip = self.model.uplink_ip;
+        let owner = self.model.active_edge().and_then(|e| {
+            let eni = self.model.eni_of_host(&e.host)?;
+            eni.secondary_ips
+                .contains(&ip)
+                .then(|| (e.host.clone(), e.uplink_port))
+        });
+        let hosts: Vec<_> = self
+            .model
+            .hosts
+            .iter()
+            .map(|h| {
+                let port = owner
+                    .as_ref()
+                    .filter(|(oh, _)| *oh == h.name)
+                    .map(|(_, p)| *p);
+                (h.node, port)
+            })
+            .collect();
+        for (node, port) in hosts {
+            self.configure(node, Change::HostUplinkOwner { ip, port });
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The control model: every fact of the SDDC and AWS control planes, held once.
+//!
+//! Which host each VM and Edge runs on and whether it runs, the active Edge, each ENI's IPs and
+//! attachment, the VPC's main route table, the segments. It changes only through typed
+//! [`Action`](super::action::Action)s applied at their instant; nodes hold only what it programs
+//! into them ([`crate::node::Change`]), and every view the CLI shows is read from here.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use vmcnet_topo::Gateway;
+
+use crate::node::vpc_router::{RouteState, VpcTarget};
+use crate::node::Port;
+use crate::runtime::sim::{LinkId, NodeId};
+use crate::wire::geneve::Vni;
+use crate::wire::MacAddr;
+
+/// The SDDC and AWS state of a lab.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub hosts: Vec<HostFact>,
+    pub vms: Vec<VmFact>,
+    pub edges: Vec<EdgeFact>,
+    pub enis: Vec<EniFact>,
+    /// The VPC's main route table, in the order routes were created.
+    pub main_table: Vec<RouteFact>,
+    /// Routes the main table may hold (a prefix list counts its size).
+    pub route_quota: u32,
+    pub segments: Vec<SegmentFact>,
+    /// The active Edge's uplink address: a secondary IP of the ENI of its host.
+    pub uplink_ip: Ipv4Addr,
+}
+
+/// An ESXi host.
+#[derive(Debug, Clone)]
+pub struct HostFact {
+    pub name: String,
+    pub cluster: String,
+    pub tep: Ipv4Addr,
+    pub node: NodeId,
+    /// What is plugged into each vNIC port, by port slot (port − [`crate::node::host::FIRST_VNIC`]).
+    pub vnics: Vec<Option<String>>,
+}
+
+/// A VM (vCenter included) on a segment.
+#[derive(Debug, Clone)]
+pub struct VmFact {
+    pub name: String,
+    /// Index into [`Model::segments`].
+    pub segment: usize,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// The host it runs on (or was stunned on).
+    pub host: String,
+    /// False while stunned (a vMotion's switchover).
+    pub running: bool,
+    pub node: NodeId,
+    /// Its vNIC's port on its host, and the link between them.
+    pub port: Port,
+    pub link: LinkId,
+}
+
+/// An NSX Edge VM.
+#[derive(Debug, Clone)]
+pub struct EdgeFact {
+    pub name: String,
+    pub host: String,
+    pub active: bool,
+    pub node: NodeId,
+    /// The port of its uplink interface's vNIC on its host.
+    pub uplink_port: Port,
+}
+
+/// An ENI of the VPC: the SDDC's cross-account ENIs and the EC2 instances'.
+#[derive(Debug, Clone)]
+pub struct EniFact {
+    pub id: String,
+    pub mac: MacAddr,
+    pub primary_ip: Ipv4Addr,
+    pub secondary_ips: Vec<Ipv4Addr>,
+    pub attachment: Option<EniAttachmentFact>,
+    /// One of the SDDC's ENIs (attached to an ESXi host), not an instance's.
+    pub sddc: bool,
+    pub subnet_id: String,
+    pub description: String,
+    pub source_dest_check: bool,
+    pub node: NodeId,
+    /// The link from its host or instance, while one is plugged in.
+    pub host_link: Option<LinkId>,
+}
+
+/// An ENI's attachment to a host or an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EniAttachmentFact {
+    /// `eni-attach-…`, new at each attachment.
+    pub id: String,
+    /// The ESXi host or EC2 instance.
+    pub instance: String,
+    pub device_index: u32,
+}
+
+/// A route of the VPC's main route table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteFact {
+    pub dest: RouteDest,
+    pub target: VpcTarget,
+    /// `CreateRouteTable` for the local route, `CreateRoute` for the others.
+    pub origin: &'static str,
+}
+
+/// Where a route goes to: a CIDR, or a managed prefix list (S3's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteDest {
+    Cidr(Ipv4Net),
+    PrefixList { id: String, cidrs: Vec<Ipv4Net> },
+}
+
+impl RouteDest {
+    /// The CIDRs the route covers.
+    pub fn cidrs(&self) -> Vec<Ipv4Net> {
+        match self {
+            RouteDest::Cidr(c) => vec![*c],
+            RouteDest::PrefixList { cidrs, .. } => cidrs.clone(),
+        }
+    }
+
+    /// Entries it takes of the route table's quota.
+    pub fn quota_cost(&self) -> usize {
+        match self {
+            RouteDest::Cidr(_) => 1,
+            RouteDest::PrefixList { cidrs, .. } => cidrs.len(),
+        }
+    }
+}
+
+/// An overlay segment.
+#[derive(Debug, Clone)]
+pub struct SegmentFact {
+    pub name: String,
+    pub gateway: Gateway,
+    pub cidr: Ipv4Net,
+    pub gateway_ip: Ipv4Addr,
+    /// Stable for the segment's life: given at creation, never renumbered.
+    pub vni: Vni,
+}
+
+impl Model {
+    pub fn host(&self, name: &str) -> Option<&HostFact> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    pub fn vm(&self, name: &str) -> Option<&VmFact> {
+        self.vms.iter().find(|v| v.name == name)
+    }
+
+    pub fn edge(&self, name: &str) -> Option<&EdgeFact> {
+        self.edges.iter().find(|e| e.name == name)
+    }
+
+    pub fn eni(&self, id: &str) -> Option<&EniFact> {
+        self.enis.iter().find(|e| e.id == id)
+    }
+
+    pub(crate) fn eni_mut(&mut self, id: &str) -> Option<&mut EniFact> {
+        self.enis.iter_mut().find(|e| e.id == id)
+    }
+
+    /// The active Edge.
+    pub fn active_edge(&self) -> Option<&EdgeFact> {
+        self.edges.iter().find(|e| e.active)
+    }
+
+    /// The ENI attached to `host`, if any.
+    pub fn eni_of_host(&self, host: &str) -> Option<&EniFact> {
+        self.enis
+            .iter()
+            .find(|e| e.sddc && e.attachment.as_ref().is_some_and(|a| a.instance == host))
+    }
+
+    /// The ENI holding `ip` (primary or secondary).
+    pub fn holder_of(&self, ip: Ipv4Addr) -> Option<&EniFact> {
+        self.enis
+            .iter()
+            .find(|e| e.primary_ip == ip || e.secondary_ips.contains(&ip))
+    }
+
+    /// A route's state: `blackhole` when it targets an ENI that is not attached.
+    pub fn route_state(&self, r: &RouteFact) -> RouteState {
+        match &r.target {
+            VpcTarget::Eni(id) if self.eni(id).is_none_or(|e| e.attachment.is_none()) => {
+                RouteState::Blackhole
+            }
+            _ => RouteState::Active,
+        }
+    }
+
+    /// The main table's route to exactly `dest`.
+    pub fn route(&self, dest: Ipv4Net) -> Option<&RouteFact> {
+        self.main_table
+            .iter()
+            .find(|r| r.dest == RouteDest::Cidr(dest))
+    }
+
+    /// Entries of the quota the main table uses.
+    pub fn routes_used(&self) -> usize {
+        self.main_table.iter().map(|r| r.dest.quota_cost()).sum()
+    }
+
+    /// The first free vNIC port of a host.
+    pub fn free_port(&self, host: &str) -> Option<Port> {
+        let h = self.host(host)?;
+        let slot = h
+            .vnics
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(h.vnics.len());
+        Some(crate::node::host::FIRST_VNIC + slot as Port)
+    }
+
+    /// Note what is plugged into (or, with `None`, unplugged from) a host's port.
+    pub(crate) fn set_vnic(&mut self, host: &str, port: Port, name: Option<String>) {
+        let Some(h) = self.hosts.iter_mut().find(|h| h.name == host) else {
+            return;
+        };
+        let slot = usize::from(port - crate::node::host::FIRST_VNIC);
+        if h.vnics.len() <= slot {
+            h.vnics.resize(slot + 1, None);
+        }
+        h.vnics[slot] = name;
+    }
+}

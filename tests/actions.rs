@@ -1,0 +1,277 @@
+//! Control actions take effect at exactly the instant they are requested plus their latency: a
+//! frame just before still takes the old path, a frame at that instant the new one. Each
+//! latency is read from the topology's timing, never copied.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use vmcnet::control::action::Action;
+use vmcnet::control::Lab;
+use vmcnet::node::endpoint::{AppReport, Endpoint};
+use vmcnet::node::host::Host;
+use vmcnet::node::vpc_router::VpcRouter;
+use vmcnet::time::Instant;
+use vmcnet::wire::ipv4::{put_headers, Ipv4Params, PROTO_UDP};
+use vmcnet::wire::{Frame, MacAddr};
+use vmcnet_topo::Topology;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn topo() -> Topology {
+    vmcnet_topo::load(&root().join("topo/default.toml")).expect("default topology")
+}
+
+const EC2_1: Ipv4Addr = Ipv4Addr::new(172, 31, 16, 10);
+const WEB_1: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
+const UPLINK_IP: Ipv4Addr = Ipv4Addr::new(172, 31, 0, 30);
+
+/// A UDP datagram from `src` to `dst` in an Ethernet frame.
+fn udp(dst_mac: MacAddr, src_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr) -> Frame {
+    let mut b = BytesMut::new();
+    let p = Ipv4Params {
+        src,
+        dst,
+        protocol: PROTO_UDP,
+        ttl: 64,
+        ident: 1,
+    };
+    put_headers(&mut b, dst_mac, src_mac, &p, 8 + 18);
+    b.extend_from_slice(&[0x9c, 0x40, 0, 9, 0, 26, 0, 0]);
+    b.resize(b.len() + 18, 0xab);
+    Frame::from(b)
+}
+
+/// The SDDC ENI (`eni-N`) a frame for `dst` that reaches the VPC router now is sent to, or
+/// `None` if the router drops it. The frame enters where eni-ec2-1 meets the router.
+fn router_sends(lab: &mut Lab, dst: Ipv4Addr) -> Option<String> {
+    let router = lab.id("vpc-router").unwrap();
+    let router_mac = lab.sim.get::<VpcRouter>(router).unwrap().mac();
+    let to_enis: Vec<(usize, String, u64)> = lab
+        .sim
+        .links()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let eni = l.name.strip_suffix("--vpc-router")?;
+            eni.starts_with("eni-")
+                .then(|| (i, eni.to_string(), lab.sim.link_counters(i)[1].tx_frames))
+        })
+        .collect();
+    let from = lab
+        .sim
+        .links()
+        .iter()
+        .find(|l| l.name == "eni-ec2-1--vpc-router")
+        .unwrap()
+        .b;
+    let ec2_mac = MacAddr::local(0xe1, 1);
+    lab.sim
+        .inject(from.0, from.1, udp(router_mac, ec2_mac, EC2_1, dst));
+    let now = lab.sim.now();
+    lab.run_until(now);
+    to_enis
+        .into_iter()
+        .find(|(i, _, before)| lab.sim.link_counters(*i)[1].tx_frames > *before)
+        .map(|(_, eni, _)| eni)
+}
+
+/// Request `action` at `t` and run to just before it takes effect.
+fn request_and_run_to_just_before(lab: &mut Lab, t: Instant, action: Action) -> Instant {
+    let effect = t + action.latency(&lab.topo.timing);
+    lab.request(t, action).unwrap();
+    lab.run_until(Instant::from_nanos(effect.as_nanos() - 1));
+    effect
+}
+
+#[test]
+fn a_secondary_ip_moves_at_exactly_the_request_plus_its_latency() {
+    let mut lab = Lab::build(&topo(), 1);
+    let t = Instant::from_millis(100);
+    let action = Action::AssignSecondaryIp {
+        eni: "eni-3".into(),
+        ip: UPLINK_IP,
+    };
+    let effect = request_and_run_to_just_before(&mut lab, t, action);
+    assert_eq!(effect - t, lab.topo.timing.move_secondary_ip);
+    assert_eq!(router_sends(&mut lab, UPLINK_IP).as_deref(), Some("eni-2"));
+    lab.run_until(effect);
+    assert_eq!(router_sends(&mut lab, UPLINK_IP).as_deref(), Some("eni-3"));
+    let enis = lab.enis();
+    let holders: Vec<_> = enis
+        .iter()
+        .filter(|e| {
+            e.private_ip_addresses
+                .iter()
+                .any(|p| !p.primary && p.private_ip_address == UPLINK_IP.to_string())
+        })
+        .map(|e| e.network_interface_id.as_str())
+        .collect();
+    assert_eq!(holders, vec!["eni-3"]);
+    let tl = &lab.timeline()[0];
+    assert_eq!((tl.requested_at, tl.took_effect_at), (t, Some(effect)));
+}
+
+#[test]
+fn a_route_is_replaced_at_exactly_the_request_plus_its_latency() {
+    let mut lab = Lab::build(&topo(), 1);
+    let t = Instant::from_millis(250);
+    let dest = "192.168.1.0/24".parse().unwrap();
+    let action = Action::ReplaceRoute {
+        dest,
+        eni: "eni-3".into(),
+    };
+    let effect = request_and_run_to_just_before(&mut lab, t, action);
+    assert_eq!(effect - t, lab.topo.timing.replace_route);
+    assert_eq!(router_sends(&mut lab, WEB_1).as_deref(), Some("eni-2"));
+    lab.run_until(effect);
+    assert_eq!(router_sends(&mut lab, WEB_1).as_deref(), Some("eni-3"));
+    let row = lab
+        .vpc_routes()
+        .into_iter()
+        .find(|r| r.destination_cidr_block.as_deref() == Some("192.168.1.0/24"))
+        .unwrap();
+    assert_eq!(row.network_interface_id.as_deref(), Some("eni-3"));
+}
+
+#[test]
+fn a_detached_eni_blackholes_its_routes_at_exactly_the_request_plus_its_latency() {
+    let mut lab = Lab::build(&topo(), 7);
+    let t = Instant::from_millis(10);
+    let action = Action::DetachEni {
+        eni: "eni-2".into(),
+    };
+    let effect = request_and_run_to_just_before(&mut lab, t, action);
+    assert_eq!(effect - t, lab.topo.timing.eni_reattach / 2);
+    assert_eq!(router_sends(&mut lab, WEB_1).as_deref(), Some("eni-2"));
+    lab.run_until(effect);
+    let router = lab.id("vpc-router").unwrap();
+    let blackholed = |lab: &Lab| {
+        lab.sim
+            .get::<VpcRouter>(router)
+            .unwrap()
+            .counters
+            .rx_dropped_blackhole
+    };
+    let before = blackholed(&lab);
+    assert_eq!(router_sends(&mut lab, WEB_1), None);
+    assert_eq!(blackholed(&lab), before + 1);
+    // Both views say so: the route is a blackhole, the ENI available with no attachment.
+    let routes = lab.vpc_routes();
+    let seg = routes
+        .iter()
+        .find(|r| r.destination_cidr_block.as_deref() == Some("192.168.1.0/24"))
+        .unwrap();
+    assert_eq!(
+        (seg.network_interface_id.as_deref(), seg.state.as_str()),
+        (Some("eni-2"), "blackhole")
+    );
+    let eni2 = lab
+        .enis()
+        .into_iter()
+        .find(|e| e.network_interface_id == "eni-2")
+        .unwrap();
+    assert_eq!(
+        (eni2.status.as_str(), eni2.attachment.is_none()),
+        ("available", true)
+    );
+    // EC2 -> web-1 is cut.
+    let ec2 = lab.id("ec2-1").unwrap();
+    let now = lab.sim.now();
+    let app = lab.sim.get_mut::<Endpoint>(ec2).unwrap().ping(
+        now,
+        WEB_1,
+        2,
+        Duration::from_millis(100),
+        56,
+    );
+    lab.run_until(now + Duration::from_secs(5));
+    let AppReport::Ping(p) = lab.endpoint("ec2-1").unwrap().app(app).clone() else {
+        panic!()
+    };
+    assert_eq!((p.sent, p.received), (2, 0));
+}
+
+#[test]
+fn a_vm_moves_between_hosts_at_exactly_the_request_plus_the_stun() {
+    let mut lab = Lab::build(&topo(), 1);
+    let t = Instant::from_millis(500);
+    let web = lab.model.vm("web-1").unwrap().clone();
+    let (esxi1, esxi3) = (lab.id("esxi-1").unwrap(), lab.id("esxi-3").unwrap());
+    lab.request(t, Action::StunVm { vm: "web-1".into() })
+        .unwrap();
+    let resume = Action::ResumeVm {
+        vm: "web-1".into(),
+        host: "esxi-3".into(),
+    };
+    let effect = request_and_run_to_just_before(&mut lab, t, resume);
+    assert_eq!(effect - t, lab.topo.timing.vmotion_stun);
+    let new_port = lab.model.free_port("esxi-3").unwrap();
+    // A frame from web-1's vNIC, as each host's switch would take it now.
+    let from_web = |lab: &mut Lab, host, port| {
+        let counters = |lab: &Lab| lab.sim.get::<Host>(host).unwrap().counters.clone();
+        let before = counters(lab);
+        let f = udp(MacAddr::BROADCAST, web.mac, WEB_1, EC2_1);
+        lab.sim.inject(host, port, f);
+        let now = lab.sim.now();
+        lab.run_until(now);
+        let after = counters(lab);
+        after.flooded > before.flooded
+    };
+    assert!(from_web(&mut lab, esxi1, web.port), "still on esxi-1");
+    assert!(!from_web(&mut lab, esxi3, new_port), "not yet on esxi-3");
+    lab.run_until(effect);
+    assert!(!from_web(&mut lab, esxi1, web.port), "gone from esxi-1");
+    assert!(from_web(&mut lab, esxi3, new_port), "on esxi-3");
+    assert_eq!(lab.model.vm("web-1").unwrap().host, "esxi-3");
+    assert_eq!(lab.sim.get::<Host>(esxi3).unwrap().counters.announced, 1);
+}
+
+#[test]
+fn a_moved_vm_announces_itself_and_is_reached_at_its_new_host() {
+    let mut lab = Lab::build(&topo(), 1);
+    let t = Instant::from_millis(500);
+    lab.request(t, Action::StunVm { vm: "web-1".into() })
+        .unwrap();
+    lab.request(
+        t,
+        Action::ResumeVm {
+            vm: "web-1".into(),
+            host: "esxi-3".into(),
+        },
+    )
+    .unwrap();
+    let resumed = t + lab.topo.timing.vmotion_stun;
+    lab.run_until(resumed + Duration::from_millis(1));
+    // Nothing was sent by web-1 itself: only its RARP taught the switches where it is.
+    let ec2 = lab.id("ec2-1").unwrap();
+    let now = lab.sim.now();
+    let app = lab.sim.get_mut::<Endpoint>(ec2).unwrap().ping(
+        now,
+        WEB_1,
+        3,
+        Duration::from_millis(100),
+        56,
+    );
+    lab.run_until(now + Duration::from_secs(5));
+    let AppReport::Ping(p) = lab.endpoint("ec2-1").unwrap().app(app).clone() else {
+        panic!()
+    };
+    assert_eq!(p.received, 3, "{p:?}");
+    let esxi1 = lab.id("esxi-1").unwrap();
+    assert_eq!(
+        lab.sim
+            .get::<Host>(esxi1)
+            .unwrap()
+            .counters
+            .rx_dropped_no_vnic,
+        0,
+        "nothing went to the old host"
+    );
+}
