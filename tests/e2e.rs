@@ -510,3 +510,120 @@ fn ctrl_c_stops_a_drill_with_a_report_and_whole_pcaps() {
     }
     assert!(frames > 100, "the transfer was under way: {frames} lines");
 }
+
+/// Every key of a JSON value, at any depth, and whether any value is `null`.
+fn keys_and_nulls(v: &serde_json::Value, keys: &mut std::collections::BTreeSet<String>) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Array(a) => a.iter().fold(false, |n, x| keys_and_nulls(x, keys) | n),
+        serde_json::Value::Object(o) => o.iter().fold(false, |n, (k, x)| {
+            keys.insert(k.clone());
+            keys_and_nulls(x, keys) | n
+        }),
+        _ => false,
+    }
+}
+
+#[test]
+fn cli_json_views_match_their_golden_files_and_speak_aws_and_nsx() {
+    // Keys the AWS CLI and the NSX Policy API use for these objects; ours add `Host` (the ESXi
+    // host of an SDDC ENI) and, on Tier-0 routes, `interface` and `snat`.
+    let allowed: &[(&str, &[&str])] = &[
+        (
+            "eni",
+            &[
+                "NetworkInterfaces",
+                "NetworkInterfaceId",
+                "Status",
+                "Description",
+                "MacAddress",
+                "PrivateIpAddress",
+                "PrivateIpAddresses",
+                "Primary",
+                "SourceDestCheck",
+                "SubnetId",
+                "VpcId",
+                "InterfaceType",
+                "Attachment",
+                "AttachmentId",
+                "DeviceIndex",
+                "InstanceId",
+                "Host",
+            ],
+        ),
+        (
+            "routes",
+            &[
+                "RouteTables",
+                "RouteTableId",
+                "VpcId",
+                "Associations",
+                "Main",
+                "RouteTableAssociationId",
+                "Routes",
+                "DestinationCidrBlock",
+                "DestinationPrefixListId",
+                "GatewayId",
+                "NetworkInterfaceId",
+                "Origin",
+                "State",
+            ],
+        ),
+        (
+            "tier0",
+            &[
+                "results",
+                "result_count",
+                "edge_node",
+                "route_entries",
+                "count",
+                "network",
+                "next_hop",
+                "route_type",
+                "admin_distance",
+                "interface",
+                "snat",
+            ],
+        ),
+    ];
+    for (view, keys) in allowed {
+        let out = vmcnet(&["show", "default", view, "--json"]);
+        assert!(out.status.success(), "{view}");
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let path = root().join(format!("tests/golden/show-{view}.json"));
+        let want: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(
+            got,
+            want,
+            "`vmcnet show default {view} --json` differs from {} (if the change is meant, \
+             write the new output there and review it)",
+            path.display()
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        assert!(
+            !keys_and_nulls(&got, &mut seen),
+            "{view}: absent keys are left out, not null"
+        );
+        let unknown: Vec<_> = seen
+            .iter()
+            .filter(|k| !keys.contains(&k.as_str()))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{view}: keys outside the API's shape: {unknown:?}"
+        );
+    }
+    // The S3 route is one prefix-list route to the gateway endpoint.
+    let routes: serde_json::Value =
+        serde_json::from_slice(&vmcnet(&["show", "default", "routes", "--json"]).stdout).unwrap();
+    let pl: Vec<_> = routes["RouteTables"][0]["Routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("DestinationPrefixListId").is_some())
+        .collect();
+    assert_eq!(pl.len(), 1);
+    assert_eq!(pl[0]["GatewayId"], "vpce-s3");
+    assert_eq!(routes["RouteTables"][0]["Associations"][0]["Main"], true);
+}
