@@ -432,7 +432,6 @@ impl<'t> Builder<'t> {
     fn edges(&mut self, router: NodeId) {
         let t = self.topo;
         let e = &t.sddc.edges;
-        let router_ip = vpc_router_ip(t.vpc.connected_subnet.cidr);
         for (vm, active) in [(&e.active, true), (&e.standby, false)] {
             let mut ifaces = vec![EdgeIface {
                 name: "uplink".into(),
@@ -454,9 +453,8 @@ impl<'t> Builder<'t> {
                 name: vm.name.clone(),
                 ifaces: ifaces.clone(),
             });
-            edge.add_static_route(t.vpc.cidr, router_ip, false);
-            for p in t.vpc.s3_endpoint.iter().flat_map(|s| &s.prefix_list) {
-                edge.add_static_route(*p, router_ip, true);
+            for r in tier0_static_routes(t) {
+                edge.add_static_route(r.dest, r.gateway, r.snat);
             }
             edge.set_active(active);
             let eid = self.sim.add_node(Box::new(edge));
@@ -522,6 +520,29 @@ impl<'t> Builder<'t> {
         let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
         r.assign_ip(&eni.id, t.sddc.edges.uplink_ip);
     }
+}
+
+/// A static route of Tier-0.
+pub struct StaticRoute {
+    pub dest: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// Source-NAT to the uplink address (S3).
+    pub snat: bool,
+}
+
+/// Tier-0's static routes: the Connected VPC through the VPC router, and S3's prefix list the
+/// same way, source-NATed.
+pub fn tier0_static_routes(t: &Topology) -> Vec<StaticRoute> {
+    let gateway = vpc_router_ip(t.vpc.connected_subnet.cidr);
+    let s3 = t.vpc.s3_endpoint.iter().flat_map(|s| &s.prefix_list);
+    std::iter::once((t.vpc.cidr, false))
+        .chain(s3.map(|p| (*p, true)))
+        .map(|(dest, snat)| StaticRoute {
+            dest,
+            gateway,
+            snat,
+        })
+        .collect()
 }
 
 /// An attachment of ENI `eni`, the `n`th it has had, to `instance` at `device_index`.

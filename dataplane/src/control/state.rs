@@ -4,7 +4,6 @@
 //! out, not `null`, as the AWS CLI prints them.
 
 use serde::Serialize;
-use vmcnet_topo::vpc_router_ip;
 
 use super::model::{RouteDest, RouteFact};
 use super::Lab;
@@ -255,7 +254,6 @@ impl Lab {
             interface: interface.to_string(),
             snat: false,
         };
-        let router = vpc_router_ip(t.vpc.connected_subnet.cidr).to_string();
         let mut v = vec![connected(
             t.vpc.connected_subnet.cidr.to_string(),
             "t0c",
@@ -264,20 +262,14 @@ impl Lab {
         for s in &self.model.segments {
             v.push(connected(s.cidr.to_string(), "t1c", &s.name));
         }
-        let statics = std::iter::once((t.vpc.cidr, false)).chain(
-            t.vpc
-                .s3_endpoint
-                .iter()
-                .flat_map(|s| s.prefix_list.iter().map(|p| (*p, true))),
-        );
-        for (net, snat) in statics {
+        for r in super::tier0_static_routes(t) {
             v.push(Tier0Route {
-                network: net.to_string(),
-                next_hop: router.clone(),
+                network: r.dest.to_string(),
+                next_hop: r.gateway.to_string(),
                 route_type: "t0s",
                 admin_distance: 1,
                 interface: "uplink".into(),
-                snat,
+                snat: r.snat,
             });
         }
         v
