@@ -275,3 +275,45 @@ fn a_moved_vm_announces_itself_and_is_reached_at_its_new_host() {
         "nothing went to the old host"
     );
 }
+
+#[test]
+fn cgw_to_cgw_is_routed_on_the_host_and_survives_both_edges_stopping() {
+    let mut lab = Lab::build(&topo(), 1);
+    for edge in ["edge-1", "edge-2"] {
+        lab.request(Instant::ZERO, Action::StopEdge { edge: edge.into() })
+            .unwrap();
+    }
+    lab.run_until(Instant::from_millis(1));
+    assert!(lab.model.active_edge().is_none());
+    let web = lab.id("web-1").unwrap();
+    let app_ip = lab.resolve("app-1").unwrap();
+    let now = lab.sim.now();
+    let (to_app, to_ec2, trace) = {
+        let ep = lab.sim.get_mut::<Endpoint>(web).unwrap();
+        (
+            ep.ping(now, app_ip, 3, Duration::from_millis(100), 56),
+            ep.ping(now, EC2_1, 3, Duration::from_millis(100), 56),
+            ep.traceroute(now, app_ip, 8),
+        )
+    };
+    lab.run_until(now + Duration::from_secs(30));
+    let ep = lab.endpoint("web-1").unwrap();
+    let AppReport::Ping(p) = ep.app(to_app).clone() else {
+        panic!()
+    };
+    // One routed hop, on web-1's own host: TTL 64 - 1.
+    assert_eq!((p.received, p.reply_ttls.clone()), (3, vec![63; 3]));
+    let AppReport::Ping(p) = ep.app(to_ec2).clone() else {
+        panic!()
+    };
+    assert_eq!(p.received, 0, "the VPC is reached only through an Edge");
+    let AppReport::Traceroute(t) = ep.app(trace).clone() else {
+        panic!()
+    };
+    let gateway = lab.model.segments[lab.model.vm("web-1").unwrap().segment].gateway_ip;
+    assert_eq!(t.hops, vec![Some(gateway), Some(app_ip)]);
+    assert!(t.reached);
+    let esxi1 = lab.id("esxi-1").unwrap();
+    let c = &lab.sim.get::<Host>(esxi1).unwrap().counters;
+    assert!(c.dr_routed >= 3 && c.dr_ttl_exceeded >= 1, "{c:?}");
+}

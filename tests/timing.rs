@@ -88,7 +88,7 @@ fn smoke_ping_rtts_are_the_sum_of_the_paths_delays_and_serialization_both_ways()
     .unwrap();
     assert!(r.passed, "{r}");
     let vm_ec2 = 2 * one_way(&topo, &lab, WEB1_TO_EC2, PING_FRAME);
-    // web-1 to app-1 (esxi-3) and to vcenter (esxi-1) both go through the Edge on esxi-2.
+    // web-1 to vcenter (esxi-1, MGW) goes through the Edge on esxi-2 and back.
     let via_edge = |seg: &str, to_host: &str, vm: &str| {
         let edge_in = "edge-1.sddc-cgw-network-1--esxi-2".to_string();
         let edge_out = format!("edge-1.{seg}--esxi-2");
@@ -106,10 +106,23 @@ fn smoke_ping_rtts_are_the_sum_of_the_paths_delays_and_serialization_both_ways()
         ];
         2 * one_way(&topo, &lab, &links, PING_FRAME)
     };
+    // web-1 to app-1 (CGW to CGW) is routed on esxi-1 by the distributed router: straight
+    // across the overlay to esxi-3, and back the same way.
+    let routed_on_host = 2 * one_way(
+        &topo,
+        &lab,
+        &[
+            "web-1--esxi-1",
+            "esxi-1--underlay",
+            "esxi-3--underlay",
+            "app-1--esxi-3",
+        ],
+        PING_FRAME,
+    );
     let want = [
         (0, vm_ec2),
         (1, vm_ec2),
-        (2, via_edge("sddc-cgw-network-2", "esxi-3", "app-1")),
+        (2, routed_on_host),
         (3, via_edge("sddc-mgmt-infra", "esxi-1", "vcenter")),
     ];
     for (step, rtt) in want {
@@ -302,16 +315,17 @@ fn a_spoofed_arp_reply_at_the_edge_heals_within_the_aging_time() {
     let mut lab = Lab::build(&topo, 1);
     let interval = Duration::from_secs(1);
     let count = 2 * intervals_in(REACHABLE, interval) + 20;
-    let web = lab.id("web-1").unwrap();
-    let app_ip = lab.resolve("app-1").unwrap();
-    let ping = lab.sim.get_mut::<Endpoint>(web).unwrap().ping(
+    // EC2 to web-1 crosses the Edge, which resolves web-1 on its segment.
+    let ec2 = lab.id("ec2-1").unwrap();
+    let web_ip = lab.resolve("web-1").unwrap();
+    let ping = lab.sim.get_mut::<Endpoint>(ec2).unwrap().ping(
         vmcnet::time::Instant::ZERO,
-        app_ip,
+        web_ip,
         count,
         interval,
         56,
     );
-    // Ten answered pings, then a forged reply tells edge-1 that app-1 is at another MAC.
+    // Ten answered pings, then a forged reply tells edge-1 that web-1 is at another MAC.
     lab.run_until(vmcnet::time::Instant::from_millis(10_500));
     let edge = lab.id("edge-1").unwrap();
     let (port, iface) = lab
@@ -321,13 +335,13 @@ fn a_spoofed_arp_reply_at_the_edge_heals_within_the_aging_time() {
         .ifaces()
         .iter()
         .enumerate()
-        .find(|(_, i)| i.net.contains(&app_ip))
+        .find(|(_, i)| i.net.contains(&web_ip))
         .map(|(p, i)| (p as u16, i.clone()))
         .unwrap();
     let spoof = Arp {
         op: OP_REPLY,
         sender_mac: MacAddr([0x02, 0x66, 0x66, 0x66, 0x66, 0x66]),
-        sender_ip: app_ip,
+        sender_ip: web_ip,
         target_mac: iface.mac,
         target_ip: iface.ip,
     };
@@ -335,9 +349,9 @@ fn a_spoofed_arp_reply_at_the_edge_heals_within_the_aging_time() {
     let deadline =
         vmcnet::time::Instant::from_millis(10_500) + interval * count + Duration::from_secs(10);
     lab.run_while(deadline, |sim| {
-        sim.get::<Endpoint>(web).unwrap().app(ping).done()
+        sim.get::<Endpoint>(ec2).unwrap().app(ping).done()
     });
-    let AppReport::Ping(p) = lab.endpoint("web-1").unwrap().app(ping) else {
+    let AppReport::Ping(p) = lab.endpoint("ec2-1").unwrap().app(ping) else {
         panic!("ping")
     };
     let lost = count - p.received;

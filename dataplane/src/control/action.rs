@@ -44,6 +44,8 @@ pub enum Action {
     ResumeVm { vm: String, host: String },
     /// NSX makes `edge` the active Edge, the other one standby.
     SetActiveEdge { edge: String },
+    /// The Edge VM stops (its host stays up): it forwards nothing.
+    StopEdge { edge: String },
 }
 
 impl Action {
@@ -57,7 +59,7 @@ impl Action {
             | Action::ReplaceRoute { dest, .. }
             | Action::DeleteRoute { dest } => dest.to_string(),
             Action::StunVm { vm } | Action::ResumeVm { vm, .. } => vm.clone(),
-            Action::SetActiveEdge { edge } => edge.clone(),
+            Action::SetActiveEdge { edge } | Action::StopEdge { edge } => edge.clone(),
         }
     }
 
@@ -78,6 +80,7 @@ impl Action {
             Action::StunVm { .. } => Duration::ZERO,
             Action::ResumeVm { .. } => t.vmotion_stun,
             Action::SetActiveEdge { .. } => t.promotion,
+            Action::StopEdge { .. } => Duration::ZERO,
         }
     }
 }
@@ -94,6 +97,7 @@ impl fmt::Display for Action {
             Action::StunVm { vm } => write!(f, "stun {vm}"),
             Action::ResumeVm { vm, host } => write!(f, "resume {vm} on {host}"),
             Action::SetActiveEdge { edge } => write!(f, "make {edge} the active Edge"),
+            Action::StopEdge { edge } => write!(f, "stop {edge}"),
         }
     }
 }
@@ -209,7 +213,7 @@ impl Lab {
             Action::AttachEni { eni: e, host: h } => eni(e).and_then(|_| host(h)),
             Action::StunVm { vm: v } => vm(v),
             Action::ResumeVm { vm: v, host: h } => vm(v).and_then(|_| host(h)),
-            Action::SetActiveEdge { edge } => m
+            Action::SetActiveEdge { edge } | Action::StopEdge { edge } => m
                 .edge(edge)
                 .map(|_| ())
                 .ok_or_else(|| ActionError::UnknownEdge(edge.clone())),
@@ -229,6 +233,7 @@ impl Lab {
             Action::StunVm { vm } => self.stun_vm(vm),
             Action::ResumeVm { vm, host } => self.resume_vm(vm, host),
             Action::SetActiveEdge { edge } => self.set_active_edge(edge),
+            Action::StopEdge { edge } => self.stop_edge(edge),
         };
         let e = &mut self.timeline[index];
         match result {
@@ -435,11 +440,37 @@ impl Lab {
         f.port = port;
         f.link = link;
         f.running = true;
+        self.program_directory();
         self.configure(new_node, Change::HostAnnounce { port });
         Ok(())
     }
 
+    fn stop_edge(&mut self, edge: &str) -> Result<(), String> {
+        let e = self
+            .model
+            .edges
+            .iter_mut()
+            .find(|e| e.name == edge)
+            .expect("checked");
+        if !e.running {
+            return Err(format!("{edge} is stopped already"));
+        }
+        e.running = false;
+        e.active = false;
+        let (node, links) = (e.node, e.links.clone());
+        self.configure(node, Change::EdgeActive(false));
+        for l in links {
+            self.sim.disconnect(l);
+        }
+        self.program_uplink_owners();
+        self.program_directory();
+        Ok(())
+    }
+
     fn set_active_edge(&mut self, edge: &str) -> Result<(), String> {
+        if !self.model.edge(edge).expect("checked").running {
+            return Err(format!("{edge} is stopped"));
+        }
         for e in &mut self.model.edges {
             e.active = e.name == edge;
         }
@@ -453,7 +484,17 @@ impl Lab {
             self.configure(node, c);
         }
         self.program_uplink_owners();
+        self.program_directory();
         Ok(())
+    }
+
+    /// Program every host with the directory of the model as it is now.
+    pub(crate) fn program_directory(&mut self) {
+        let dir = std::sync::Arc::new(self.model.directory());
+        let hosts: Vec<_> = self.model.hosts.iter().map(|h| h.node).collect();
+        for node in hosts {
+            self.configure(node, Change::HostDirectory(dir.clone()));
+        }
     }
 
     /// Tell every host which local vNIC owns each address of its ENI: the uplink address

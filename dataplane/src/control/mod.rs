@@ -171,6 +171,11 @@ impl<'t> Builder<'t> {
         self.vpc(router);
         self.vms();
         self.edges(router);
+        let dir = std::sync::Arc::new(self.model.directory());
+        for h in &self.model.hosts {
+            self.sim
+                .configure(h.node, &crate::node::Change::HostDirectory(dir.clone()));
+        }
         Lab {
             topo: t.clone(),
             sim: self.sim,
@@ -182,7 +187,6 @@ impl<'t> Builder<'t> {
 
     fn hosts(&mut self, underlay: NodeId) {
         let t = self.topo;
-        let mut teps = Vec::new();
         let clusters = t
             .sddc
             .clusters
@@ -199,6 +203,7 @@ impl<'t> Builder<'t> {
                 name: name.to_string(),
                 cluster,
                 tep: tep.ip,
+                tep_mac: tep.mac,
                 node: id,
                 vnics: Vec::new(),
             });
@@ -212,14 +217,6 @@ impl<'t> Builder<'t> {
                 (name, id, host::OVERLAY),
                 (UNDERLAY, underlay, port),
             );
-            teps.push(tep);
-        }
-        for name in t.hosts() {
-            let id = self.sim.node_id(name).expect("host just added");
-            self.sim
-                .get_mut::<Host>(id)
-                .expect("host")
-                .set_peers(teps.clone());
         }
     }
 
@@ -463,6 +460,7 @@ impl<'t> Builder<'t> {
                 .node_id(&vm.host)
                 .expect("validated: Edge on a known host");
             let mut uplink_port = 0;
+            let mut links = Vec::new();
             for (k, ifc) in ifaces.iter().enumerate() {
                 let attach = match ifc.role {
                     IfaceRole::Uplink => Attachment::Uplink,
@@ -483,19 +481,22 @@ impl<'t> Builder<'t> {
                     h.set_uplink_owner(e.uplink_ip, port);
                 }
                 let iface = format!("{}.{}", vm.name, ifc.name);
-                self.link(
+                links.push(self.link(
                     LinkKind::Vnic,
                     (&iface, eid, k as u16),
                     (&vm.host, hid, port),
-                );
+                ));
                 self.model.set_vnic(&vm.host, port, Some(vnic_name));
             }
             self.model.edges.push(EdgeFact {
                 name: vm.name.clone(),
                 host: vm.host.clone(),
                 active,
+                running: true,
+                links,
                 node: eid,
                 uplink_port,
+                segment_macs: ifaces[1..].iter().map(|i| i.mac).collect(),
             });
             if active {
                 self.assign_uplink_ip(router, &vm.host);

@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use vmcnet_topo::Gateway;
 
+use crate::node::host::{Directory, RoutedSegment, Tep};
 use crate::node::vpc_router::{RouteState, VpcTarget};
 use crate::node::Port;
 use crate::runtime::sim::{LinkId, NodeId};
@@ -38,6 +39,7 @@ pub struct HostFact {
     pub name: String,
     pub cluster: String,
     pub tep: Ipv4Addr,
+    pub tep_mac: MacAddr,
     pub node: NodeId,
     /// What is plugged into each vNIC port, by port slot (port − [`crate::node::host::FIRST_VNIC`]).
     pub vnics: Vec<Option<String>>,
@@ -67,9 +69,15 @@ pub struct EdgeFact {
     pub name: String,
     pub host: String,
     pub active: bool,
+    /// False once the Edge VM stopped (it forwards nothing, active or not).
+    pub running: bool,
+    /// The links of its interfaces' vNICs.
+    pub links: Vec<LinkId>,
     pub node: NodeId,
     /// The port of its uplink interface's vNIC on its host.
     pub uplink_port: Port,
+    /// The MAC of its interface on each segment, by segment index.
+    pub segment_macs: Vec<MacAddr>,
 }
 
 /// An ENI of the VPC: the SDDC's cross-account ENIs and the EC2 instances'.
@@ -146,6 +154,48 @@ pub struct SegmentFact {
 }
 
 impl Model {
+    /// What the central control plane programs into every host: where each VM's and Edge
+    /// interface's MAC lives, each VM's address, the CGW segments the distributed router routes,
+    /// and the active Edge's interface on each segment.
+    pub fn directory(&self) -> Directory {
+        let tep_of = |host: &str| self.host(host).map(|h| h.tep);
+        let teps = self
+            .hosts
+            .iter()
+            .map(|h| Tep {
+                ip: h.tep,
+                mac: h.tep_mac,
+            })
+            .collect();
+        let mut d = Directory::with_teps(teps);
+        for v in &self.vms {
+            let vni = self.segments[v.segment].vni;
+            if let Some(tep) = tep_of(&v.host) {
+                d.place(vni, v.mac, tep);
+            }
+            d.address(vni, v.ip, v.mac);
+        }
+        for e in &self.edges {
+            for (seg, mac) in self.segments.iter().zip(&e.segment_macs) {
+                if let Some(tep) = tep_of(&e.host) {
+                    d.place(seg.vni, *mac, tep);
+                }
+                if e.active {
+                    d.edge_interface(seg.vni, *mac);
+                    d.address(seg.vni, seg.gateway_ip, *mac);
+                }
+            }
+        }
+        for s in self.segments.iter().filter(|s| s.gateway == Gateway::Cgw) {
+            d.route(RoutedSegment {
+                vni: s.vni,
+                net: s.cidr,
+                gateway: s.gateway_ip,
+            });
+        }
+        d
+    }
+
     pub fn host(&self, name: &str) -> Option<&HostFact> {
         self.hosts.iter().find(|h| h.name == name)
     }
@@ -166,9 +216,9 @@ impl Model {
         self.enis.iter_mut().find(|e| e.id == id)
     }
 
-    /// The active Edge.
+    /// The active Edge, if one runs.
     pub fn active_edge(&self) -> Option<&EdgeFact> {
-        self.edges.iter().find(|e| e.active)
+        self.edges.iter().find(|e| e.active && e.running)
     }
 
     /// The ENI attached to `host`, if any.

@@ -322,7 +322,11 @@ impl Lab {
                     .iter()
                     .filter(|e| e.host == h.name)
                     .map(|e| {
-                        let role = if e.active { "active" } else { "standby" };
+                        let role = match (e.running, e.active) {
+                            (false, _) => "stopped",
+                            (true, true) => "active",
+                            (true, false) => "standby",
+                        };
                         format!("{} ({role})", e.name)
                     })
                     .collect(),

@@ -4,10 +4,21 @@
 //! Ports: [`UPLINK`] to the host's ENI (cluster-1 hosts only), [`OVERLAY`] to the underlay, and
 //! one port per vNIC from [`FIRST_VNIC`] on.
 //!
-//! Switching is per segment (VNI). A frame from a vNIC goes to the local vNIC or remote TEP that
-//! learned its destination MAC; a broadcast or unknown destination is flooded to the local vNICs
-//! of the segment and, by head-end replication, to every other host. Frames from the overlay are
-//! delivered to local vNICs only (split horizon).
+//! Switching is per segment (VNI), as NSX programs it. The central control plane gives every host
+//! one [`Directory`]: where each VM's (and Edge interface's) MAC lives (its host's TEP), each
+//! VM's address, the hosts with a vNIC on each segment, and the segments the distributed router
+//! routes. A frame from a vNIC goes to the local vNIC that has its destination MAC, or over the
+//! overlay to the TEP the directory names; an ARP request for an address the directory knows is
+//! answered on the host (ARP suppression), so broadcasts are not flooded to every host. What is
+//! still flooded (an unknown destination, other broadcasts) goes to the segment's local vNICs and,
+//! by head-end replication, to the other hosts of the segment. Frames from the overlay are
+//! delivered to local vNICs only (split horizon). Tunnels to other hosts are built when first
+//! used.
+//!
+//! The distributed router: a VM's gateway on a CGW segment answers at [`DR_MAC`] on every host.
+//! A packet to another CGW segment is routed right there (TTL − 1, time exceeded answered from
+//! the gateway address) and switched on the destination segment; anything else (the MGW, the
+//! VPC, S3) is handed to the Edge's interface on the segment, which routes it.
 //!
 //! The uplink carries the addresses of the host's ENI. In VMC the ENI is the host's NIC in the
 //! Connected VPC: a vNIC attached to the uplink (the Edge's Tier-0 uplink) leaves with the ENI's
@@ -17,14 +28,17 @@
 //! local vNIC owns an uplink address — the Edge left this host — the frame is dropped.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
+use ipnet::Ipv4Net;
 use rustc_hash::FxHashMap;
 
 use super::{Change, Counters, Node, Outbox, Port};
 use crate::counters;
 use crate::time::Instant;
-use crate::wire::arp::{self, Arp};
+use crate::wire::arp::{self, Arp, OP_REQUEST};
 use crate::wire::geneve::{self, Outer, Tunnel, Vni};
+use crate::wire::icmp::{self, CODE_TTL_EXCEEDED, TYPE_TIME_EXCEEDED};
 use crate::wire::ipv4::Ipv4View;
 use crate::wire::{self, Frame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 
@@ -61,19 +75,95 @@ pub struct Tep {
     pub mac: MacAddr,
 }
 
-/// Where a MAC was learned.
+/// The MAC of the distributed router's interfaces, the same on every host (NSX's vMAC).
+pub const DR_MAC: MacAddr = MacAddr([0x02, 0x50, 0x56, 0x56, 0x44, 0x52]);
+
+/// What the central control plane programs into every host: one table for all of them, shared.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Directory {
+    /// Every host's TEP.
+    pub teps: Vec<Tep>,
+    tep_index: FxHashMap<Ipv4Addr, usize>,
+    /// (VNI, MAC) → index in `teps` of the host whose vNIC has it.
+    macs: FxHashMap<u128, usize>,
+    /// (VNI, IP) → MAC, for ARP suppression and the distributed router.
+    arp: FxHashMap<u64, MacAddr>,
+    /// Per VNI: the hosts (indices in `teps`) with a vNIC on it; a VNI missing here spans all.
+    span: FxHashMap<Vni, Vec<usize>>,
+    /// Segments the distributed router routes (the CGW's).
+    routed: Vec<RoutedSegment>,
+    /// Per VNI: the MAC of the Edge's interface, where the distributed router hands packets it
+    /// does not route.
+    edge_mac: FxHashMap<Vni, MacAddr>,
+}
+
+/// A segment the distributed router has an interface on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutedSegment {
+    pub vni: Vni,
+    pub net: Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+impl Directory {
+    /// A directory of TEPs only: every host, nothing placed yet.
+    pub fn with_teps(teps: Vec<Tep>) -> Directory {
+        let tep_index = teps.iter().enumerate().map(|(i, t)| (t.ip, i)).collect();
+        Directory {
+            teps,
+            tep_index,
+            ..Directory::default()
+        }
+    }
+
+    /// `mac` on segment `vni` is a vNIC of the host with TEP `tep`.
+    pub fn place(&mut self, vni: Vni, mac: MacAddr, tep: Ipv4Addr) {
+        if let Some(&i) = self.tep_index.get(&tep) {
+            self.macs.insert(l2_key(vni, mac), i);
+            let span = self.span.entry(vni).or_default();
+            if !span.contains(&i) {
+                span.push(i);
+            }
+        }
+    }
+
+    /// `ip` on segment `vni` answers at `mac`.
+    pub fn address(&mut self, vni: Vni, ip: Ipv4Addr, mac: MacAddr) {
+        self.arp.insert(arp_key(vni, ip), mac);
+    }
+
+    /// The distributed router routes segment `vni`.
+    pub fn route(&mut self, seg: RoutedSegment) {
+        self.routed.push(seg);
+    }
+
+    /// Packets the distributed router does not route leave segment `vni` for `mac`, the Edge.
+    pub fn edge_interface(&mut self, vni: Vni, mac: MacAddr) {
+        self.edge_mac.insert(vni, mac);
+    }
+
+    fn mac_of(&self, vni: Vni, ip: Ipv4Addr) -> Option<MacAddr> {
+        if self.routed_gateway(vni) == Some(ip) {
+            return Some(DR_MAC);
+        }
+        self.arp.get(&arp_key(vni, ip)).copied()
+    }
+
+    fn routed_gateway(&self, vni: Vni) -> Option<Ipv4Addr> {
+        self.routed.iter().find(|s| s.vni == vni).map(|s| s.gateway)
+    }
+}
+
+fn arp_key(vni: Vni, ip: Ipv4Addr) -> u64 {
+    (u64::from(vni) << 32) | u64::from(u32::from(ip))
+}
+
+/// Where a MAC is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum L2Dest {
     Local(Port),
-    /// Behind a peer TEP (its index in `peers`).
+    /// Behind another host's TEP (its index in the directory's `teps`).
     Remote(usize),
-}
-
-/// Another host's TEP with the outer headers toward it.
-#[derive(Debug, Clone)]
-struct Peer {
-    tep: Tep,
-    tunnel: Tunnel,
 }
 
 counters! {
@@ -97,6 +187,16 @@ counters! {
         pub rx_dropped_runt,
         /// RARP announcements sent for vNICs that arrived (vMotion).
         pub announced,
+        /// ARP requests answered on the host from the directory (ARP suppression).
+        pub arp_suppressed,
+        /// Packets the distributed router routed between segments.
+        pub dr_routed,
+        /// Packets the distributed router handed to the Edge.
+        pub dr_to_edge,
+        /// Packets the distributed router could not route: no address for the destination.
+        pub dr_dropped_unknown_dst,
+        /// Time exceeded answered by the distributed router.
+        pub dr_ttl_exceeded,
     }
 }
 
@@ -108,8 +208,11 @@ pub struct Host {
     /// The MAC of the host's ENI, if it has one.
     eni_mac: Option<MacAddr>,
     vnics: Vec<Option<Vnic>>,
-    peers: Vec<Peer>,
-    peer_by_ip: FxHashMap<Ipv4Addr, usize>,
+    dir: Arc<Directory>,
+    /// This host's index in the directory's TEPs.
+    me: Option<usize>,
+    /// Outer headers toward each TEP used so far, by index in the directory.
+    tunnels: FxHashMap<usize, Tunnel>,
     /// MAC table, keyed by [`l2_key`].
     l2: FxHashMap<u128, L2Dest>,
     /// The last MAC learned and where: a flow's frames skip the table to re-learn it.
@@ -129,8 +232,9 @@ impl Host {
             tep,
             eni_mac,
             vnics: Vec::new(),
-            peers: Vec::new(),
-            peer_by_ip: FxHashMap::default(),
+            dir: Arc::default(),
+            me: None,
+            tunnels: FxHashMap::default(),
             l2: FxHashMap::default(),
             last_learned: None,
             last_found: None,
@@ -212,30 +316,20 @@ impl Host {
             .filter_map(|(i, v)| v.as_ref().map(|v| (FIRST_VNIC + i as Port, v)))
     }
 
-    /// The other hosts' TEPs, for head-end replication. Forgets the MACs learned behind the
-    /// old ones.
-    pub fn set_peers(&mut self, peers: Vec<Tep>) {
-        let me = self.tep;
-        self.peers = peers
-            .into_iter()
-            .filter(|p| *p != me)
-            .map(|tep| Peer {
-                tep,
-                tunnel: Tunnel::new(&Outer {
-                    src_mac: me.mac,
-                    dst_mac: tep.mac,
-                    src_ip: me.ip,
-                    dst_ip: tep.ip,
-                }),
-            })
-            .collect();
-        self.peer_by_ip = self
-            .peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.tep.ip, i))
-            .collect();
-        self.l2.retain(|_, d| matches!(d, L2Dest::Local(_)));
+    /// Every host's TEP (this one's among them), and nothing placed: a directory of TEPs only.
+    pub fn set_peers(&mut self, teps: Vec<Tep>) {
+        self.set_directory(Arc::new(Directory::with_teps(teps)));
+    }
+
+    /// The directory the control plane programs. Forgets the MACs learned behind other hosts
+    /// when the TEPs change.
+    pub fn set_directory(&mut self, dir: Arc<Directory>) {
+        if dir.teps != self.dir.teps {
+            self.tunnels.clear();
+            self.l2.retain(|_, d| matches!(d, L2Dest::Local(_)));
+        }
+        self.me = dir.tep_index.get(&self.tep.ip).copied();
+        self.dir = dir;
         self.last_learned = None;
         self.last_found = None;
     }
@@ -258,8 +352,29 @@ impl Host {
     }
 
     fn encap_to(&mut self, peer: usize, vni: Vni, inner: Frame, out: &mut Outbox) {
+        let (me, dir) = (self.tep, &self.dir);
+        let tunnel = self.tunnels.entry(peer).or_insert_with(|| {
+            let to = dir.teps[peer];
+            Tunnel::new(&Outer {
+                src_mac: me.mac,
+                dst_mac: to.mac,
+                src_ip: me.ip,
+                dst_ip: to.ip,
+            })
+        });
         self.counters.tx_encapsulated += 1;
-        out.send(OVERLAY, self.peers[peer].tunnel.encap(inner, vni));
+        out.send(OVERLAY, tunnel.encap(inner, vni));
+    }
+
+    /// The other hosts a flood on `vni` goes to: those of its span, or every host.
+    fn flood_peers(&self, vni: Vni) -> Vec<usize> {
+        let me = self.me;
+        match self.dir.span.get(&vni) {
+            Some(span) => span.iter().copied().filter(|i| Some(*i) != me).collect(),
+            None => (0..self.dir.teps.len())
+                .filter(|i| Some(*i) != me)
+                .collect(),
+        }
     }
 
     /// Local vNIC ports on segment `vni`, except `except`.
@@ -288,7 +403,8 @@ impl Host {
         self.last_learned = Some((key, at));
     }
 
-    /// Where the MAC `key` was learned.
+    /// Where the MAC `key` is: a local vNIC that sent from it, the host the directory names,
+    /// or a host it was learned behind.
     #[inline]
     fn find(&mut self, key: u128) -> Option<L2Dest> {
         if let Some((k, d)) = self.last_found {
@@ -296,9 +412,119 @@ impl Host {
                 return Some(d);
             }
         }
-        let d = self.l2.get(&key).copied()?;
+        let d = match self.l2.get(&key).copied() {
+            Some(L2Dest::Local(p)) => L2Dest::Local(p),
+            learned => match self.dir.macs.get(&key) {
+                Some(&i) if Some(i) != self.me => L2Dest::Remote(i),
+                _ => learned?,
+            },
+        };
         self.last_found = Some((key, d));
         Some(d)
+    }
+
+    /// Answer an ARP request from the vNIC on `port` if the directory knows the address.
+    fn suppress_arp(&mut self, port: Port, vni: Vni, frame: &Frame, out: &mut Outbox) -> bool {
+        let Some(a) = Arp::parse(frame).filter(|a| a.op == OP_REQUEST) else {
+            return false;
+        };
+        let Some(mac) = self.dir.mac_of(vni, a.target_ip) else {
+            return false;
+        };
+        if mac == a.sender_mac {
+            return false;
+        }
+        self.counters.arp_suppressed += 1;
+        out.send(port, a.reply_from(mac).to_frame());
+        true
+    }
+
+    /// Send `frame` to `dst` on segment `vni`: to a local vNIC, over the overlay, or flooded.
+    fn switch(
+        &mut self,
+        vni: Vni,
+        dst: MacAddr,
+        from: Option<Port>,
+        frame: Frame,
+        out: &mut Outbox,
+    ) {
+        match self.find(l2_key(vni, dst)) {
+            Some(L2Dest::Local(p)) if !dst.is_group() => {
+                if Some(p) != from {
+                    self.counters.switched_local += 1;
+                    out.send(p, frame);
+                }
+            }
+            Some(L2Dest::Remote(peer)) if !dst.is_group() => self.encap_to(peer, vni, frame, out),
+            _ => {
+                self.counters.flooded += 1;
+                self.flood_local(vni, from, &frame, out);
+                // Head-end replication: a copy per host of the segment, the frame to the last.
+                let peers = self.flood_peers(vni);
+                if let Some((&last, rest)) = peers.split_last() {
+                    for &peer in rest {
+                        self.encap_to(peer, vni, frame.clone(), out);
+                    }
+                    self.encap_to(last, vni, frame, out);
+                }
+            }
+        }
+    }
+
+    /// The distributed router: a packet from segment `vni` sent to its gateway ([`DR_MAC`]).
+    fn route(&mut self, vni: Vni, frame: Frame, out: &mut Outbox) {
+        let Some(v) = Ipv4View::parse(&frame) else {
+            self.counters.rx_dropped_runt += 1;
+            return;
+        };
+        let (dst, ttl) = (v.dst(), v.ttl());
+        let to = self
+            .dir
+            .routed
+            .iter()
+            .find(|s| s.net.contains(&dst))
+            .copied();
+        let Some(to) = to.filter(|s| s.vni != vni) else {
+            // Not between two routed segments: the Edge routes it.
+            let Some(&edge) = self.dir.edge_mac.get(&vni) else {
+                self.counters.dr_dropped_unknown_dst += 1;
+                return;
+            };
+            let mut f = frame;
+            f[0..6].copy_from_slice(&edge.0);
+            self.counters.dr_to_edge += 1;
+            return self.switch(vni, edge, None, f, out);
+        };
+        if ttl <= 1 {
+            let Some(gateway) = self.dir.routed_gateway(vni) else {
+                return;
+            };
+            let Some(src_mac) = wire::eth_src(&frame) else {
+                return;
+            };
+            if icmp::is_error(&v) || v.is_later_fragment() {
+                return;
+            }
+            let e = icmp::error(
+                src_mac,
+                DR_MAC,
+                gateway,
+                TYPE_TIME_EXCEEDED,
+                CODE_TTL_EXCEEDED,
+                &v,
+            );
+            self.counters.dr_ttl_exceeded += 1;
+            return self.switch(vni, src_mac, None, e, out);
+        }
+        let Some(mac) = self.dir.arp.get(&arp_key(to.vni, dst)).copied() else {
+            self.counters.dr_dropped_unknown_dst += 1;
+            return;
+        };
+        let mut f = frame;
+        crate::wire::ipv4::decrement_ttl(&mut f);
+        wire::set_macs(&mut f, mac, DR_MAC);
+        self.counters.dr_routed += 1;
+        self.switch(to.vni, mac, None, f, out);
     }
 
     fn vnic_in(&mut self, port: Port, vnic_attach: Attachment, frame: Frame, out: &mut Outbox) {
@@ -311,27 +537,16 @@ impl Host {
             Attachment::Segment(vni) => vni,
         };
         self.learn(vni, src, L2Dest::Local(port));
-        match self.find(l2_key(vni, dst)) {
-            Some(L2Dest::Local(p)) if !dst.is_group() => {
-                if p != port {
-                    self.counters.switched_local += 1;
-                    out.send(p, frame);
-                }
-            }
-            Some(L2Dest::Remote(peer)) if !dst.is_group() => self.encap_to(peer, vni, frame, out),
-            _ => {
-                self.counters.flooded += 1;
-                self.flood_local(vni, Some(port), &frame, out);
-                // Head-end replication: a copy per peer TEP, the frame itself to the last.
-                let n = self.peers.len();
-                for peer in 0..n.saturating_sub(1) {
-                    self.encap_to(peer, vni, frame.clone(), out);
-                }
-                if n > 0 {
-                    self.encap_to(n - 1, vni, frame, out);
-                }
-            }
+        if dst == DR_MAC {
+            return self.route(vni, frame, out);
         }
+        if dst.is_broadcast()
+            && wire::ethertype(&frame) == Some(ETHERTYPE_ARP)
+            && self.suppress_arp(port, vni, &frame, out)
+        {
+            return;
+        }
+        self.switch(vni, dst, Some(port), frame, out);
     }
 
     fn uplink_out(&mut self, frame: Frame, out: &mut Outbox) {
@@ -387,7 +602,7 @@ impl Host {
             return;
         };
         self.counters.rx_decapsulated += 1;
-        let Some(&peer) = self.peer_by_ip.get(&d.outer_src) else {
+        let Some(&peer) = self.dir.tep_index.get(&d.outer_src) else {
             self.counters.rx_dropped_unknown_tep += 1;
             return;
         };
@@ -427,6 +642,7 @@ impl Node for Host {
             Change::HostUplinkOwner { ip, port: Some(p) } => self.set_uplink_owner(*ip, *p),
             Change::HostUplinkOwner { ip, port: None } => self.clear_uplink_owner(*ip),
             Change::HostAnnounce { port } => self.announce(*port, out),
+            Change::HostDirectory(dir) => self.set_directory(dir.clone()),
             _ => {}
         }
     }
@@ -694,5 +910,110 @@ mod tests {
         h.handle(Instant::ZERO, UPLINK, f, &mut out);
         assert!(out.is_empty());
         assert_eq!(h.counters.rx_dropped_uplink_no_owner, 5);
+    }
+
+    /// esxi-1 with vNIC `a` on VNI (192.168.1.0/24, routed), and a directory that places
+    /// `remote` (192.168.2.20 on VNI + 1, routed) behind host 2 and the Edge's interface on VNI
+    /// behind host 3.
+    fn host_with_directory() -> (Host, Port, MacAddr, MacAddr, MacAddr) {
+        let (mut h, a, _, ma, _) = host_with_two_vms();
+        let (remote, edge) = (MacAddr::local(1, 9), MacAddr::local(0xed, 1));
+        let mut d = Directory::with_teps(vec![tep(1), tep(2), tep(3)]);
+        d.place(VNI, ma, tep(1).ip);
+        d.address(VNI, Ipv4Addr::new(192, 168, 1, 10), ma);
+        d.place(VNI + 1, remote, tep(2).ip);
+        d.address(VNI + 1, Ipv4Addr::new(192, 168, 2, 20), remote);
+        d.place(VNI, edge, tep(3).ip);
+        d.edge_interface(VNI, edge);
+        for (vni, n) in [(VNI, 1), (VNI + 1, 2)] {
+            d.route(RoutedSegment {
+                vni,
+                net: format!("192.168.{n}.0/24").parse().unwrap(),
+                gateway: Ipv4Addr::new(192, 168, n, 1),
+            });
+        }
+        h.set_directory(Arc::new(d));
+        (h, a, ma, remote, edge)
+    }
+
+    fn ip_frame(dst_mac: MacAddr, src_mac: MacAddr, dst: Ipv4Addr, ttl: u8) -> Frame {
+        let mut f = udp_frame(Ipv4Addr::new(192, 168, 1, 10), dst, ttl, 1, 2, b"hi");
+        wire::set_macs(&mut f, dst_mac, src_mac);
+        f.into()
+    }
+
+    #[test]
+    fn arp_for_a_known_address_is_answered_on_the_host_and_not_flooded() {
+        let (mut h, a, ma, _, _) = host_with_directory();
+        let mut out = Outbox::new();
+        for (target, want) in [
+            (Ipv4Addr::new(192, 168, 1, 1), DR_MAC),
+            (Ipv4Addr::new(192, 168, 1, 99), MacAddr::BROADCAST),
+        ] {
+            let req = Arp::request(ma, Ipv4Addr::new(192, 168, 1, 10), target).to_frame();
+            h.handle(Instant::ZERO, a, req, &mut out);
+            let sent: Vec<_> = out.drain().collect();
+            if want == DR_MAC {
+                assert_eq!(sent.len(), 1, "answered, nothing flooded");
+                assert_eq!(sent[0].0, a);
+                let reply = Arp::parse(&sent[0].1).unwrap();
+                assert_eq!((reply.sender_ip, reply.sender_mac), (target, DR_MAC));
+            } else {
+                assert!(sent.len() > 1, "an unknown address is flooded");
+            }
+        }
+        assert_eq!(h.counters.arp_suppressed, 1);
+    }
+
+    #[test]
+    fn the_distributed_router_routes_between_cgw_segments_and_hands_the_rest_to_the_edge() {
+        let (mut h, a, ma, remote, edge) = host_with_directory();
+        let mut out = Outbox::new();
+        let to_remote = Ipv4Addr::new(192, 168, 2, 20);
+        h.handle(
+            Instant::ZERO,
+            a,
+            ip_frame(DR_MAC, ma, to_remote, 64),
+            &mut out,
+        );
+        let (p, f) = out.drain().next().unwrap();
+        assert_eq!(p, OVERLAY);
+        assert_eq!(Ipv4View::parse(&f).unwrap().dst(), tep(2).ip);
+        let d = geneve::decap(f).unwrap();
+        assert_eq!(d.vni, VNI + 1, "switched on the destination segment");
+        let inner = Ipv4View::parse(&d.inner).unwrap();
+        assert_eq!((inner.ttl(), inner.checksum_ok()), (63, true));
+        assert_eq!(wire::eth_dst(&d.inner), Some(remote));
+        assert_eq!(wire::eth_src(&d.inner), Some(DR_MAC));
+        // TTL 1: time exceeded from the gateway, back to the sender.
+        h.handle(
+            Instant::ZERO,
+            a,
+            ip_frame(DR_MAC, ma, to_remote, 1),
+            &mut out,
+        );
+        let (p, f) = out.drain().next().unwrap();
+        assert_eq!(p, a);
+        let v = Ipv4View::parse(&f).unwrap();
+        assert_eq!(v.src(), Ipv4Addr::new(192, 168, 1, 1));
+        assert_eq!(
+            icmp::type_code(&v),
+            Some((TYPE_TIME_EXCEEDED, CODE_TTL_EXCEEDED))
+        );
+        // To the VPC: to the Edge's interface, TTL untouched (the Edge routes it).
+        let vpc = Ipv4Addr::new(172, 31, 16, 10);
+        h.handle(Instant::ZERO, a, ip_frame(DR_MAC, ma, vpc, 64), &mut out);
+        let (_, f) = out.drain().next().unwrap();
+        let d = geneve::decap(f).unwrap();
+        assert_eq!((d.vni, wire::eth_dst(&d.inner)), (VNI, Some(edge)));
+        assert_eq!(Ipv4View::parse(&d.inner).unwrap().ttl(), 64);
+        assert_eq!(
+            (
+                h.counters.dr_routed,
+                h.counters.dr_ttl_exceeded,
+                h.counters.dr_to_edge
+            ),
+            (1, 1, 1)
+        );
     }
 }

@@ -143,6 +143,9 @@ pub enum Change {
     HostEniMac(Option<MacAddr>),
     /// Host: the local vNIC port that owns an address of its ENI, or none.
     HostUplinkOwner { ip: Ipv4Addr, port: Option<Port> },
+    /// Host: the directory the central control plane programs into every host (where each
+    /// VM's MAC lives, its address, the distributed router's segments).
+    HostDirectory(std::sync::Arc<host::Directory>),
     /// Host: announce the vNIC on `port` to its segment with a RARP, as ESXi does when a VM
     /// resumes after a vMotion, so that every switch learns where its MAC is now.
     HostAnnounce { port: Port },

@@ -844,6 +844,7 @@ impl Node for Endpoint {
                 .and_then(|src| self.next_hop(src))
                 .filter(|nh| !self.neighbors.get(nh).is_some_and(|n| n.known(now)));
             if let Some(next_hop) = wait_for {
+                self.neighbors.entry(next_hop).or_default();
                 if self.held.len() < MAX_HELD {
                     self.held.push(Held {
                         next_hop,
