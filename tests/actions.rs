@@ -317,3 +317,39 @@ fn cgw_to_cgw_is_routed_on_the_host_and_survives_both_edges_stopping() {
     let c = &lab.sim.get::<Host>(esxi1).unwrap().counters;
     assert!(c.dr_routed >= 3 && c.dr_ttl_exceeded >= 1, "{c:?}");
 }
+
+#[test]
+fn a_large_sddc_costs_vms_plus_hosts_not_their_product() {
+    let (clusters, per_cluster, vms) = (20, 15, 3_000);
+    let topo = vmcnet_topo::scale::scaled(clusters, per_cluster, vms);
+    let hosts = topo.hosts().count();
+    let mut lab = Lab::build(&topo, 1);
+    let vm = lab.id("vm-1").unwrap();
+    let pings = 15;
+    let app = lab.sim.get_mut::<Endpoint>(vm).unwrap().ping(
+        Instant::ZERO,
+        EC2_1,
+        pings,
+        Duration::from_millis(100),
+        56,
+    );
+    lab.run_until(Instant::from_millis(3_000));
+    let AppReport::Ping(p) = lab.endpoint("vm-1").unwrap().app(app).clone() else {
+        panic!()
+    };
+    assert_eq!(p.received, pings);
+    // Each VM resolves its gateway once at link-up: a request to its host, answered there (2
+    // frames); each ping crosses the same 9 links both ways; the Edge and routers resolve each
+    // other a few times. Flooding each VM's ARP to every host would cost VMs x hosts.
+    let frames = lab.sim.counters.delivered;
+    let bound = 2 * vms as u64 + u64::from(pings) * 2 * 9 + 100;
+    assert!(
+        frames >= 2 * vms as u64,
+        "every VM resolved its gateway: {frames}"
+    );
+    assert!(
+        frames <= bound,
+        "{frames} frames, bound {bound} ({} with flooding)",
+        vms * hosts
+    );
+}

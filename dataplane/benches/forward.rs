@@ -340,6 +340,60 @@ fn main() {
     }
     println!("target: >= 5 Mpps for 64 B frames on the full VM -> EC2 path");
     bulk_tcp();
+    scale(20, 15, 3_000);
+    scale(20, 15, 10_000);
+    println!(
+        "targets: 3,000 VMs: 15 pings carry <= 20,000 frames; 10,000 VMs: build < 1 s, \
+         peak memory < 512 MiB"
+    );
+}
+
+/// A 20-cluster SDDC: build the lab, then 15 pings from vm-1 to ec2-1; the wall time of the
+/// build, the frames the lab carried in all (every VM's link-up ARP included) and the
+/// process's peak memory.
+fn scale(clusters: usize, hosts_per_cluster: usize, vms: usize) {
+    let topo = vmcnet_topo::scale::scaled(clusters, hosts_per_cluster, vms);
+    let t = WallClock::now();
+    let mut lab = Lab::build(&topo, 1);
+    let built = t.elapsed();
+    let vm = lab.id("vm-1").unwrap();
+    let now = lab.sim.now();
+    let app = lab.sim.get_mut::<Endpoint>(vm).unwrap().ping(
+        now,
+        EC2_1,
+        15,
+        Duration::from_millis(100),
+        56,
+    );
+    let t = WallClock::now();
+    lab.run_until(now + Duration::from_secs(3));
+    let ran = t.elapsed();
+    let received = match lab.endpoint("vm-1").unwrap().app(app) {
+        AppReport::Ping(p) => p.received,
+        _ => unreachable!(),
+    };
+    assert_eq!(received, 15, "the pings were answered");
+    println!(
+        "scale, {} hosts, {vms} VMs: build {:.3} s, 15 pings in {:.3} s wall carried {} frames, \
+         peak memory {} MiB",
+        topo.hosts().count(),
+        built.as_secs_f64(),
+        ran.as_secs_f64(),
+        lab.sim.counters.delivered,
+        peak_memory_kib() / 1024
+    );
+}
+
+/// The process's peak resident memory (VmHWM), in KiB; 0 where /proc does not say.
+fn peak_memory_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Bulk TCP in the sim: 10 MB from web-1 to ec2-1 over the default lab's links, a real smoltcp

@@ -2,6 +2,7 @@
 //!
 //! - [`model`]: the serde schema of a topology file (TOML) and its defaults.
 //! - [`links`]: every link of a lab, its kind, and each direction's delay, rate and queue.
+//! - [`scale`]: large topologies built in code, for scale runs.
 //! - [`validate`]: the rules of VMC and AWS a topology must follow; every error names the field
 //!   and the line of the file.
 //!
@@ -10,6 +11,7 @@
 
 pub mod links;
 pub mod model;
+pub mod scale;
 pub mod validate;
 
 pub use links::{
