@@ -185,6 +185,8 @@ counters! {
         pub rx_dropped_uplink_no_owner,
         pub rx_dropped_no_uplink,
         pub rx_dropped_runt,
+        /// An inner frame too large for the outer IPv4 packet (over 65,535 bytes in all).
+        pub tx_dropped_too_big_for_geneve,
         /// RARP announcements sent for vNICs that arrived (vMotion).
         pub announced,
         /// ARP requests answered on the host from the directory (ARP suppression).
@@ -362,8 +364,13 @@ impl Host {
                 dst_ip: to.ip,
             })
         });
-        self.counters.tx_encapsulated += 1;
-        out.send(OVERLAY, tunnel.encap(inner, vni));
+        match tunnel.encap(inner, vni) {
+            Some(f) => {
+                self.counters.tx_encapsulated += 1;
+                out.send(OVERLAY, f);
+            }
+            None => self.counters.tx_dropped_too_big_for_geneve += 1,
+        }
     }
 
     /// The other hosts a flood on `vni` goes to: those of its span, or every host.
@@ -1014,6 +1021,22 @@ mod tests {
                 h.counters.dr_to_edge
             ),
             (1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn a_frame_too_large_for_geneve_is_dropped_and_counted() {
+        let (mut h, a, b, ma, _) = host_with_two_vms();
+        let mut out = Outbox::new();
+        let mut big = vec![0u8; geneve::MAX_INNER_LEN + 1];
+        big[0..6].copy_from_slice(&MacAddr::BROADCAST.0);
+        big[6..12].copy_from_slice(&ma.0);
+        h.handle(Instant::ZERO, a, Frame::from(big), &mut out);
+        let sent: Vec<_> = out.drain().map(|(p, _)| p).collect();
+        assert_eq!(sent, vec![b], "switched locally, not encapsulated");
+        assert_eq!(
+            h.counters.tx_dropped_too_big_for_geneve, 2,
+            "one per peer TEP"
         );
     }
 }

@@ -69,28 +69,38 @@ impl Tunnel {
     }
 
     /// Encapsulate an inner Ethernet frame for segment `vni`: the outer headers go into the
-    /// frame's headroom.
-    pub fn encap(&self, mut frame: Frame, vni: Vni) -> Frame {
+    /// frame's headroom. `None` (the frame dropped) if the outer IPv4 packet would exceed 65,535
+    /// bytes: an inner frame longer than [`MAX_INNER_LEN`].
+    pub fn encap(&self, mut frame: Frame, vni: Vni) -> Option<Frame> {
         let inner_len = frame.len();
+        let ip_len = u16::try_from(OVERHEAD - ETH_HEADER_LEN + inner_len).ok()?;
+        let udp_len = ip_len - 20;
         let port = entropy_port(&frame);
         let b = frame.prepend(OVERHEAD);
         b.copy_from_slice(&self.hdr);
-        let ip_len = (OVERHEAD - ETH_HEADER_LEN + inner_len) as u16;
-        let udp_len = ip_len - 20;
         b[IP_OFF + 2..IP_OFF + 4].copy_from_slice(&ip_len.to_be_bytes());
         let check = checksum::update16(self.check, 0, ip_len);
         b[IP_OFF + 10..IP_OFF + 12].copy_from_slice(&check.to_be_bytes());
         b[UDP_OFF..UDP_OFF + 2].copy_from_slice(&port.to_be_bytes());
         b[UDP_OFF + 4..UDP_OFF + 6].copy_from_slice(&udp_len.to_be_bytes());
         b[GENEVE_OFF + 4..GENEVE_OFF + 8].copy_from_slice(&(vni << 8).to_be_bytes());
-        frame
+        Some(frame)
     }
 }
 
+/// The longest inner Ethernet frame Geneve can carry: the outer IPv4 packet holds at most
+/// 65,535 bytes.
+pub const MAX_INNER_LEN: usize = u16::MAX as usize - (OVERHEAD - ETH_HEADER_LEN);
+
 /// Encapsulate an inner Ethernet frame for segment `vni` (builds the [`Tunnel`] each time; a
 /// host keeps one per peer instead).
+///
+/// # Panics
+/// If `inner` is longer than [`MAX_INNER_LEN`].
 pub fn encap(inner: &[u8], outer: &Outer, vni: Vni) -> Frame {
-    Tunnel::new(outer).encap(Frame::copy_from_slice(inner), vni)
+    Tunnel::new(outer)
+        .encap(Frame::copy_from_slice(inner), vni)
+        .expect("an inner frame Geneve can carry")
 }
 
 /// A decapsulated tunnel packet.
@@ -212,8 +222,8 @@ mod tests {
     #[test]
     fn tunnel_checksums_hold_for_every_length_and_flows_keep_their_port() {
         let t = Tunnel::new(&outer());
-        for len in [14, 60, 61, 1514, 9000] {
-            let f = t.encap(Frame::from(vec![0x5a; len]), 4242);
+        for len in [14, 60, 61, 1514, 9000, MAX_INNER_LEN] {
+            let f = t.encap(Frame::from(vec![0x5a; len]), 4242).unwrap();
             let v = Ipv4View::parse(&f).unwrap();
             assert!(v.checksum_ok(), "len {len}");
             assert_eq!(v.total_len(), len + OVERHEAD - ETH_HEADER_LEN);
@@ -228,12 +238,16 @@ mod tests {
                 443,
                 b"x",
             );
-            let f = t.encap(inner.into(), 1);
+            let f = t.encap(inner.into(), 1).unwrap();
             let port = u16::from_be_bytes([f[UDP_OFF], f[UDP_OFF + 1]]);
             assert!(port >= 0xc000);
             port
         };
         assert_eq!(flow(40000), flow(40000));
+        // One byte more than the outer packet can hold: dropped, not wrapped.
+        assert!(t
+            .encap(Frame::from(vec![0; MAX_INNER_LEN + 1]), 1)
+            .is_none());
         let ports: std::collections::BTreeSet<u16> = (40000..40064).map(flow).collect();
         assert!(
             ports.len() > 48,
