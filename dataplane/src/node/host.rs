@@ -75,6 +75,13 @@ pub struct Tep {
     pub mac: MacAddr,
 }
 
+/// A learned MAC is forgotten when not seen for this long (give or take half of it: entries are
+/// swept by halves); ESXi's and Linux's bridges default to 300 s.
+pub const MAC_AGING: std::time::Duration = std::time::Duration::from_secs(300);
+/// MACs a host's table holds; past that, learning a new one evicts another (counted).
+pub const MAX_LEARNED_MACS: usize = 16_384;
+const HALF_AGING_NS: u64 = MAC_AGING.as_nanos() as u64 / 2;
+
 /// The MAC of the distributed router's interfaces, the same on every host (NSX's vMAC).
 pub const DR_MAC: MacAddr = MacAddr([0x02, 0x50, 0x56, 0x56, 0x44, 0x52]);
 
@@ -187,6 +194,10 @@ counters! {
         pub rx_dropped_runt,
         /// An inner frame too large for the outer IPv4 packet (over 65,535 bytes in all).
         pub tx_dropped_too_big_for_geneve,
+        /// Learned MACs forgotten, not seen for the aging time.
+        pub mac_aged_out,
+        /// Learned MACs evicted to make room in a full table.
+        pub mac_evicted,
         /// RARP announcements sent for vNICs that arrived (vMotion).
         pub announced,
         /// ARP requests answered on the host from the directory (ARP suppression).
@@ -216,9 +227,12 @@ pub struct Host {
     /// Outer headers toward each TEP used so far, by index in the directory.
     tunnels: FxHashMap<usize, Tunnel>,
     /// MAC table, keyed by [`l2_key`].
-    l2: FxHashMap<u128, L2Dest>,
+    l2: FxHashMap<u128, (L2Dest, u32)>,
+    /// The current half-aging period (now / (MAC_AGING / 2)); entries carry the one they were
+    /// last seen in and are forgotten two periods later.
+    epoch: u32,
     /// The last MAC learned and where: a flow's frames skip the table to re-learn it.
-    last_learned: Option<(u128, L2Dest)>,
+    last_learned: Option<(u128, L2Dest, u32)>,
     /// The last destination looked up and where it is, while the table is unchanged: a
     /// flow's frames skip the table to find it.
     last_found: Option<(u128, L2Dest)>,
@@ -238,6 +252,7 @@ impl Host {
             me: None,
             tunnels: FxHashMap::default(),
             l2: FxHashMap::default(),
+            epoch: 0,
             last_learned: None,
             last_found: None,
             uplink_owners: Vec::new(),
@@ -303,7 +318,7 @@ impl Host {
             .vnics
             .get_mut(port.checked_sub(FIRST_VNIC)? as usize)?
             .take();
-        self.l2.retain(|_, d| *d != L2Dest::Local(port));
+        self.l2.retain(|_, (d, _)| *d != L2Dest::Local(port));
         self.last_learned = None;
         self.last_found = None;
         self.uplink_owners.retain(|(_, p)| *p != port);
@@ -328,7 +343,7 @@ impl Host {
     pub fn set_directory(&mut self, dir: Arc<Directory>) {
         if dir.teps != self.dir.teps {
             self.tunnels.clear();
-            self.l2.retain(|_, d| matches!(d, L2Dest::Local(_)));
+            self.l2.retain(|_, (d, _)| matches!(d, L2Dest::Local(_)));
         }
         self.me = dir.tep_index.get(&self.tep.ip).copied();
         self.dir = dir;
@@ -400,14 +415,42 @@ impl Host {
             return;
         }
         let key = l2_key(vni, src);
-        if self.last_learned == Some((key, at)) {
+        let epoch = self.epoch;
+        if self.last_learned == Some((key, at, epoch)) {
             return;
         }
-        if self.l2.get(&key) != Some(&at) {
-            self.l2.insert(key, at);
-            self.last_found = None;
+        match self.l2.get_mut(&key) {
+            Some(e) if e.0 == at => e.1 = epoch,
+            Some(e) => {
+                *e = (at, epoch);
+                self.last_found = None;
+            }
+            None => {
+                if self.l2.len() >= MAX_LEARNED_MACS {
+                    if let Some(&victim) = self.l2.keys().next() {
+                        self.l2.remove(&victim);
+                        self.counters.mac_evicted += 1;
+                    }
+                }
+                self.l2.insert(key, (at, epoch));
+                self.last_found = None;
+            }
         }
-        self.last_learned = Some((key, at));
+        self.last_learned = Some((key, at, epoch));
+    }
+
+    /// Move to the aging period of `now`; forget entries two periods old.
+    fn age(&mut self, now: Instant) {
+        let epoch = (now.as_nanos() / HALF_AGING_NS) as u32;
+        if epoch == self.epoch {
+            return;
+        }
+        self.epoch = epoch;
+        let before = self.l2.len();
+        self.l2.retain(|_, (_, seen)| epoch < *seen + 2);
+        self.counters.mac_aged_out += (before - self.l2.len()) as u64;
+        self.last_learned = None;
+        self.last_found = None;
     }
 
     /// Where the MAC `key` is: a local vNIC that sent from it, the host the directory names,
@@ -419,7 +462,7 @@ impl Host {
                 return Some(d);
             }
         }
-        let d = match self.l2.get(&key).copied() {
+        let d = match self.l2.get(&key).map(|e| e.0) {
             Some(L2Dest::Local(p)) => L2Dest::Local(p),
             learned => match self.dir.macs.get(&key) {
                 Some(&i) if Some(i) != self.me => L2Dest::Remote(i),
@@ -544,14 +587,16 @@ impl Host {
             Attachment::Segment(vni) => vni,
         };
         self.learn(vni, src, L2Dest::Local(port));
-        if dst == DR_MAC {
-            return self.route(vni, frame, out);
-        }
-        if dst.is_broadcast()
+        // ARP, broadcast or to the gateway (a neighbour's refresh), is answered here when the
+        // directory knows the address.
+        if (dst.is_broadcast() || dst == DR_MAC)
             && wire::ethertype(&frame) == Some(ETHERTYPE_ARP)
             && self.suppress_arp(port, vni, &frame, out)
         {
             return;
+        }
+        if dst == DR_MAC {
+            return self.route(vni, frame, out);
         }
         self.switch(vni, dst, Some(port), frame, out);
     }
@@ -669,7 +714,8 @@ impl Node for Host {
         }
     }
 
-    fn handle(&mut self, _now: Instant, port: Port, frame: Frame, out: &mut Outbox) {
+    fn handle(&mut self, now: Instant, port: Port, frame: Frame, out: &mut Outbox) {
+        self.age(now);
         match port {
             UPLINK => self.uplink_in(frame, out),
             OVERLAY => self.overlay_in(frame, out),
@@ -678,6 +724,16 @@ impl Node for Host {
                 None => self.counters.rx_dropped_no_vnic += 1,
             },
         }
+    }
+
+    fn poll(&mut self, now: Instant, _out: &mut Outbox) {
+        self.age(now);
+    }
+
+    /// The next aging period, while something is learned.
+    fn poll_at(&self) -> Option<Instant> {
+        (!self.l2.is_empty())
+            .then(|| Instant::from_nanos((u64::from(self.epoch) + 1) * HALF_AGING_NS))
     }
 
     fn counters(&self) -> Counters {
@@ -1038,5 +1094,38 @@ mod tests {
             h.counters.tx_dropped_too_big_for_geneve, 2,
             "one per peer TEP"
         );
+    }
+
+    #[test]
+    fn a_learned_mac_ages_out_and_a_spoofed_one_heals_within_the_aging_time() {
+        let (mut h, a, b, ma, _) = host_with_directory_and_b();
+        let mut out = Outbox::new();
+        // b sends from the MAC the directory places behind host 3 (a spoof, or a VM that left).
+        let victim = MacAddr::local(0xed, 1);
+        let t0 = Instant::from_millis(1);
+        h.handle(t0, b, frame(MacAddr::BROADCAST, victim), &mut out);
+        out.clear();
+        h.handle(t0, a, frame(victim, ma), &mut out);
+        assert_eq!(out.drain().map(|(p, _)| p).collect::<Vec<_>>(), vec![b]);
+        // Nothing more from b: within the aging time the entry is gone, and the directory's
+        // answer (host 2, over the overlay) holds again.
+        let healed = t0 + MAC_AGING;
+        h.poll(healed, &mut out);
+        h.handle(healed, a, frame(victim, ma), &mut out);
+        let (p, f) = out.drain().next().unwrap();
+        assert_eq!(p, OVERLAY);
+        assert_eq!(Ipv4View::parse(&f).unwrap().dst(), tep(3).ip);
+        assert!(h.counters.mac_aged_out >= 1);
+        assert!(
+            h.poll_at().is_some(),
+            "a's MAC is still learned, so aging goes on"
+        );
+    }
+
+    /// Like [`host_with_directory`], with vNIC `b` too.
+    fn host_with_directory_and_b() -> (Host, Port, Port, MacAddr, MacAddr) {
+        let (h, a, ma, _, _) = host_with_directory();
+        let b = FIRST_VNIC + 1;
+        (h, a, b, ma, MacAddr::local(1, 2))
     }
 }
