@@ -361,3 +361,32 @@ fn a_spoofed_arp_reply_at_the_edge_heals_within_the_aging_time() {
         "healed within {REACHABLE:?}: lost {lost}"
     );
 }
+
+#[test]
+fn a_jumbo_ping_into_a_1500_byte_segment_is_answered_fragmentation_needed_by_the_edge() {
+    let mut topo = default_topo();
+    // AWS's own default for an instance in a VPC.
+    topo.links.ec2.mtu = Some(9001);
+    topo.validate().unwrap();
+    let segment_mtu = topo.links.kind_spec(LinkKind::Vnic).mtu;
+    let r = run(
+        &topo,
+        "name = \"jumbo\"\n[[traffic]]\nkind = \"ping\"\nfrom = \"ec2-1\"\nto = \"web-1\"\ncount = 2\nsize = 3000\nexpect = { received = 0 }\n",
+    );
+    assert!(r.passed, "{r}");
+    let AppReport::Ping(p) = &r.steps[0].app else {
+        panic!("ping")
+    };
+    assert_eq!(p.errors.len(), 2, "{p:?}");
+    for e in &p.errors {
+        assert_eq!((e.icmp_type, e.code), (3, 4), "fragmentation needed");
+        assert_eq!(e.src, topo.sddc.edges.uplink_ip);
+    }
+    // Just fits: a 1500-byte packet crosses whole.
+    let fits = segment_mtu as usize - 28;
+    let r = run(
+        &topo,
+        &format!("name = \"fits\"\n[[traffic]]\nkind = \"ping\"\nfrom = \"ec2-1\"\nto = \"web-1\"\ncount = 2\nsize = {fits}\n"),
+    );
+    assert!(r.passed, "{r}");
+}

@@ -33,8 +33,10 @@ pub const VPC_ROUTER: &str = "vpc-router";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkKind {
-    /// A VM's or an Edge interface's vNIC to its host's virtual switch.
+    /// A VM's or an Edge segment interface's vNIC to its host's virtual switch.
     Vnic,
+    /// An Edge's uplink vNIC to its host, toward the ENI (the Connected VPC side).
+    Uplink,
     /// A host's TEP to the underlay (Geneve between hosts).
     Underlay,
     /// A host's uplink to its ENI, and an SDDC ENI to the VPC router.
@@ -46,8 +48,9 @@ pub enum LinkKind {
 }
 
 impl LinkKind {
-    pub const ALL: [LinkKind; 5] = [
+    pub const ALL: [LinkKind; 6] = [
         LinkKind::Vnic,
+        LinkKind::Uplink,
         LinkKind::Underlay,
         LinkKind::Eni,
         LinkKind::Ec2,
@@ -57,6 +60,7 @@ impl LinkKind {
     pub fn as_str(self) -> &'static str {
         match self {
             LinkKind::Vnic => "vnic",
+            LinkKind::Uplink => "uplink",
             LinkKind::Underlay => "underlay",
             LinkKind::Eni => "eni",
             LinkKind::Ec2 => "ec2",
@@ -67,22 +71,31 @@ impl LinkKind {
     /// The kind's default parameters; DESIGN.md §2 gives the basis of each.
     pub fn default_spec(self) -> LinkSpec {
         let us = Duration::from_micros;
-        let (delay, gbit, queue_kib) = match self {
+        // IP MTUs: NSX segments 1500; the Edge's services uplink 8900 (VMC, assumed); the
+        // underlay jumbo (it must carry a segment's packets plus 50 bytes of Geneve); the
+        // SDDC's ENIs 9001 (AWS's in a VPC); EC2 instances 1500, as the SDDC's segments (AWS's
+        // default is 9001: set it to see the Edge answer fragmentation-needed; smoltcp grows
+        // its congestion window by the peer's MSS, so a 9001-byte peer of a 1500-byte sender
+        // overshoots queues); S3 assumed 1500.
+        let (delay, gbit, queue_kib, mtu) = match self {
             // In-host switching: vmxnet3 and the vSwitch, a few µs; vmxnet3 reports 10 Gbit/s.
-            LinkKind::Vnic => (us(5), 10, 512),
+            LinkKind::Vnic => (us(5), 10, 512, 1500),
+            // The Edge's uplink: in-host too, at the host NIC's rate.
+            LinkKind::Uplink => (us(5), 25, 512, 8900),
             // Host NIC (ENA, 25 Gbit/s on i3/i4i.metal) to the spine of one AZ: tens of µs.
-            LinkKind::Underlay => (us(25), 25, 1024),
+            LinkKind::Underlay => (us(25), 25, 1024, 9000),
             // The same host NIC, seen as its ENI in the connected VPC, and the VPC fabric.
-            LinkKind::Eni => (us(25), 25, 1024),
+            LinkKind::Eni => (us(25), 25, 1024, 9001),
             // An instance's ENA: 5 Gbit/s, AWS's limit for one flow outside a placement group.
-            LinkKind::Ec2 => (us(25), 5, 1024),
+            LinkKind::Ec2 => (us(25), 5, 1024, 1500),
             // S3 through the gateway endpoint: regional, assumed 250 µs one way.
-            LinkKind::S3 => (us(250), 5, 1024),
+            LinkKind::S3 => (us(250), 5, 1024, 1500),
         };
         LinkSpec {
             delay,
             rate: Rate::gbit(gbit),
             queue: ByteSize(queue_kib * 1024),
+            mtu,
         }
     }
 }
@@ -274,6 +287,9 @@ pub struct LinkSpec {
     /// Bytes the sending side may hold waiting to be sent (the frame being sent included); a
     /// frame that does not fit is dropped and counted.
     pub queue: ByteSize,
+    /// The largest IP packet the link carries, in bytes (its Ethernet frames are 14 more); a
+    /// larger frame is dropped and counted.
+    pub mtu: u32,
 }
 
 impl LinkSpec {
@@ -282,6 +298,7 @@ impl LinkSpec {
         delay: Duration::ZERO,
         rate: Rate::UNLIMITED,
         queue: ByteSize(u64::MAX),
+        mtu: u32::MAX,
     };
 
     /// Whether a frame crosses at the instant it is sent.
@@ -301,6 +318,7 @@ impl LinkSpec {
             delay: opt.delay.unwrap_or(self.delay),
             rate: opt.rate.unwrap_or(self.rate),
             queue: opt.queue.unwrap_or(self.queue),
+            mtu: opt.mtu.unwrap_or(self.mtu),
         }
     }
 }
@@ -309,8 +327,8 @@ impl fmt::Display for LinkSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "delay {:?}, rate {}, queue {}",
-            self.delay, self.rate, self.queue
+            "delay {:?}, rate {}, queue {}, MTU {}",
+            self.delay, self.rate, self.queue, self.mtu
         )
     }
 }
@@ -329,6 +347,9 @@ pub struct LinkOpt {
     pub rate: Option<Rate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<ByteSize>,
+    /// IP MTU, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// The `[links]` table: parameters per link kind, then per link.
@@ -336,6 +357,7 @@ pub struct LinkOpt {
 #[serde(deny_unknown_fields, default)]
 pub struct Links {
     pub vnic: LinkOpt,
+    pub uplink: LinkOpt,
     pub underlay: LinkOpt,
     pub eni: LinkOpt,
     pub ec2: LinkOpt,
@@ -350,6 +372,7 @@ impl Links {
     pub fn kind_opt(&self, kind: LinkKind) -> &LinkOpt {
         match kind {
             LinkKind::Vnic => &self.vnic,
+            LinkKind::Uplink => &self.uplink,
             LinkKind::Underlay => &self.underlay,
             LinkKind::Eni => &self.eni,
             LinkKind::Ec2 => &self.ec2,
@@ -377,9 +400,11 @@ impl Links {
             delay: Some(Duration::ZERO),
             rate: Some(Rate::UNLIMITED),
             queue: Some(ByteSize(u64::MAX)),
+            mtu: Some(u32::MAX),
         };
         Links {
             vnic: zero.clone(),
+            uplink: zero.clone(),
             underlay: zero.clone(),
             eni: zero.clone(),
             ec2: zero.clone(),
@@ -436,11 +461,14 @@ impl Topology {
         }
         let e = &self.sddc.edges;
         for edge in [&e.active, &e.standby] {
-            for iface in
-                std::iter::once("uplink").chain(self.sddc.segments.iter().map(|s| s.name.as_str()))
-            {
+            add(
+                &format!("{}.uplink", edge.name),
+                &edge.host,
+                LinkKind::Uplink,
+            );
+            for s in &self.sddc.segments {
                 add(
-                    &format!("{}.{iface}", edge.name),
+                    &format!("{}.{}", edge.name, s.name),
                     &edge.host,
                     LinkKind::Vnic,
                 );

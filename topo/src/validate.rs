@@ -833,6 +833,11 @@ fn timing(topo: &Topology) -> Check {
 /// The largest frame a link may carry, in bytes: a 1500-byte IP packet in Ethernet (1514) inside
 /// Geneve (50 more).
 pub const MAX_LINK_FRAME: u64 = 1564;
+/// The IP MTUs a link may have, in bytes: IPv4's 576 to jumbo frames'.
+pub const LINK_MTUS: RangeInclusive<u32> = 576..=9216;
+/// Bytes Geneve adds to an inner Ethernet frame, counted in the underlay's IP MTU: inner
+/// Ethernet (14), Geneve (8), UDP (8), outer IPv4 (20).
+pub const GENEVE_OVERHEAD: u32 = 50;
 /// The longest one-way delay a link may have.
 pub const MAX_LINK_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -854,14 +859,49 @@ fn links(topo: &Topology) -> Check {
                 .key("delay")
                 .violation(format!("{d:?} is longer than {MAX_LINK_DELAY:?}")));
         }
+        if let Some(m) = opt.mtu.filter(|m| !LINK_MTUS.contains(m)) {
+            return Err(path.key("mtu").violation(format!(
+                "{m} is outside {}..={} bytes",
+                LINK_MTUS.start(),
+                LINK_MTUS.end()
+            )));
+        }
         if let Some(q) = opt.queue.filter(|q| q.0 < MAX_LINK_FRAME) {
             return Err(path.key("queue").violation(format!(
                 "{q} cannot hold one full frame ({MAX_LINK_FRAME} bytes)"
             )));
         }
     }
+    // The underlay carries a segment's largest packet in Geneve: 50 bytes more.
+    let plan = topo.link_plan();
+    let widest = plan
+        .iter()
+        .filter(|p| p.kind == LinkKind::Vnic)
+        .map(|p| (l.spec(&p.name, p.kind).mtu, p.name.as_str()))
+        .max();
+    if let Some((vnic_mtu, vnic)) = widest {
+        let need = vnic_mtu.saturating_add(GENEVE_OVERHEAD);
+        for p in plan.iter().filter(|p| p.kind == LinkKind::Underlay) {
+            let mtu = l.spec(&p.name, p.kind).mtu;
+            if mtu < need {
+                let path = if l.overrides.get(&p.name).is_some_and(|o| o.mtu.is_some()) {
+                    FieldPath::new("links")
+                        .key("overrides")
+                        .key(&p.name)
+                        .key("mtu")
+                } else {
+                    FieldPath::new("links").key("underlay").key("mtu")
+                };
+                return Err(path.violation(format!(
+                    "{} has MTU {mtu}: too small for {vnic}'s {vnic_mtu}-byte packets in Geneve \
+                     ({need} bytes)",
+                    p.name
+                )));
+            }
+        }
+    }
     if !l.overrides.is_empty() {
-        let plan: HashSet<String> = topo.link_plan().into_iter().map(|p| p.name).collect();
+        let plan: HashSet<String> = plan.into_iter().map(|p| p.name).collect();
         if let Some(name) = l.overrides.keys().find(|n| !plan.contains(*n)) {
             return Err(FieldPath::new("links")
                 .key("overrides")

@@ -1020,6 +1020,20 @@ fn rejects_a_bad_rate_a_tiny_queue_a_long_delay_and_an_unknown_link() {
         line_of(&text, "\"web-1--esxi-9\""),
         "no link is named `web-1--esxi-9`",
     );
+    let text = with_links("ec2 = { mtu = 100 }");
+    rejects(
+        &text,
+        "links.ec2.mtu",
+        line_of(&text, "ec2 ="),
+        "outside 576..=9216",
+    );
+    let text = with_links("underlay = { mtu = 1500 }");
+    rejects(
+        &text,
+        "links.underlay.mtu",
+        line_of(&text, "underlay ="),
+        "too small for",
+    );
     let text = with_links("vnic = { speed = \"1Gbit/s\" }");
     rejects(
         &text,

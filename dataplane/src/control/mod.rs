@@ -45,8 +45,6 @@ pub const S3_ENDPOINT_ID: &str = "vpce-s3";
 pub const S3_PREFIX_LIST_ID: &str = "pl-s3";
 /// First VNI handed to segments.
 pub const FIRST_VNI: Vni = 69632;
-/// IP MTU of endpoints, in bytes (the Ethernet MTU is 14 more).
-pub const ENDPOINT_IP_MTU: usize = 1500;
 
 mod mac_kind {
     pub const TEP: u8 = 0x10;
@@ -324,7 +322,15 @@ impl<'t> Builder<'t> {
                 node: eni,
                 host_link: None,
             });
-            let ep = self.endpoint(&inst.name, EndpointKind::Ec2, mac, inst.ip, subnet.cidr);
+            let link = link_name(&inst.name, &eni_id);
+            let ep = self.endpoint(
+                &inst.name,
+                EndpointKind::Ec2,
+                mac,
+                inst.ip,
+                subnet.cidr,
+                (&link, LinkKind::Ec2),
+            );
             let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
             let port = r.add_eni(&eni_id, mac, true);
             r.assign_ip(&eni_id, inst.ip);
@@ -347,7 +353,15 @@ impl<'t> Builder<'t> {
                 .copied()
                 .unwrap_or(Ipv4Net::new(s3.ip, 32).expect("/32"));
             let mac = self.mac(mac_kind::VM);
-            let ep = self.endpoint(&s3.name, EndpointKind::S3, mac, s3.ip, net);
+            let link = link_name(&s3.name, VPC_ROUTER);
+            let ep = self.endpoint(
+                &s3.name,
+                EndpointKind::S3,
+                mac,
+                s3.ip,
+                net,
+                (&link, LinkKind::S3),
+            );
             let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
             r.add_router_ip(vpc_router_ip(net));
             let port = r.add_gateway_endpoint(S3_ENDPOINT_ID, mac);
@@ -367,7 +381,8 @@ impl<'t> Builder<'t> {
         }
     }
 
-    /// Add an endpoint node whose gateway is base + 1 of `net`.
+    /// Add an endpoint node whose gateway is base + 1 of `net`; its IP MTU is that of its
+    /// link, `link` of kind `kind`.
     fn endpoint(
         &mut self,
         name: &str,
@@ -375,8 +390,10 @@ impl<'t> Builder<'t> {
         mac: MacAddr,
         ip: Ipv4Addr,
         net: Ipv4Net,
+        link: (&str, LinkKind),
     ) -> NodeId {
         let n = self.sim.nodes().count() as u64;
+        let ip_mtu = self.topo.links.spec(link.0, link.1).mtu as usize;
         let cfg = EndpointConfig {
             name: name.to_string(),
             kind,
@@ -388,7 +405,7 @@ impl<'t> Builder<'t> {
                 .seed
                 .wrapping_mul(0x9e37_79b9_7f4a_7c15)
                 .wrapping_add(n),
-            ip_mtu: ENDPOINT_IP_MTU,
+            ip_mtu,
         };
         self.sim.add_node(Box::new(Endpoint::new(cfg)))
     }
@@ -398,7 +415,15 @@ impl<'t> Builder<'t> {
         for (i, seg) in t.sddc.segments.iter().enumerate() {
             for vm in &seg.vms {
                 let mac = self.mac(mac_kind::VM);
-                let ep = self.endpoint(&vm.name, EndpointKind::Vm, mac, vm.ip, seg.cidr);
+                let link = link_name(&vm.name, &vm.host);
+                let ep = self.endpoint(
+                    &vm.name,
+                    EndpointKind::Vm,
+                    mac,
+                    vm.ip,
+                    seg.cidr,
+                    (&link, LinkKind::Vnic),
+                );
                 let hid = self
                     .sim
                     .node_id(&vm.host)
@@ -430,12 +455,18 @@ impl<'t> Builder<'t> {
         let t = self.topo;
         let e = &t.sddc.edges;
         for (vm, active) in [(&e.active, true), (&e.standby, false)] {
+            // Each interface's MTU is its link's.
+            let mtu = |iface: &str, kind| {
+                let name = link_name(&format!("{}.{iface}", vm.name), &vm.host);
+                t.links.spec(&name, kind).mtu as usize
+            };
             let mut ifaces = vec![EdgeIface {
                 name: "uplink".into(),
                 mac: self.mac(mac_kind::EDGE),
                 ip: e.uplink_ip,
                 net: t.vpc.connected_subnet.cidr,
                 role: IfaceRole::Uplink,
+                mtu: mtu("uplink", LinkKind::Uplink),
             }];
             for s in &t.sddc.segments {
                 ifaces.push(EdgeIface {
@@ -444,6 +475,7 @@ impl<'t> Builder<'t> {
                     ip: s.gateway_ip(),
                     net: s.cidr,
                     role: IfaceRole::Segment,
+                    mtu: mtu(&s.name, LinkKind::Vnic),
                 });
             }
             let mut edge = Edge::new(EdgeConfig {
@@ -481,11 +513,11 @@ impl<'t> Builder<'t> {
                     h.set_uplink_owner(e.uplink_ip, port);
                 }
                 let iface = format!("{}.{}", vm.name, ifc.name);
-                links.push(self.link(
-                    LinkKind::Vnic,
-                    (&iface, eid, k as u16),
-                    (&vm.host, hid, port),
-                ));
+                let kind = match ifc.role {
+                    IfaceRole::Uplink => LinkKind::Uplink,
+                    IfaceRole::Segment => LinkKind::Vnic,
+                };
+                links.push(self.link(kind, (&iface, eid, k as u16), (&vm.host, hid, port)));
                 self.model.set_vnic(&vm.host, port, Some(vnic_name));
             }
             self.model.edges.push(EdgeFact {

@@ -52,6 +52,8 @@ pub struct EdgeIface {
     /// The connected network.
     pub net: Ipv4Net,
     pub role: IfaceRole,
+    /// The largest IP packet the interface sends, in bytes (its link's MTU).
+    pub mtu: usize,
 }
 
 /// How a route reaches its destination.
@@ -97,6 +99,11 @@ counters! {
         pub arp_requests_sent,
         pub arp_replies_sent,
         pub icmp_errors_sent,
+        /// Packets larger than the next hop's MTU with Don't Fragment set: answered with
+        /// fragmentation needed.
+        pub tx_frag_needed,
+        /// Packets larger than the next hop's MTU, sent on in fragments.
+        pub fragmented,
         pub snat_out,
         pub snat_in,
         /// Broadcast or multicast frames a standby Edge saw and left alone (ARP floods): not
@@ -417,6 +424,23 @@ impl Edge {
             self.icmp_error(now, from, t, code, &f, out);
             return;
         };
+        let (len, df) =
+            Ipv4View::parse(&f).map_or((0, false), |v| (v.total_len(), v.dont_fragment()));
+        let mtu = self.ifaces[route.iface].mtu;
+        if len > mtu && df {
+            // RFC 1191: too big to forward whole, and not to be cut: say how big fits.
+            self.counters.tx_frag_needed += 1;
+            let from = self.ifaces[in_port].ip;
+            if let Some(v) = Ipv4View::parse(&f) {
+                let next_hop_mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
+                let e = icmp::frag_needed(from, next_hop_mtu, &v);
+                if !self.is_own_ip(src) && !self.is_group_ip(src) && !src.is_unspecified() {
+                    self.counters.icmp_errors_sent += 1;
+                    self.originate(now, e, out);
+                }
+            }
+            return;
+        }
         if route.snat && Some(src) != self.snat.external {
             match self.snat.translate_out(&mut f) {
                 Ok(()) => self.counters.snat_out += 1,
@@ -431,7 +455,15 @@ impl Edge {
             }
         }
         self.counters.forwarded += 1;
-        self.transmit(now, route.iface, route.next_hop_for(dst), f, out);
+        let nh = route.next_hop_for(dst);
+        if len > mtu {
+            self.counters.fragmented += 1;
+            for frag in ipv4::fragment(&f, mtu) {
+                self.transmit(now, route.iface, nh, frag, out);
+            }
+            return;
+        }
+        self.transmit(now, route.iface, nh, f, out);
     }
 
     /// Send an IP frame out of `iface` to next hop `nh`, resolving its MAC; the frame waits

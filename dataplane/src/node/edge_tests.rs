@@ -76,6 +76,7 @@ fn lab_edge() -> Edge {
         ip: EIP[i],
         net: net(n),
         role,
+        mtu: 1500,
     };
     let mut e = Edge::new(EdgeConfig {
         name: "edge-1".into(),
@@ -1900,4 +1901,85 @@ fn late_arp_reply_before_the_last_try_still_delivers() {
     assert_eq!((p, macs(&f).0), (UPLINK, GW_MAC));
     assert_eq!(lab.e.poll_at(), None);
     assert_eq!(lab.e.counters.tx_dropped_arp_failed, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MTU: a packet larger than the next hop's MTU is fragmented, or answered with
+// fragmentation-needed when Don't Fragment is set (RFC 791, RFC 1191).
+// ---------------------------------------------------------------------------------------------
+
+/// A UDP datagram of `payload` bytes from EC2 to VM3, with Don't Fragment as given.
+fn big_udp(payload: usize, df: bool) -> BytesMut {
+    let mut f = udp_frame(EC2, VM3, 64, 4000, 5000, &vec![0x5a; payload]);
+    f[20] = if df { 0x40 } else { 0 };
+    f[21] = 0;
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[test]
+fn a_packet_over_the_next_hops_mtu_is_cut_into_fragments_that_reassemble() {
+    let mut lab = Lab::new();
+    lab.resolve_all();
+    let payload = 3000;
+    let original = big_udp(payload, false);
+    let out = lab.rx_ip(UPLINK, original.clone());
+    let mtu = 1500;
+    let per_fragment = (mtu - 20) / 8 * 8;
+    let udp_len = 8 + payload;
+    assert_eq!(out.len(), udp_len.div_ceil(per_fragment));
+    let mut reassembled = Vec::new();
+    for (k, (port, f)) in out.iter().enumerate() {
+        assert_eq!(*port, SEG2);
+        assert!(f.len() - 14 <= mtu, "fragment {k} fits the MTU");
+        let p = SlicedPacket::from_ethernet(f).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = p.net else {
+            panic!("ipv4")
+        };
+        let h = ip.header();
+        let hdr = h.to_header();
+        assert_eq!(
+            hdr.header_checksum,
+            hdr.calc_header_checksum(),
+            "fragment {k}"
+        );
+        assert_eq!(h.ttl(), 63);
+        assert_eq!(
+            (
+                h.fragments_offset().value() as usize * 8,
+                h.more_fragments()
+            ),
+            (k * per_fragment, k + 1 < out.len())
+        );
+        reassembled.extend_from_slice(ip.payload().payload);
+    }
+    assert_eq!(reassembled, &original[34..]);
+    assert_eq!(lab.e.counters.fragmented, 1);
+}
+
+#[test]
+fn dont_fragment_over_the_mtu_is_answered_with_fragmentation_needed_and_the_mtu() {
+    let mut lab = Lab::new();
+    lab.resolve_all();
+    let out = lab.rx_ip(UPLINK, big_udp(3000, true));
+    assert_eq!(out.len(), 1);
+    let (port, f) = &out[0];
+    assert_eq!(*port, UPLINK);
+    let v = Ipv4View::parse(f).unwrap();
+    assert_eq!((v.src(), v.dst()), (UPLINK_IP, EC2));
+    let icmp = v.payload();
+    assert_eq!((icmp[0], icmp[1]), (TYPE_DEST_UNREACHABLE, 4));
+    assert_eq!(
+        u16::from_be_bytes([icmp[6], icmp[7]]),
+        1500,
+        "the next hop's MTU"
+    );
+    assert!(checksum::checksum(icmp) == 0);
+    assert_eq!(lab.e.counters.tx_frag_needed, 1);
+    // At the MTU exactly: forwarded whole.
+    let out = lab.rx_ip(UPLINK, big_udp(1500 - 28, true));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, SEG2);
 }

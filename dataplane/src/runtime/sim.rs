@@ -27,7 +27,7 @@ use crate::capture::FrameSink;
 use crate::counters;
 use crate::node::{Change, Node, Outbox, Port, Sent};
 use crate::time::Instant;
-use crate::wire::Frame;
+use crate::wire::{Frame, ETH_HEADER_LEN};
 
 /// Index of a node in the simulation.
 pub type NodeId = usize;
@@ -54,6 +54,8 @@ counters! {
         pub dropped_unlinked,
         /// Frames a link's queue had no room for.
         pub tx_dropped_queue_full,
+        /// Frames larger than their link's MTU.
+        pub tx_dropped_too_big,
         /// Node calls (handle + poll).
         pub node_calls,
     }
@@ -66,6 +68,8 @@ counters! {
         pub tx_bytes,
         /// The queue had no room for the frame.
         pub tx_dropped_queue_full,
+        /// The frame was larger than the link's MTU (+ 14 bytes of Ethernet).
+        pub tx_dropped_too_big,
         /// The link was unplugged while the frame crossed it.
         pub dropped_in_flight,
     }
@@ -192,6 +196,9 @@ pub struct Sim {
     /// Set from outside (a Ctrl-C handler) to stop the run where it is.
     interrupt: Option<Arc<AtomicBool>>,
     until_interrupt_check: u32,
+    /// The shortest frame some link cannot carry, less one: frames up to this long skip the
+    /// MTU check.
+    frame_limit_min: usize,
     pub counters: SimCounters,
 }
 
@@ -215,6 +222,7 @@ impl Default for Sim {
             outbox: Outbox::new(),
             interrupt: None,
             until_interrupt_check: INTERRUPT_CHECK_EVERY,
+            frame_limit_min: usize::MAX,
             counters: SimCounters::default(),
         }
     }
@@ -288,7 +296,18 @@ impl Sim {
         }
         self.captures.push(None);
         self.wire(id);
+        self.read_frame_limit();
         id
+    }
+
+    /// Note the smallest MTU of any link.
+    fn read_frame_limit(&mut self) {
+        self.frame_limit_min = self
+            .links
+            .iter()
+            .map(|l| (l.spec.mtu as usize).saturating_add(ETH_HEADER_LEN))
+            .min()
+            .unwrap_or(usize::MAX);
     }
 
     /// Plug a link's two ports in, with its current parameters and capture state.
@@ -340,6 +359,7 @@ impl Sim {
         if self.is_connected(link) {
             self.wire(link);
         }
+        self.read_frame_limit();
     }
 
     /// What each direction of `link` carried: `[a → b, b → a]`.
@@ -573,6 +593,14 @@ impl Sim {
             self.counters.dropped_unlinked += 1;
             return;
         };
+        let len = s.frame.len();
+        if len > self.frame_limit_min
+            && len > (self.links[w.link()].spec.mtu as usize).saturating_add(ETH_HEADER_LEN)
+        {
+            self.dirs[w.dir as usize].counters.tx_dropped_too_big += 1;
+            self.counters.tx_dropped_too_big += 1;
+            return;
+        }
         if w.timed {
             send_timed(
                 &mut self.dirs[w.dir as usize],
@@ -917,7 +945,36 @@ mod tests {
             delay: Duration::from_micros(delay_us),
             rate,
             queue: ByteSize(queue),
+            mtu: 9000,
         }
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_links_mtu_is_dropped_and_counted() {
+        let link = LinkSpec {
+            mtu: 1500,
+            ..spec(10, Rate::gbit(1), 1 << 20)
+        };
+        // 1514 bytes (a 1500-byte packet) fit; 1515 do not.
+        let mut sim = Sim::new();
+        let frames = [1514, 1515, 60]
+            .iter()
+            .map(|n| Frame::copy_from_slice(&vec![1; *n]))
+            .collect();
+        let burst = sim.add_node(Box::new(Burst(frames)));
+        let rec = sim.add_node(Box::new(Recorder::default()));
+        let l = sim.connect_with("burst--rec", (burst, 1), (rec, 0), link);
+        sim.inject(burst, 0, Frame::copy_from_slice(b"go"));
+        sim.run_until(Instant::from_millis(1));
+        let lens: Vec<usize> = sim
+            .get::<Recorder>(rec)
+            .unwrap()
+            .seen
+            .iter()
+            .map(|f| f.1.len())
+            .collect();
+        assert_eq!(lens, vec![1514, 60]);
+        assert_eq!(sim.link_counters(l)[0].tx_dropped_too_big, 1);
     }
 
     /// A burst of `n` frames of `len` bytes sent at t = 1 ms onto a link with `link`.

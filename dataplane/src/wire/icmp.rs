@@ -19,6 +19,8 @@ pub const TYPE_TIME_EXCEEDED: u8 = 11;
 pub const CODE_NET_UNREACHABLE: u8 = 0;
 pub const CODE_HOST_UNREACHABLE: u8 = 1;
 pub const CODE_PORT_UNREACHABLE: u8 = 3;
+/// Destination unreachable: fragmentation needed and Don't Fragment set (RFC 1191).
+pub const CODE_FRAG_NEEDED: u8 = 4;
 pub const CODE_TTL_EXCEEDED: u8 = 0;
 
 /// TTL of packets a node originates.
@@ -45,10 +47,29 @@ pub fn error(
     code: u8,
     offending: &Ipv4View<'_>,
 ) -> Frame {
+    error_with(dst_mac, src_mac, src, (icmp_type, code, [0; 4]), offending)
+}
+
+/// Fragmentation needed about `offending`, saying the next hop's MTU (RFC 1191).
+pub fn frag_needed(src: Ipv4Addr, next_hop_mtu: u16, offending: &Ipv4View<'_>) -> Frame {
+    let [hi, lo] = next_hop_mtu.to_be_bytes();
+    let what = (TYPE_DEST_UNREACHABLE, CODE_FRAG_NEEDED, [0, 0, hi, lo]);
+    error_with(MacAddr::default(), MacAddr::default(), src, what, offending)
+}
+
+/// An ICMP error whose header's second word is `rest`.
+fn error_with(
+    dst_mac: MacAddr,
+    src_mac: MacAddr,
+    src: Ipv4Addr,
+    (icmp_type, code, rest): (u8, u8, [u8; 4]),
+    offending: &Ipv4View<'_>,
+) -> Frame {
     let pkt = offending.packet();
     let quoted = &pkt[..pkt.len().min(offending.header_len() + 8)];
     let mut body = BytesMut::with_capacity(8 + quoted.len());
-    body.extend_from_slice(&[icmp_type, code, 0, 0, 0, 0, 0, 0]);
+    body.extend_from_slice(&[icmp_type, code, 0, 0]);
+    body.extend_from_slice(&rest);
     body.extend_from_slice(quoted);
     build(dst_mac, src_mac, src, offending.src(), &mut body)
 }

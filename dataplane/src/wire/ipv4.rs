@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use bytes::BytesMut;
 
 use super::checksum;
-use super::{put_eth_header, MacAddr, ETHERTYPE_IPV4, ETH_HEADER_LEN};
+use super::{put_eth_header, Frame, MacAddr, ETHERTYPE_IPV4, ETH_HEADER_LEN};
 
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
@@ -57,6 +57,10 @@ impl<'a> Ipv4View<'a> {
     pub fn dst(&self) -> Ipv4Addr {
         addr_at(self.frame, IP + 16)
     }
+    /// The Don't Fragment flag is set.
+    pub fn dont_fragment(&self) -> bool {
+        self.frame[IP + 6] & 0x40 != 0
+    }
     /// True if this is not the first fragment (so it carries no L4 header).
     pub fn is_later_fragment(&self) -> bool {
         u16::from_be_bytes([self.frame[IP + 6], self.frame[IP + 7]]) & 0x1fff != 0
@@ -92,6 +96,44 @@ impl<'a> Ipv4View<'a> {
 
 fn addr_at(b: &[u8], off: usize) -> Ipv4Addr {
     Ipv4Addr::new(b[off], b[off + 1], b[off + 2], b[off + 3])
+}
+
+/// Cut the IPv4 packet of `frame` (a valid one, Don't Fragment clear) into fragments of at
+/// most `mtu` bytes each, as a router does (RFC 791): every fragment carries the Ethernet and
+/// IP headers (options included), a payload that is a multiple of 8 bytes but for the last,
+/// its offset, More Fragments on all but the last (which keeps the original's), and a fresh
+/// header checksum. An `mtu` too small for the header and 8 bytes of payload gives nothing.
+pub fn fragment(frame: &[u8], mtu: usize) -> Vec<Frame> {
+    let Some(v) = Ipv4View::parse(frame) else {
+        return Vec::new();
+    };
+    let ihl = v.header_len();
+    let chunk = mtu.saturating_sub(ihl) / 8 * 8;
+    if chunk == 0 {
+        return Vec::new();
+    }
+    let flags_offset = u16::from_be_bytes([frame[IP + 6], frame[IP + 7]]);
+    let (more_after, base) = (flags_offset & 0x2000 != 0, flags_offset & 0x1fff);
+    let payload = v.payload();
+    let head = &frame[..IP + ihl];
+    let mut frags = Vec::with_capacity(payload.len().div_ceil(chunk));
+    for (k, part) in payload.chunks(chunk).enumerate() {
+        let last = (k + 1) * chunk >= payload.len();
+        let mut b = BytesMut::with_capacity(head.len() + part.len());
+        b.extend_from_slice(head);
+        b.extend_from_slice(part);
+        let total = (ihl + part.len()) as u16; // at most the original's total length
+        b[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+        let offset = base + (k * chunk / 8) as u16;
+        let mf = if last { more_after } else { true };
+        let fo = (u16::from(mf) << 13) | offset;
+        b[IP + 6..IP + 8].copy_from_slice(&fo.to_be_bytes());
+        b[IP + 10..IP + 12].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(&b[IP..IP + ihl]);
+        b[IP + 10..IP + 12].copy_from_slice(&c.to_be_bytes());
+        frags.push(Frame::from(b));
+    }
+    frags
 }
 
 /// Decrement the TTL of a frame that holds a valid IPv4 header, updating the header checksum
