@@ -15,6 +15,7 @@
 
 pub mod action;
 pub mod model;
+pub mod plan;
 pub mod state;
 
 use std::net::Ipv4Addr;
@@ -30,6 +31,7 @@ use crate::node::underlay::Underlay;
 use crate::node::vpc_router::{VpcRouter, VpcTarget};
 use crate::node::Port;
 use crate::runtime::sim::{LinkId, NodeId, Sim};
+use crate::time::Instant;
 use crate::wire::geneve::Vni;
 use crate::wire::MacAddr;
 use action::TimelineEvent;
@@ -37,6 +39,7 @@ use model::{
     EdgeFact, EniAttachmentFact, EniFact, HostFact, Model, RouteDest, RouteFact, SegmentFact,
     VmFact,
 };
+use plan::LabPlan;
 
 pub use vmcnet_topo::{instance_eni_id, UNDERLAY, VPC_ROUTER};
 /// Id of the S3 gateway endpoint.
@@ -80,8 +83,25 @@ fn tep_ip(topo: &Topology, i: usize) -> Ipv4Addr {
 }
 
 impl Lab {
-    /// Build the lab of a validated topology. `seed` seeds every endpoint's TCP/IP stack.
+    /// Build the lab of a validated topology in the sim runtime. `seed` seeds every endpoint's
+    /// TCP/IP stack.
     pub fn build(topo: &Topology, seed: u64) -> Lab {
+        let (plan, model) = Lab::plan(topo, seed);
+        let router = plan
+            .node_id(VPC_ROUTER)
+            .expect("the plan has the VPC router");
+        Lab {
+            topo: topo.clone(),
+            sim: Sim::from_plan(plan),
+            model,
+            timeline: Vec::new(),
+            router,
+        }
+    }
+
+    /// The runtime-neutral plan of a validated topology's lab (its nodes, configured, and its
+    /// links with their parameters) and the control model that describes it.
+    pub fn plan(topo: &Topology, seed: u64) -> (LabPlan, Model) {
         Builder::new(topo, seed).build()
     }
 
@@ -107,7 +127,7 @@ impl Lab {
 struct Builder<'t> {
     topo: &'t Topology,
     seed: u64,
-    sim: Sim,
+    plan: LabPlan,
     macs: u32,
     model: Model,
 }
@@ -117,7 +137,7 @@ impl<'t> Builder<'t> {
         Builder {
             topo,
             seed,
-            sim: Sim::new(),
+            plan: LabPlan::default(),
             macs: 0,
             model: Model {
                 hosts: Vec::new(),
@@ -149,7 +169,7 @@ impl<'t> Builder<'t> {
     fn link(&mut self, kind: LinkKind, a: (&str, NodeId, Port), b: (&str, NodeId, Port)) -> LinkId {
         let name = link_name(a.0, b.0);
         let spec = self.topo.links.spec(&name, kind);
-        self.sim.connect_with(&name, (a.1, a.2), (b.1, b.2), spec)
+        self.plan.connect(&name, (a.1, a.2), (b.1, b.2), spec)
     }
 
     fn mac(&mut self, kind: u8) -> MacAddr {
@@ -157,12 +177,11 @@ impl<'t> Builder<'t> {
         MacAddr::local(kind, self.macs)
     }
 
-    fn build(mut self) -> Lab {
-        let t = self.topo;
-        let underlay = self.sim.add_node(Box::new(Underlay::new(UNDERLAY)));
+    fn build(mut self) -> (LabPlan, Model) {
+        let underlay = self.plan.add_node(Box::new(Underlay::new(UNDERLAY)));
         let router_mac = self.mac(mac_kind::ROUTER);
         let router = self
-            .sim
+            .plan
             .add_node(Box::new(VpcRouter::new(VPC_ROUTER, router_mac)));
         self.hosts(underlay);
         self.sddc_enis(router);
@@ -170,17 +189,12 @@ impl<'t> Builder<'t> {
         self.vms();
         self.edges(router);
         let dir = std::sync::Arc::new(self.model.directory());
+        let mut scratch = crate::node::Outbox::new();
         for h in &self.model.hosts {
-            self.sim
-                .configure(h.node, &crate::node::Change::HostDirectory(dir.clone()));
+            let change = crate::node::Change::HostDirectory(dir.clone());
+            self.plan.nodes[h.node].configure(Instant::ZERO, &change, &mut scratch);
         }
-        Lab {
-            topo: t.clone(),
-            sim: self.sim,
-            model: self.model,
-            timeline: Vec::new(),
-            router,
-        }
+        (self.plan, self.model)
     }
 
     fn hosts(&mut self, underlay: NodeId) {
@@ -196,7 +210,7 @@ impl<'t> Builder<'t> {
                 mac: self.mac(mac_kind::TEP),
             };
             let eni_mac = t.host_enis().position(|(h, _)| h == name).map(eni_mac);
-            let id = self.sim.add_node(Box::new(Host::new(name, tep, eni_mac)));
+            let id = self.plan.add_node(Box::new(Host::new(name, tep, eni_mac)));
             self.model.hosts.push(HostFact {
                 name: name.to_string(),
                 cluster,
@@ -206,7 +220,7 @@ impl<'t> Builder<'t> {
                 vnics: Vec::new(),
             });
             let port = i as u16;
-            self.sim
+            self.plan
                 .get_mut::<Underlay>(underlay)
                 .expect("underlay")
                 .set_port(tep.mac, port);
@@ -229,8 +243,8 @@ impl<'t> Builder<'t> {
             if let Some(h) = &host {
                 node.attach(h);
             }
-            let id = self.sim.add_node(Box::new(node));
-            let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
+            let id = self.plan.add_node(Box::new(node));
+            let r: &mut VpcRouter = self.plan.get_mut(router).expect("router");
             let port = r.add_eni(&e.id, eni_mac(j), host.is_some());
             r.assign_ip(&e.id, e.ip);
             self.link(
@@ -239,7 +253,7 @@ impl<'t> Builder<'t> {
                 (VPC_ROUTER, router, port),
             );
             let host_link = host.as_ref().map(|h| {
-                let hid = self.sim.node_id(h).expect("host");
+                let hid = self.plan.node_id(h).expect("host");
                 self.link(
                     LinkKind::Eni,
                     (h, hid, host::UPLINK),
@@ -268,7 +282,7 @@ impl<'t> Builder<'t> {
             .eni_of_host(&t.sddc.edges.active.host)
             .map(|e| e.id.clone());
         {
-            let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
+            let r: &mut VpcRouter = self.plan.get_mut(router).expect("router");
             for s in std::iter::once(&t.vpc.connected_subnet).chain(&t.vpc.subnets) {
                 r.add_router_ip(vpc_router_ip(s.cidr));
             }
@@ -308,7 +322,7 @@ impl<'t> Builder<'t> {
                 &format!("Primary network interface of {}", inst.name),
             );
             e.attach(&inst.name);
-            let eni = self.sim.add_node(Box::new(e));
+            let eni = self.plan.add_node(Box::new(e));
             self.model.enis.push(EniFact {
                 id: eni_id.clone(),
                 mac,
@@ -331,7 +345,7 @@ impl<'t> Builder<'t> {
                 subnet.cidr,
                 (&link, LinkKind::Ec2),
             );
-            let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
+            let r: &mut VpcRouter = self.plan.get_mut(router).expect("router");
             let port = r.add_eni(&eni_id, mac, true);
             r.assign_ip(&eni_id, inst.ip);
             self.link(
@@ -362,7 +376,7 @@ impl<'t> Builder<'t> {
                 net,
                 (&link, LinkKind::S3),
             );
-            let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
+            let r: &mut VpcRouter = self.plan.get_mut(router).expect("router");
             r.add_router_ip(vpc_router_ip(net));
             let port = r.add_gateway_endpoint(S3_ENDPOINT_ID, mac);
             for p in &s3.prefix_list {
@@ -392,7 +406,7 @@ impl<'t> Builder<'t> {
         net: Ipv4Net,
         link: (&str, LinkKind),
     ) -> NodeId {
-        let n = self.sim.nodes().count() as u64;
+        let n = self.plan.nodes.len() as u64;
         let ip_mtu = self.topo.links.spec(link.0, link.1).mtu as usize;
         let cfg = EndpointConfig {
             name: name.to_string(),
@@ -407,7 +421,7 @@ impl<'t> Builder<'t> {
                 .wrapping_add(n),
             ip_mtu,
         };
-        self.sim.add_node(Box::new(Endpoint::new(cfg)))
+        self.plan.add_node(Box::new(Endpoint::new(cfg)))
     }
 
     fn vms(&mut self) {
@@ -425,7 +439,7 @@ impl<'t> Builder<'t> {
                     (&link, LinkKind::Vnic),
                 );
                 let hid = self
-                    .sim
+                    .plan
                     .node_id(&vm.host)
                     .expect("validated: VM on a known host");
                 let vnic = Vnic {
@@ -433,7 +447,7 @@ impl<'t> Builder<'t> {
                     mac,
                     attach: Attachment::Segment(segment_vni(i)),
                 };
-                let port = self.sim.get_mut::<Host>(hid).expect("host").add_vnic(vnic);
+                let port = self.plan.get_mut::<Host>(hid).expect("host").add_vnic(vnic);
                 let link = self.link(LinkKind::Vnic, (&vm.name, ep, 0), (&vm.host, hid, port));
                 self.model.set_vnic(&vm.host, port, Some(vm.name.clone()));
                 self.model.vms.push(VmFact {
@@ -486,9 +500,9 @@ impl<'t> Builder<'t> {
                 edge.add_static_route(r.dest, r.gateway, r.snat);
             }
             edge.set_active(active);
-            let eid = self.sim.add_node(Box::new(edge));
+            let eid = self.plan.add_node(Box::new(edge));
             let hid = self
-                .sim
+                .plan
                 .node_id(&vm.host)
                 .expect("validated: Edge on a known host");
             let mut uplink_port = 0;
@@ -504,7 +518,7 @@ impl<'t> Builder<'t> {
                     attach,
                 };
                 let vnic_name = vnic.name.clone();
-                let h: &mut Host = self.sim.get_mut(hid).expect("host");
+                let h: &mut Host = self.plan.get_mut(hid).expect("host");
                 let port = h.add_vnic(vnic);
                 if ifc.role == IfaceRole::Uplink {
                     uplink_port = port;
@@ -542,15 +556,15 @@ impl<'t> Builder<'t> {
         let Some(eni) = t.eni_of_host(host) else {
             return;
         };
-        let id = self.sim.node_id(&eni.id).expect("eni");
-        self.sim
+        let id = self.plan.node_id(&eni.id).expect("eni");
+        self.plan
             .get_mut::<Eni>(id)
             .expect("eni")
             .assign_secondary(t.sddc.edges.uplink_ip);
         if let Some(f) = self.model.eni_mut(&eni.id) {
             f.secondary_ips.push(t.sddc.edges.uplink_ip);
         }
-        let r: &mut VpcRouter = self.sim.get_mut(router).expect("router");
+        let r: &mut VpcRouter = self.plan.get_mut(router).expect("router");
         r.assign_ip(&eni.id, t.sddc.edges.uplink_ip);
     }
 }

@@ -24,6 +24,7 @@ use std::time::Duration;
 use vmcnet_topo::LinkSpec;
 
 use crate::capture::FrameSink;
+use crate::control::plan::LabPlan;
 use crate::counters;
 use crate::node::{Change, Node, Outbox, Port, Sent};
 use crate::time::Instant;
@@ -231,6 +232,18 @@ impl Default for Sim {
 impl Sim {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A simulation of a lab plan: its nodes and its links, at time zero.
+    pub fn from_plan(plan: LabPlan) -> Sim {
+        let mut sim = Sim::new();
+        for node in plan.nodes {
+            sim.add_node(node);
+        }
+        for l in plan.links {
+            sim.connect_with(&l.name, l.a, l.b, l.spec);
+        }
+        sim
     }
 
     /// The virtual time.
