@@ -2,8 +2,10 @@
 //! frame just before still takes the old path, a frame at that instant the new one. Each
 //! latency is read from the topology's timing, never copied.
 
+mod common;
+use common::default_topo as topo;
+
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -15,18 +17,6 @@ use vmcnet::node::vpc_router::VpcRouter;
 use vmcnet::time::Instant;
 use vmcnet::wire::ipv4::{put_headers, Ipv4Params, PROTO_UDP};
 use vmcnet::wire::{Frame, MacAddr};
-use vmcnet_topo::Topology;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn topo() -> Topology {
-    vmcnet_topo::load(&root().join("topo/default.toml")).expect("default topology")
-}
 
 const EC2_1: Ipv4Addr = Ipv4Addr::new(172, 31, 16, 10);
 const WEB_1: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);

@@ -1,6 +1,9 @@
 //! End-to-end tests: the default lab in the sim runtime, the smoke drill, the pcaps it writes
 //! (read back by tcpdump and tshark), and the `vmcnet` command line.
 
+mod common;
+use common::{default_topo, root};
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,18 +11,6 @@ use std::process::Command;
 use vmcnet::control::Lab;
 use vmcnet::drill::{run_drill, DrillFile, DrillReport, RunOptions};
 use vmcnet::node::endpoint::AppReport;
-use vmcnet_topo::Topology;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn default_topo() -> Topology {
-    vmcnet_topo::load(&root().join("topo/default.toml")).expect("default topology")
-}
 
 fn smoke() -> DrillFile {
     DrillFile::load(&root().join("scripts/drills/smoke.toml")).expect("smoke drill")

@@ -1,7 +1,9 @@
 //! Links take time: round-trip times, transfer times and queue drops in the sim, each compared
 //! with what the topology's link parameters imply.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{default_topo, root};
+
 use std::time::Duration;
 
 use vmcnet::control::Lab;
@@ -9,17 +11,6 @@ use vmcnet::drill::{run_drill, DrillFile, DrillReport, RunOptions};
 use vmcnet::node::endpoint::AppReport;
 use vmcnet::wire::geneve;
 use vmcnet_topo::{ByteSize, LinkKind, LinkOpt, Topology};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn default_topo() -> Topology {
-    vmcnet_topo::load(&root().join("topo/default.toml")).expect("default topology")
-}
 
 fn drill(src: &str) -> DrillFile {
     DrillFile::parse(src, "test").expect("drill parses")

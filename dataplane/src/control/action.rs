@@ -18,7 +18,8 @@ use super::Lab;
 use crate::node::host::Vnic;
 use crate::node::vpc_router::VpcTarget;
 use crate::node::Change;
-use crate::runtime::sim::{NodeId, Sim, Stop};
+use crate::node::Port;
+use crate::runtime::sim::{LinkId, NodeId, Sim, Stop};
 use crate::time::Instant;
 
 /// A change of the SDDC or AWS state, as the control planes make it.
@@ -246,6 +247,31 @@ impl Lab {
         self.sim.configure(node, &change);
     }
 
+    /// Plug the link `name` between `ends` in: the one that joined them before, or a new one
+    /// with the topology's parameters for it.
+    fn plug(
+        &mut self,
+        name: &str,
+        kind: LinkKind,
+        ends: ((NodeId, Port), (NodeId, Port)),
+    ) -> LinkId {
+        let before = self
+            .sim
+            .links()
+            .iter()
+            .position(|l| l.name == name && (l.a, l.b) == ends);
+        match before {
+            Some(l) => {
+                self.sim.reconnect(l);
+                l
+            }
+            None => {
+                let spec = self.topo.links.spec(name, kind);
+                self.sim.connect_with(name, ends.0, ends.1, spec)
+            }
+        }
+    }
+
     fn assign_secondary_ip(&mut self, eni: &str, ip: Ipv4Addr) -> Result<(), String> {
         let old = self.model.holder_of(ip).map(|e| e.id.clone());
         if old.as_deref() == Some(eni) {
@@ -356,21 +382,11 @@ impl Lab {
         let n = self.timeline.len() as u32 + 2;
         f.attachment = Some(super::attachment(eni, n, host, 1));
         let (node, mac) = (f.node, f.mac);
-        let name = link_name(host, eni);
         let ends = (
             (hnode, crate::node::host::UPLINK),
             (node, crate::node::eni::INSTANCE),
         );
-        let link = match self.sim.link_by_name(&name) {
-            Some(l) if (self.sim.links()[l].a, self.sim.links()[l].b) == ends => {
-                self.sim.reconnect(l);
-                l
-            }
-            _ => {
-                let spec = self.topo.links.spec(&name, LinkKind::Eni);
-                self.sim.connect_with(&name, ends.0, ends.1, spec)
-            }
-        };
+        let link = self.plug(&link_name(host, eni), LinkKind::Eni, ends);
         self.model.eni_mut(eni).expect("checked").host_link = Some(link);
         self.configure(node, Change::EniAttachment(Some(host.to_string())));
         let router = self.router;
@@ -387,12 +403,7 @@ impl Lab {
     }
 
     fn stun_vm(&mut self, vm: &str) -> Result<(), String> {
-        let v = self
-            .model
-            .vms
-            .iter_mut()
-            .find(|v| v.name == vm)
-            .expect("checked");
+        let v = self.model.vm_mut(vm).expect("checked");
         if !v.running {
             return Err(format!("{vm} is already stunned"));
         }
@@ -418,24 +429,9 @@ impl Lab {
         };
         self.configure(new_node, Change::HostPlug { port, vnic });
         self.model.set_vnic(host, port, Some(vm.to_string()));
-        let name = link_name(vm, host);
         let ends = ((v.node, 0), (new_node, port));
-        let link = match self.sim.link_by_name(&name) {
-            Some(l) if (self.sim.links()[l].a, self.sim.links()[l].b) == ends => {
-                self.sim.reconnect(l);
-                l
-            }
-            _ => {
-                let spec = self.topo.links.spec(&name, LinkKind::Vnic);
-                self.sim.connect_with(&name, ends.0, ends.1, spec)
-            }
-        };
-        let f = self
-            .model
-            .vms
-            .iter_mut()
-            .find(|f| f.name == vm)
-            .expect("checked");
+        let link = self.plug(&link_name(vm, host), LinkKind::Vnic, ends);
+        let f = self.model.vm_mut(vm).expect("checked");
         f.host = host.to_string();
         f.port = port;
         f.link = link;
@@ -446,12 +442,7 @@ impl Lab {
     }
 
     fn stop_edge(&mut self, edge: &str) -> Result<(), String> {
-        let e = self
-            .model
-            .edges
-            .iter_mut()
-            .find(|e| e.name == edge)
-            .expect("checked");
+        let e = self.model.edge_mut(edge).expect("checked");
         if !e.running {
             return Err(format!("{edge} is stopped already"));
         }

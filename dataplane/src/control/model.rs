@@ -212,6 +212,14 @@ impl Model {
         self.enis.iter().find(|e| e.id == id)
     }
 
+    pub(crate) fn vm_mut(&mut self, name: &str) -> Option<&mut VmFact> {
+        self.vms.iter_mut().find(|v| v.name == name)
+    }
+
+    pub(crate) fn edge_mut(&mut self, name: &str) -> Option<&mut EdgeFact> {
+        self.edges.iter_mut().find(|e| e.name == name)
+    }
+
     pub(crate) fn eni_mut(&mut self, id: &str) -> Option<&mut EniFact> {
         self.enis.iter_mut().find(|e| e.id == id)
     }
