@@ -343,3 +343,109 @@ fn a_large_sddc_costs_vms_plus_hosts_not_their_product() {
         vms * hosts
     );
 }
+
+/// Ping `dst` from endpoint `from` `count` times, one every 100 ms, from now; the replies.
+fn ping(lab: &mut Lab, from: &str, dst: Ipv4Addr, count: u32) -> u32 {
+    let id = lab.id(from).unwrap();
+    let now = lab.sim.now();
+    let app = lab.sim.get_mut::<Endpoint>(id).unwrap().ping(
+        now,
+        dst,
+        count,
+        Duration::from_millis(100),
+        56,
+    );
+    lab.run_until(now + Duration::from_millis(100) * count + Duration::from_secs(5));
+    match lab.endpoint(from).unwrap().app(app) {
+        AppReport::Ping(p) => p.received,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_host_takes_its_vms_down_until_it_recovers() {
+    let mut lab = Lab::build(&topo(), 1);
+    let app_1 = lab.resolve("app-1").unwrap();
+    assert_eq!(ping(&mut lab, "ec2-1", WEB_1, 3), 3);
+    let t = lab.sim.now();
+    lab.request(
+        t,
+        Action::FailHost {
+            host: "esxi-1".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(ping(&mut lab, "ec2-1", WEB_1, 3), 0, "web-1 runs on esxi-1");
+    assert_eq!(
+        ping(&mut lab, "ec2-1", app_1, 3),
+        3,
+        "app-1 on esxi-3 is untouched"
+    );
+    assert!(lab.hosts()[0].failed);
+    assert_eq!(lab.timeline()[0].took_effect_at, Some(t));
+    let t = lab.sim.now();
+    lab.request(
+        t,
+        Action::RecoverHost {
+            host: "esxi-1".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(ping(&mut lab, "ec2-1", WEB_1, 3), 3);
+    assert!(!lab.hosts()[0].failed);
+}
+
+#[test]
+fn the_active_edges_host_failing_cuts_the_vpc_until_another_edge_is_made_active() {
+    let mut lab = Lab::build(&topo(), 1);
+    let t = Instant::from_millis(1);
+    lab.request(
+        t,
+        Action::FailHost {
+            host: "esxi-2".into(),
+        },
+    )
+    .unwrap();
+    lab.run_until(t);
+    assert!(lab.model.active_edge().is_none());
+    assert_eq!(ping(&mut lab, "ec2-1", WEB_1, 2), 0);
+    // What NSX and AWS would do: edge-2 active, the uplink IP to esxi-3's ENI, routes to it.
+    let t = lab.sim.now();
+    lab.request(
+        t,
+        Action::SetActiveEdge {
+            edge: "edge-2".into(),
+        },
+    )
+    .unwrap();
+    lab.request(
+        t,
+        Action::AssignSecondaryIp {
+            eni: "eni-3".into(),
+            ip: UPLINK_IP,
+        },
+    )
+    .unwrap();
+    for seg in ["192.168.1.0/24", "192.168.2.0/24", "10.2.224.0/20"] {
+        lab.request(
+            t,
+            Action::ReplaceRoute {
+                dest: seg.parse().unwrap(),
+                eni: "eni-3".into(),
+            },
+        )
+        .unwrap();
+    }
+    let timing = lab.topo.timing.clone();
+    let all_done = t + timing
+        .replace_route
+        .max(timing.move_secondary_ip)
+        .max(timing.promotion);
+    lab.run_until(all_done);
+    assert_eq!(
+        ping(&mut lab, "ec2-1", WEB_1, 3),
+        3,
+        "through edge-2 on esxi-3"
+    );
+    assert!(lab.timeline().iter().all(|e| e.took_effect_at.is_some()));
+}

@@ -47,6 +47,11 @@ pub enum Action {
     SetActiveEdge { edge: String },
     /// The Edge VM stops (its host stays up): it forwards nothing.
     StopEdge { edge: String },
+    /// The host fails: its links go dark, the VMs and Edge on it stop (an active Edge loses
+    /// the role). Nothing restarts them elsewhere: that is vSphere HA's and NSX's work.
+    FailHost { host: String },
+    /// The host comes back: its links carry again, its VMs run again, an Edge on it as standby.
+    RecoverHost { host: String },
 }
 
 impl Action {
@@ -61,6 +66,7 @@ impl Action {
             | Action::DeleteRoute { dest } => dest.to_string(),
             Action::StunVm { vm } | Action::ResumeVm { vm, .. } => vm.clone(),
             Action::SetActiveEdge { edge } | Action::StopEdge { edge } => edge.clone(),
+            Action::FailHost { host } | Action::RecoverHost { host } => host.clone(),
         }
     }
 
@@ -81,7 +87,9 @@ impl Action {
             Action::StunVm { .. } => Duration::ZERO,
             Action::ResumeVm { .. } => t.vmotion_stun,
             Action::SetActiveEdge { .. } => t.promotion,
-            Action::StopEdge { .. } => Duration::ZERO,
+            Action::StopEdge { .. } | Action::FailHost { .. } | Action::RecoverHost { .. } => {
+                Duration::ZERO
+            }
         }
     }
 }
@@ -99,6 +107,8 @@ impl fmt::Display for Action {
             Action::ResumeVm { vm, host } => write!(f, "resume {vm} on {host}"),
             Action::SetActiveEdge { edge } => write!(f, "make {edge} the active Edge"),
             Action::StopEdge { edge } => write!(f, "stop {edge}"),
+            Action::FailHost { host } => write!(f, "fail {host}"),
+            Action::RecoverHost { host } => write!(f, "recover {host}"),
         }
     }
 }
@@ -214,6 +224,7 @@ impl Lab {
             Action::AttachEni { eni: e, host: h } => eni(e).and_then(|_| host(h)),
             Action::StunVm { vm: v } => vm(v),
             Action::ResumeVm { vm: v, host: h } => vm(v).and_then(|_| host(h)),
+            Action::FailHost { host: h } | Action::RecoverHost { host: h } => host(h),
             Action::SetActiveEdge { edge } | Action::StopEdge { edge } => m
                 .edge(edge)
                 .map(|_| ())
@@ -235,6 +246,8 @@ impl Lab {
             Action::ResumeVm { vm, host } => self.resume_vm(vm, host),
             Action::SetActiveEdge { edge } => self.set_active_edge(edge),
             Action::StopEdge { edge } => self.stop_edge(edge),
+            Action::FailHost { host } => self.set_host_failed(host, true),
+            Action::RecoverHost { host } => self.set_host_failed(host, false),
         };
         let e = &mut self.timeline[index];
         match result {
@@ -452,6 +465,50 @@ impl Lab {
         self.configure(node, Change::EdgeActive(false));
         for l in links {
             self.sim.disconnect(l);
+        }
+        self.program_uplink_owners();
+        self.program_directory();
+        Ok(())
+    }
+
+    /// Take a host down, or bring it back: its underlay and ENI links, the vNIC links of what
+    /// runs on it, and the VMs' and Edges' running state.
+    fn set_host_failed(&mut self, host: &str, failed: bool) -> Result<(), String> {
+        let h = self
+            .model
+            .hosts
+            .iter_mut()
+            .find(|h| h.name == host)
+            .expect("checked");
+        if h.failed == failed {
+            return Err(format!(
+                "{host} is {} already",
+                if failed { "down" } else { "up" }
+            ));
+        }
+        h.failed = failed;
+        let mut links = vec![h.underlay_link];
+        links.extend(self.model.eni_of_host(host).and_then(|e| e.host_link));
+        for v in self.model.vms.iter_mut().filter(|v| v.host == host) {
+            v.running = !failed;
+            links.push(v.link);
+        }
+        let mut edges = Vec::new();
+        for e in self.model.edges.iter_mut().filter(|e| e.host == host) {
+            e.running = !failed;
+            e.active = false;
+            links.extend(e.links.iter().copied());
+            edges.push(e.node);
+        }
+        for l in links {
+            if failed {
+                self.sim.disconnect(l);
+            } else {
+                self.sim.reconnect(l);
+            }
+        }
+        for node in edges {
+            self.configure(node, Change::EdgeActive(false));
         }
         self.program_uplink_owners();
         self.program_directory();

@@ -211,6 +211,16 @@ impl<'t> Builder<'t> {
             };
             let eni_mac = t.host_enis().position(|(h, _)| h == name).map(eni_mac);
             let id = self.plan.add_node(Box::new(Host::new(name, tep, eni_mac)));
+            let port = i as u16;
+            self.plan
+                .get_mut::<Underlay>(underlay)
+                .expect("underlay")
+                .set_port(tep.mac, port);
+            let underlay_link = self.link(
+                LinkKind::Underlay,
+                (name, id, host::OVERLAY),
+                (UNDERLAY, underlay, port),
+            );
             self.model.hosts.push(HostFact {
                 name: name.to_string(),
                 cluster,
@@ -218,17 +228,9 @@ impl<'t> Builder<'t> {
                 tep_mac: tep.mac,
                 node: id,
                 vnics: Vec::new(),
+                underlay_link,
+                failed: false,
             });
-            let port = i as u16;
-            self.plan
-                .get_mut::<Underlay>(underlay)
-                .expect("underlay")
-                .set_port(tep.mac, port);
-            self.link(
-                LinkKind::Underlay,
-                (name, id, host::OVERLAY),
-                (UNDERLAY, underlay, port),
-            );
         }
     }
 

@@ -43,6 +43,10 @@ pub struct HostFact {
     pub node: NodeId,
     /// What is plugged into each vNIC port, by port slot (port − [`crate::node::host::FIRST_VNIC`]).
     pub vnics: Vec<Option<String>>,
+    /// Its TEP's link to the underlay.
+    pub underlay_link: LinkId,
+    /// Down: nothing on it runs, its links carry nothing.
+    pub failed: bool,
 }
 
 /// A VM (vCenter included) on a segment.

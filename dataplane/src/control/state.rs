@@ -137,6 +137,8 @@ pub struct Tier0Result {
 pub struct HostRow {
     pub host: String,
     pub cluster: String,
+    /// The host is down.
+    pub failed: bool,
     pub tep: String,
     pub eni: Option<String>,
     pub vms: Vec<String>,
@@ -301,6 +303,7 @@ impl Lab {
             .map(|h| HostRow {
                 host: h.name.clone(),
                 cluster: h.cluster.clone(),
+                failed: h.failed,
                 tep: h.tep.to_string(),
                 eni: self.model.eni_of_host(&h.name).map(|e| e.id.clone()),
                 vms: self
