@@ -449,3 +449,80 @@ fn the_active_edges_host_failing_cuts_the_vpc_until_another_edge_is_made_active(
     );
     assert!(lab.timeline().iter().all(|e| e.took_effect_at.is_some()));
 }
+
+#[test]
+fn segments_come_and_go_with_stable_vnis_and_the_edges_interfaces() {
+    let mut lab = Lab::build(&topo(), 1);
+    let vnis = |lab: &Lab| -> Vec<(String, u32)> {
+        lab.segments()
+            .into_iter()
+            .map(|s| (s.segment, s.vni))
+            .collect()
+    };
+    let before = vnis(&lab);
+    let cidr: ipnet::Ipv4Net = "192.168.3.0/24".parse().unwrap();
+    let gateway = Ipv4Addr::new(192, 168, 3, 1);
+    let t = lab.sim.now();
+    lab.request(
+        t,
+        Action::AddSegment {
+            name: "sddc-cgw-network-3".into(),
+            cidr,
+            gateway: vmcnet_topo::Gateway::Cgw,
+        },
+    )
+    .unwrap();
+    // The VPC's route to it, as the reconciler would add it.
+    lab.request(
+        t,
+        Action::CreateRoute {
+            dest: cidr,
+            eni: "eni-2".into(),
+        },
+    )
+    .unwrap();
+    lab.run_until(t + lab.topo.timing.replace_route);
+    let after = vnis(&lab);
+    let max_before = before.iter().map(|(_, v)| *v).max().unwrap();
+    assert_eq!(after[..before.len()], before[..]);
+    assert_eq!(
+        after.last().unwrap(),
+        &("sddc-cgw-network-3".to_string(), max_before + 1)
+    );
+    // The Edge answers at the new gateway: from the SDDC (through the distributed router)
+    // and from the VPC.
+    assert_eq!(ping(&mut lab, "web-1", gateway, 2), 2);
+    assert_eq!(ping(&mut lab, "ec2-1", gateway, 2), 2);
+    assert!(lab
+        .tier0_routes()
+        .iter()
+        .any(|r| r.network == cidr.to_string()));
+    // A segment with a VM on it stays; an empty one goes, and its gateway with it.
+    let t = lab.sim.now();
+    lab.request(
+        t,
+        Action::RemoveSegment {
+            name: "sddc-cgw-network-2".into(),
+        },
+    )
+    .unwrap();
+    lab.request(
+        t,
+        Action::RemoveSegment {
+            name: "sddc-cgw-network-3".into(),
+        },
+    )
+    .unwrap();
+    lab.run_until(t);
+    let tl = lab.timeline();
+    assert!(
+        tl[2].error.as_deref().is_some_and(|e| e.contains("app-1")),
+        "{:?}",
+        tl[2]
+    );
+    assert_eq!(tl[3].took_effect_at, Some(t));
+    assert_eq!(vnis(&lab), before, "the other segments keep their VNIs");
+    assert_eq!(ping(&mut lab, "web-1", gateway, 2), 0);
+    let app_1 = lab.resolve("app-1").unwrap();
+    assert_eq!(ping(&mut lab, "web-1", app_1, 2), 2);
+}

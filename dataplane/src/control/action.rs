@@ -13,14 +13,16 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 use vmcnet_topo::{link_name, LinkKind, Timing};
 
-use super::model::{RouteDest, RouteFact};
+use super::model::{EdgeSegmentIface, RouteDest, RouteFact, SegmentFact};
 use super::Lab;
+use crate::node::edge::{EdgeIface, IfaceRole};
 use crate::node::host::Vnic;
 use crate::node::vpc_router::VpcTarget;
 use crate::node::Change;
 use crate::node::Port;
 use crate::runtime::sim::{LinkId, NodeId, Sim, Stop};
 use crate::time::Instant;
+use vmcnet_topo::Gateway;
 
 /// A change of the SDDC or AWS state, as the control planes make it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,6 +54,15 @@ pub enum Action {
     FailHost { host: String },
     /// The host comes back: its links carry again, its VMs run again, an Edge on it as standby.
     RecoverHost { host: String },
+    /// NSX creates a segment: each Edge gets an interface on it (its gateway), the hosts learn
+    /// it. The VPC's route to it is the reconciler's to add.
+    AddSegment {
+        name: String,
+        cidr: Ipv4Net,
+        gateway: Gateway,
+    },
+    /// NSX deletes a segment with no VM on it.
+    RemoveSegment { name: String },
 }
 
 impl Action {
@@ -67,6 +78,7 @@ impl Action {
             Action::StunVm { vm } | Action::ResumeVm { vm, .. } => vm.clone(),
             Action::SetActiveEdge { edge } | Action::StopEdge { edge } => edge.clone(),
             Action::FailHost { host } | Action::RecoverHost { host } => host.clone(),
+            Action::AddSegment { name, .. } | Action::RemoveSegment { name } => name.clone(),
         }
     }
 
@@ -87,9 +99,11 @@ impl Action {
             Action::StunVm { .. } => Duration::ZERO,
             Action::ResumeVm { .. } => t.vmotion_stun,
             Action::SetActiveEdge { .. } => t.promotion,
-            Action::StopEdge { .. } | Action::FailHost { .. } | Action::RecoverHost { .. } => {
-                Duration::ZERO
-            }
+            Action::StopEdge { .. }
+            | Action::FailHost { .. }
+            | Action::RecoverHost { .. }
+            | Action::AddSegment { .. }
+            | Action::RemoveSegment { .. } => Duration::ZERO,
         }
     }
 }
@@ -109,6 +123,14 @@ impl fmt::Display for Action {
             Action::StopEdge { edge } => write!(f, "stop {edge}"),
             Action::FailHost { host } => write!(f, "fail {host}"),
             Action::RecoverHost { host } => write!(f, "recover {host}"),
+            Action::AddSegment {
+                name,
+                cidr,
+                gateway,
+            } => {
+                write!(f, "add segment {name} {cidr} ({gateway:?})")
+            }
+            Action::RemoveSegment { name } => write!(f, "remove segment {name}"),
         }
     }
 }
@@ -152,6 +174,8 @@ pub enum ActionError {
     UnknownVm(String),
     #[error("no Edge is named `{0}`")]
     UnknownEdge(String),
+    #[error("no segment is named `{0}`")]
+    UnknownSegment(String),
     #[error("{0} is in the past: the lab's clock reads {1}")]
     InThePast(Instant, Instant),
 }
@@ -225,6 +249,13 @@ impl Lab {
             Action::StunVm { vm: v } => vm(v),
             Action::ResumeVm { vm: v, host: h } => vm(v).and_then(|_| host(h)),
             Action::FailHost { host: h } | Action::RecoverHost { host: h } => host(h),
+            Action::AddSegment { .. } => Ok(()),
+            Action::RemoveSegment { name } => m
+                .segments
+                .iter()
+                .any(|s| s.name == *name)
+                .then_some(())
+                .ok_or_else(|| ActionError::UnknownSegment(name.clone())),
             Action::SetActiveEdge { edge } | Action::StopEdge { edge } => m
                 .edge(edge)
                 .map(|_| ())
@@ -248,6 +279,12 @@ impl Lab {
             Action::StopEdge { edge } => self.stop_edge(edge),
             Action::FailHost { host } => self.set_host_failed(host, true),
             Action::RecoverHost { host } => self.set_host_failed(host, false),
+            Action::AddSegment {
+                name,
+                cidr,
+                gateway,
+            } => self.add_segment(name, *cidr, *gateway),
+            Action::RemoveSegment { name } => self.remove_segment(name),
         };
         let e = &mut self.timeline[index];
         match result {
@@ -471,6 +508,130 @@ impl Lab {
         Ok(())
     }
 
+    /// A new segment: a VNI never used before, an interface on it for each Edge (plugged into
+    /// its host), the hosts' directory.
+    fn add_segment(&mut self, name: &str, cidr: Ipv4Net, gateway: Gateway) -> Result<(), String> {
+        let m = &self.model;
+        if m.segments.iter().any(|s| s.name == name) {
+            return Err(format!("a segment is named {name} already"));
+        }
+        if let Some(s) = m.segments.iter().find(|s| overlaps(s.cidr, cidr)) {
+            return Err(format!("{cidr} overlaps segment {} ({})", s.name, s.cidr));
+        }
+        if overlaps(self.topo.vpc.cidr, cidr) {
+            return Err(format!(
+                "{cidr} overlaps the VPC CIDR {}",
+                self.topo.vpc.cidr
+            ));
+        }
+        let vni = m
+            .segments
+            .iter()
+            .map(|s| s.vni)
+            .max()
+            .unwrap_or(super::FIRST_VNI - 1)
+            + 1;
+        let gateway_ip = vmcnet_topo::nth_addr(cidr, 1);
+        self.model.segments.push(SegmentFact {
+            name: name.to_string(),
+            gateway,
+            cidr,
+            gateway_ip,
+            vni,
+        });
+        for i in 0..self.model.edges.len() {
+            let mac = self.model.new_mac(super::mac_kind::EDGE);
+            let e = &self.model.edges[i];
+            let (edge_name, host, node, edge_port) =
+                (e.name.clone(), e.host.clone(), e.node, e.next_port);
+            let iface_name = format!("{edge_name}.{name}");
+            let link_name = link_name(&iface_name, &host);
+            let mtu = self.topo.links.spec(&link_name, LinkKind::Vnic).mtu as usize;
+            let ifc = EdgeIface {
+                name: name.to_string(),
+                mac,
+                ip: gateway_ip,
+                net: cidr,
+                role: IfaceRole::Segment,
+                mtu,
+            };
+            self.configure(node, Change::EdgeAddIface(ifc));
+            let host_node = self.model.host(&host).expect("the Edge's host").node;
+            let host_port = self.model.free_port(&host).expect("the Edge's host");
+            let vnic = Vnic {
+                name: format!("{edge_name}/{name}"),
+                mac,
+                attach: crate::node::host::Attachment::Segment(vni),
+            };
+            self.configure(
+                host_node,
+                Change::HostPlug {
+                    port: host_port,
+                    vnic: vnic.clone(),
+                },
+            );
+            self.model.set_vnic(&host, host_port, Some(vnic.name));
+            let link = self.plug(
+                &link_name,
+                LinkKind::Vnic,
+                ((node, edge_port), (host_node, host_port)),
+            );
+            let e = self.model.edge_mut(&edge_name).expect("exists");
+            e.next_port += 1;
+            e.links.push(link);
+            e.segment_ifaces.push(EdgeSegmentIface {
+                mac,
+                edge_port,
+                host_port,
+                link,
+            });
+        }
+        self.program_directory();
+        Ok(())
+    }
+
+    /// A segment with no VM on it goes: each Edge's interface on it, unplugged.
+    fn remove_segment(&mut self, name: &str) -> Result<(), String> {
+        let idx = self
+            .model
+            .segments
+            .iter()
+            .position(|s| s.name == name)
+            .expect("checked");
+        if let Some(v) = self.model.vms.iter().find(|v| v.segment == idx) {
+            return Err(format!("{} is still on {name}", v.name));
+        }
+        self.model.segments.remove(idx);
+        for v in &mut self.model.vms {
+            if v.segment > idx {
+                v.segment -= 1;
+            }
+        }
+        for i in 0..self.model.edges.len() {
+            let e = &mut self.model.edges[i];
+            let ifc = e.segment_ifaces.remove(idx);
+            e.links.retain(|l| *l != ifc.link);
+            let (node, host) = (e.node, e.host.clone());
+            self.configure(
+                node,
+                Change::EdgeRemoveIface {
+                    port: ifc.edge_port,
+                },
+            );
+            let host_node = self.model.host(&host).expect("the Edge's host").node;
+            self.configure(
+                host_node,
+                Change::HostUnplug {
+                    port: ifc.host_port,
+                },
+            );
+            self.model.set_vnic(&host, ifc.host_port, None);
+            self.sim.disconnect(ifc.link);
+        }
+        self.program_directory();
+        Ok(())
+    }
+
     /// Take a host down, or bring it back: its underlay and ENI links, the vNIC links of what
     /// runs on it, and the VMs' and Edges' running state.
     fn set_host_failed(&mut self, host: &str, failed: bool) -> Result<(), String> {
@@ -571,4 +732,9 @@ impl Lab {
             self.configure(node, Change::HostUplinkOwner { ip, port });
         }
     }
+}
+
+/// Whether two networks share an address.
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
 }

@@ -36,8 +36,8 @@ use crate::wire::geneve::Vni;
 use crate::wire::MacAddr;
 use action::TimelineEvent;
 use model::{
-    EdgeFact, EniAttachmentFact, EniFact, HostFact, Model, RouteDest, RouteFact, SegmentFact,
-    VmFact,
+    EdgeFact, EdgeSegmentIface, EniAttachmentFact, EniFact, HostFact, Model, RouteDest, RouteFact,
+    SegmentFact, VmFact,
 };
 use plan::LabPlan;
 
@@ -49,7 +49,7 @@ pub const S3_PREFIX_LIST_ID: &str = "pl-s3";
 /// First VNI handed to segments.
 pub const FIRST_VNI: Vni = 69632;
 
-mod mac_kind {
+pub(crate) mod mac_kind {
     pub const TEP: u8 = 0x10;
     pub const VM: u8 = 0x50;
     pub const ENI: u8 = 0xe0;
@@ -128,7 +128,6 @@ struct Builder<'t> {
     topo: &'t Topology,
     seed: u64,
     plan: LabPlan,
-    macs: u32,
     model: Model,
 }
 
@@ -138,7 +137,6 @@ impl<'t> Builder<'t> {
             topo,
             seed,
             plan: LabPlan::default(),
-            macs: 0,
             model: Model {
                 hosts: Vec::new(),
                 vms: Vec::new(),
@@ -147,6 +145,7 @@ impl<'t> Builder<'t> {
                 main_table: Vec::new(),
                 route_quota: topo.timing.route_table_quota,
                 uplink_ip: topo.sddc.edges.uplink_ip,
+                macs_used: 0,
                 segments: topo
                     .sddc
                     .segments
@@ -173,8 +172,7 @@ impl<'t> Builder<'t> {
     }
 
     fn mac(&mut self, kind: u8) -> MacAddr {
-        self.macs += 1;
-        MacAddr::local(kind, self.macs)
+        self.model.new_mac(kind)
     }
 
     fn build(mut self) -> (LabPlan, Model) {
@@ -509,6 +507,7 @@ impl<'t> Builder<'t> {
                 .expect("validated: Edge on a known host");
             let mut uplink_port = 0;
             let mut links = Vec::new();
+            let mut segment_ifaces = Vec::new();
             for (k, ifc) in ifaces.iter().enumerate() {
                 let attach = match ifc.role {
                     IfaceRole::Uplink => Attachment::Uplink,
@@ -533,7 +532,16 @@ impl<'t> Builder<'t> {
                     IfaceRole::Uplink => LinkKind::Uplink,
                     IfaceRole::Segment => LinkKind::Vnic,
                 };
-                links.push(self.link(kind, (&iface, eid, k as u16), (&vm.host, hid, port)));
+                let link = self.link(kind, (&iface, eid, k as u16), (&vm.host, hid, port));
+                links.push(link);
+                if ifc.role == IfaceRole::Segment {
+                    segment_ifaces.push(EdgeSegmentIface {
+                        mac: ifc.mac,
+                        edge_port: k as Port,
+                        host_port: port,
+                        link,
+                    });
+                }
                 self.model.set_vnic(&vm.host, port, Some(vnic_name));
             }
             self.model.edges.push(EdgeFact {
@@ -544,7 +552,8 @@ impl<'t> Builder<'t> {
                 links,
                 node: eid,
                 uplink_port,
-                segment_macs: ifaces[1..].iter().map(|i| i.mac).collect(),
+                next_port: ifaces.len() as Port,
+                segment_ifaces,
             });
             if active {
                 self.assign_uplink_ip(router, &vm.host);

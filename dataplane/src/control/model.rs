@@ -31,6 +31,8 @@ pub struct Model {
     pub segments: Vec<SegmentFact>,
     /// The active Edge's uplink address: a secondary IP of the ENI of its host.
     pub uplink_ip: Ipv4Addr,
+    /// MACs handed out so far (each node's is locally administered and numbered).
+    pub macs_used: u32,
 }
 
 /// An ESXi host.
@@ -80,8 +82,19 @@ pub struct EdgeFact {
     pub node: NodeId,
     /// The port of its uplink interface's vNIC on its host.
     pub uplink_port: Port,
-    /// The MAC of its interface on each segment, by segment index.
-    pub segment_macs: Vec<MacAddr>,
+    /// Its interface on each segment, by segment index.
+    pub segment_ifaces: Vec<EdgeSegmentIface>,
+    /// The port its next interface will take.
+    pub next_port: Port,
+}
+
+/// An Edge's interface on a segment: its MAC, its port on the Edge and on the host, its link.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeSegmentIface {
+    pub mac: MacAddr,
+    pub edge_port: Port,
+    pub host_port: Port,
+    pub link: LinkId,
 }
 
 /// An ENI of the VPC: the SDDC's cross-account ENIs and the EC2 instances'.
@@ -180,13 +193,13 @@ impl Model {
             d.address(vni, v.ip, v.mac);
         }
         for e in &self.edges {
-            for (seg, mac) in self.segments.iter().zip(&e.segment_macs) {
+            for (seg, ifc) in self.segments.iter().zip(&e.segment_ifaces) {
                 if let Some(tep) = tep_of(&e.host) {
-                    d.place(seg.vni, *mac, tep);
+                    d.place(seg.vni, ifc.mac, tep);
                 }
                 if e.active {
-                    d.edge_interface(seg.vni, *mac);
-                    d.address(seg.vni, seg.gateway_ip, *mac);
+                    d.edge_interface(seg.vni, ifc.mac);
+                    d.address(seg.vni, seg.gateway_ip, ifc.mac);
                 }
             }
         }
@@ -267,6 +280,12 @@ impl Model {
     /// Entries of the quota the main table uses.
     pub fn routes_used(&self) -> usize {
         self.main_table.iter().map(|r| r.dest.quota_cost()).sum()
+    }
+
+    /// A new MAC of kind `kind` (see the lab's MAC plan).
+    pub(crate) fn new_mac(&mut self, kind: u8) -> MacAddr {
+        self.macs_used += 1;
+        MacAddr::local(kind, self.macs_used)
     }
 
     /// The first free vNIC port of a host.

@@ -43,7 +43,7 @@ pub enum IfaceRole {
 }
 
 /// One interface of the Edge.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeIface {
     /// `uplink`, or the segment's name.
     pub name: String,
@@ -289,6 +289,8 @@ pub struct Edge {
     routes: RouteTable<EdgeRoute>,
     arp: ArpCache,
     snat: Snat,
+    /// Ports whose interface was removed.
+    removed: Vec<usize>,
     pub counters: EdgeCounters,
 }
 
@@ -325,7 +327,55 @@ impl Edge {
             routes,
             arp: ArpCache::default(),
             snat: Snat::new(external),
+            removed: Vec::new(),
             counters: EdgeCounters::default(),
+        }
+    }
+
+    /// A new interface, on the next port, with its connected route.
+    pub fn add_iface(&mut self, ifc: EdgeIface) {
+        let i = self.ifaces.len();
+        self.routes.insert(
+            ifc.net,
+            EdgeRoute {
+                iface: i,
+                next_hop: NextHop::Connected,
+                snat: false,
+            },
+        );
+        self.own_ips.push(ifc.ip);
+        if ifc.net.prefix_len() < 31 {
+            self.directed_broadcasts.push(ifc.net.broadcast());
+        }
+        self.ifaces.push(ifc);
+    }
+
+    /// The interface on `port` is gone: its connected route and addresses with it. The port
+    /// stays unused, so that the others keep theirs.
+    pub fn remove_iface(&mut self, port: usize) {
+        let Some(ifc) = self.ifaces.get(port).cloned() else {
+            return;
+        };
+        if self.removed.contains(&port) {
+            return;
+        }
+        self.removed.push(port);
+        if self
+            .routes
+            .get(ifc.net)
+            .is_some_and(|r| r.target.iface == port)
+        {
+            self.routes.remove(ifc.net);
+        }
+        if let Some(i) = self.own_ips.iter().position(|a| *a == ifc.ip) {
+            self.own_ips.remove(i);
+        }
+        if let Some(i) = self
+            .directed_broadcasts
+            .iter()
+            .position(|a| *a == ifc.net.broadcast())
+        {
+            self.directed_broadcasts.remove(i);
         }
     }
 
@@ -643,8 +693,11 @@ impl Node for Edge {
     }
 
     fn configure(&mut self, _now: Instant, change: &Change, _out: &mut Outbox) {
-        if let Change::EdgeActive(active) = change {
-            self.set_active(*active);
+        match change {
+            Change::EdgeActive(active) => self.set_active(*active),
+            Change::EdgeAddIface(ifc) => self.add_iface(ifc.clone()),
+            Change::EdgeRemoveIface { port } => self.remove_iface(usize::from(*port)),
+            _ => {}
         }
     }
 
@@ -669,7 +722,11 @@ impl Node for Edge {
             }
             return;
         }
-        let Some(ifc) = self.ifaces.get(port) else {
+        let Some(ifc) = self
+            .ifaces
+            .get(port)
+            .filter(|_| !self.removed.contains(&port))
+        else {
             return;
         };
         match wire::eth_dst(&frame) {

@@ -151,6 +151,10 @@ pub enum Change {
     HostAnnounce { port: Port },
     /// Edge: active or standby.
     EdgeActive(bool),
+    /// Edge: a new interface (a segment created), on the next port.
+    EdgeAddIface(edge::EdgeIface),
+    /// Edge: the interface on `port` is gone (its segment deleted); the port stays unused.
+    EdgeRemoveIface { port: Port },
 }
 
 /// A node's counters, by name, in a fixed order (for tables and JSON).
