@@ -526,3 +526,103 @@ fn segments_come_and_go_with_stable_vnis_and_the_edges_interfaces() {
     let app_1 = lab.resolve("app-1").unwrap();
     assert_eq!(ping(&mut lab, "web-1", app_1, 2), 2);
 }
+
+#[test]
+fn a_host_joins_takes_an_available_eni_and_runs_a_vm_then_leaves() {
+    let mut lab = Lab::build(&topo(), 1);
+    let in_use = |lab: &Lab| lab.enis().iter().filter(|e| e.host.is_some()).count();
+    assert_eq!(in_use(&lab), 3);
+    let t = Instant::ZERO;
+    lab.request(
+        t,
+        Action::AddHost {
+            host: "esxi-4".into(),
+            cluster: "cluster-1".into(),
+        },
+    )
+    .unwrap();
+    let joined = t + lab.topo.timing.replacement_host;
+    lab.run_until(Instant::from_nanos(joined.as_nanos() - 1));
+    assert!(
+        lab.hosts().iter().all(|h| h.host != "esxi-4"),
+        "not before its latency"
+    );
+    lab.run_until(joined);
+    assert_eq!(lab.hosts().last().unwrap().host, "esxi-4");
+    // It takes the first available ENI; web-1 moves onto it.
+    let now = lab.sim.now();
+    for a in [
+        Action::AttachEni {
+            eni: "eni-4".into(),
+            host: "esxi-4".into(),
+        },
+        Action::StunVm { vm: "web-1".into() },
+        Action::ResumeVm {
+            vm: "web-1".into(),
+            host: "esxi-4".into(),
+        },
+    ] {
+        lab.request(now, a).unwrap();
+    }
+    let timing = lab.topo.timing.clone();
+    lab.run_until(now + (timing.eni_reattach / 2).max(timing.vmotion_stun));
+    assert_eq!(
+        in_use(&lab),
+        4,
+        "cluster 1 holds a 17th-style extra host on its ENI"
+    );
+    assert_eq!(ping(&mut lab, "ec2-1", WEB_1, 3), 3, "web-1 on esxi-4");
+    let t = lab.sim.now();
+    lab.request(
+        t,
+        Action::RemoveHost {
+            host: "esxi-4".into(),
+        },
+    )
+    .unwrap();
+    lab.run_until(t);
+    assert!(
+        lab.timeline().last().unwrap().error.is_some(),
+        "web-1 is still on it"
+    );
+    // Back to three: web-1 home, the ENI detached, the host gone.
+    let t = lab.sim.now();
+    lab.request(t, Action::StunVm { vm: "web-1".into() })
+        .unwrap();
+    lab.request(
+        t,
+        Action::ResumeVm {
+            vm: "web-1".into(),
+            host: "esxi-1".into(),
+        },
+    )
+    .unwrap();
+    lab.request(
+        t,
+        Action::DetachEni {
+            eni: "eni-4".into(),
+        },
+    )
+    .unwrap();
+    let done = t + (timing.eni_reattach / 2).max(timing.vmotion_stun);
+    lab.request(
+        done,
+        Action::RemoveHost {
+            host: "esxi-4".into(),
+        },
+    )
+    .unwrap();
+    lab.run_until(done);
+    assert!(
+        lab.timeline()
+            .iter()
+            .rev()
+            .take(4)
+            .all(|e| e.error.is_none()),
+        "{:?}",
+        lab.timeline()
+    );
+    assert_eq!(in_use(&lab), 3);
+    assert!(lab.hosts().iter().all(|h| h.host != "esxi-4"));
+    assert_eq!(ping(&mut lab, "ec2-1", WEB_1, 3), 3, "web-1 back on esxi-1");
+}

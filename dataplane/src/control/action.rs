@@ -63,6 +63,11 @@ pub enum Action {
     },
     /// NSX deletes a segment with no VM on it.
     RemoveSegment { name: String },
+    /// A host joins a cluster (a replacement, or the spare of a maintenance): its TEP on the
+    /// underlay, no ENI yet (AttachEni gives it one). Cluster 1 may hold a 17th host then.
+    AddHost { host: String, cluster: String },
+    /// A host with nothing on it and no ENI leaves the SDDC.
+    RemoveHost { host: String },
 }
 
 impl Action {
@@ -79,6 +84,7 @@ impl Action {
             Action::SetActiveEdge { edge } | Action::StopEdge { edge } => edge.clone(),
             Action::FailHost { host } | Action::RecoverHost { host } => host.clone(),
             Action::AddSegment { name, .. } | Action::RemoveSegment { name } => name.clone(),
+            Action::AddHost { host, .. } | Action::RemoveHost { host } => host.clone(),
         }
     }
 
@@ -103,7 +109,9 @@ impl Action {
             | Action::FailHost { .. }
             | Action::RecoverHost { .. }
             | Action::AddSegment { .. }
-            | Action::RemoveSegment { .. } => Duration::ZERO,
+            | Action::RemoveSegment { .. }
+            | Action::RemoveHost { .. } => Duration::ZERO,
+            Action::AddHost { .. } => t.replacement_host,
         }
     }
 }
@@ -131,6 +139,8 @@ impl fmt::Display for Action {
                 write!(f, "add segment {name} {cidr} ({gateway:?})")
             }
             Action::RemoveSegment { name } => write!(f, "remove segment {name}"),
+            Action::AddHost { host, cluster } => write!(f, "add {host} to {cluster}"),
+            Action::RemoveHost { host } => write!(f, "remove {host}"),
         }
     }
 }
@@ -249,7 +259,8 @@ impl Lab {
             Action::StunVm { vm: v } => vm(v),
             Action::ResumeVm { vm: v, host: h } => vm(v).and_then(|_| host(h)),
             Action::FailHost { host: h } | Action::RecoverHost { host: h } => host(h),
-            Action::AddSegment { .. } => Ok(()),
+            Action::AddSegment { .. } | Action::AddHost { .. } => Ok(()),
+            Action::RemoveHost { host: h } => host(h),
             Action::RemoveSegment { name } => m
                 .segments
                 .iter()
@@ -285,6 +296,8 @@ impl Lab {
                 gateway,
             } => self.add_segment(name, *cidr, *gateway),
             Action::RemoveSegment { name } => self.remove_segment(name),
+            Action::AddHost { host, cluster } => self.add_host(host, cluster),
+            Action::RemoveHost { host } => self.remove_host(host),
         };
         let e = &mut self.timeline[index];
         match result {
@@ -628,6 +641,93 @@ impl Lab {
             self.model.set_vnic(&host, ifc.host_port, None);
             self.sim.disconnect(ifc.link);
         }
+        self.program_directory();
+        Ok(())
+    }
+
+    /// A new host in `cluster`: a host node with the next TEP, its link to the underlay, the
+    /// directory.
+    fn add_host(&mut self, name: &str, cluster: &str) -> Result<(), String> {
+        use vmcnet_topo::validate::{MAX_HOSTS, MAX_HOSTS_PER_CLUSTER};
+        if self.model.host(name).is_some() || self.sim.node_id(name).is_some() {
+            return Err(format!("a node is named {name} already"));
+        }
+        let Some(first) = self.topo.sddc.clusters.first() else {
+            return Err("the SDDC has no cluster".into());
+        };
+        if !self.topo.sddc.clusters.iter().any(|c| c.name == cluster) {
+            return Err(format!("no cluster is named {cluster}"));
+        }
+        let in_cluster = self
+            .model
+            .hosts
+            .iter()
+            .filter(|h| h.cluster == cluster)
+            .count();
+        // Cluster 1 takes a 17th host while one is replaced or in maintenance.
+        let spare = usize::from(cluster == first.name);
+        if in_cluster >= MAX_HOSTS_PER_CLUSTER + spare {
+            return Err(format!("{cluster} holds {in_cluster} hosts already"));
+        }
+        if self.model.hosts.len() > MAX_HOSTS {
+            return Err(format!(
+                "the SDDC holds {} hosts already",
+                self.model.hosts.len()
+            ));
+        }
+        let i = self.model.hosts_created;
+        let tep = crate::node::host::Tep {
+            ip: super::tep_ip(&self.topo, i),
+            mac: self.model.new_mac(super::mac_kind::TEP),
+        };
+        let node = self
+            .sim
+            .add_node(Box::new(crate::node::host::Host::new(name, tep, None)));
+        let underlay = self
+            .sim
+            .node_id(vmcnet_topo::UNDERLAY)
+            .expect("the underlay");
+        let port = i as Port;
+        self.configure(underlay, Change::UnderlayPort { mac: tep.mac, port });
+        let link = self.plug(
+            &link_name(name, vmcnet_topo::UNDERLAY),
+            LinkKind::Underlay,
+            ((node, crate::node::host::OVERLAY), (underlay, port)),
+        );
+        self.model.hosts.push(super::model::HostFact {
+            name: name.to_string(),
+            cluster: cluster.to_string(),
+            tep: tep.ip,
+            tep_mac: tep.mac,
+            node,
+            vnics: Vec::new(),
+            underlay_link: link,
+            failed: false,
+        });
+        self.model.hosts_created += 1;
+        self.program_directory();
+        Ok(())
+    }
+
+    /// A host with no VM, no Edge and no ENI leaves: its underlay link goes dark.
+    fn remove_host(&mut self, name: &str) -> Result<(), String> {
+        let m = &self.model;
+        if let Some(v) = m.vms.iter().find(|v| v.host == name) {
+            return Err(format!("{} is still on {name}", v.name));
+        }
+        if let Some(e) = m.edges.iter().find(|e| e.host == name) {
+            return Err(format!("{} is still on {name}", e.name));
+        }
+        if let Some(e) = m.eni_of_host(name) {
+            return Err(format!("{name} still has {}", e.id));
+        }
+        let i = m
+            .hosts
+            .iter()
+            .position(|h| h.name == name)
+            .expect("checked");
+        let h = self.model.hosts.remove(i);
+        self.sim.disconnect(h.underlay_link);
         self.program_directory();
         Ok(())
     }

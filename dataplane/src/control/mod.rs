@@ -76,7 +76,7 @@ pub fn segment_vni(i: usize) -> Vni {
 }
 
 /// The TEP address of the host with (0-based, SDDC-wide) index `i`.
-fn tep_ip(topo: &Topology, i: usize) -> Ipv4Addr {
+pub(crate) fn tep_ip(topo: &Topology, i: usize) -> Ipv4Addr {
     let m = topo.sddc.management_cidr;
     let quarter = 1u32 << (32 - m.prefix_len() - 2);
     nth_addr(m, quarter + 1 + i as u32)
@@ -146,6 +146,7 @@ impl<'t> Builder<'t> {
                 route_quota: topo.timing.route_table_quota,
                 uplink_ip: topo.sddc.edges.uplink_ip,
                 macs_used: 0,
+                hosts_created: 0,
                 segments: topo
                     .sddc
                     .segments
@@ -229,6 +230,7 @@ impl<'t> Builder<'t> {
                 underlay_link,
                 failed: false,
             });
+            self.model.hosts_created += 1;
         }
     }
 

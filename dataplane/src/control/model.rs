@@ -33,6 +33,8 @@ pub struct Model {
     pub uplink_ip: Ipv4Addr,
     /// MACs handed out so far (each node's is locally administered and numbered).
     pub macs_used: u32,
+    /// Hosts ever added: the next one takes the next TEP address and underlay port.
+    pub hosts_created: usize,
 }
 
 /// An ESXi host.

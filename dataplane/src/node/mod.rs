@@ -149,6 +149,8 @@ pub enum Change {
     /// Host: announce the vNIC on `port` to its segment with a RARP, as ESXi does when a VM
     /// resumes after a vMotion, so that every switch learns where its MAC is now.
     HostAnnounce { port: Port },
+    /// Underlay: frames for `mac` (a host's TEP) leave on `port`.
+    UnderlayPort { mac: MacAddr, port: Port },
     /// Edge: active or standby.
     EdgeActive(bool),
     /// Edge: a new interface (a segment created), on the next port.

@@ -5,7 +5,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::{Counters, Node, Outbox, Port};
+use super::{Change, Counters, Node, Outbox, Port};
 use crate::counters;
 use crate::time::Instant;
 use crate::wire::{self, Frame, MacAddr};
@@ -46,6 +46,12 @@ impl Underlay {
 impl Node for Underlay {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn configure(&mut self, _now: Instant, change: &Change, _out: &mut Outbox) {
+        if let Change::UnderlayPort { mac, port } = change {
+            self.set_port(*mac, *port);
+        }
     }
 
     fn kind(&self) -> &'static str {
