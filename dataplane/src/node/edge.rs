@@ -464,7 +464,9 @@ impl Edge {
 
     /// Route a packet that this Edge forwards (TTL already checked and decremented).
     fn forward(&mut self, now: Instant, in_port: usize, mut f: Frame, out: &mut Outbox) {
-        let Some((src, dst)) = Ipv4View::parse(&f).map(|v| (v.src(), v.dst())) else {
+        let Some((src, dst, len, df)) =
+            Ipv4View::parse(&f).map(|v| (v.src(), v.dst(), v.total_len(), v.dont_fragment()))
+        else {
             return;
         };
         let Some(route) = self.routes.lookup(dst).map(|r| r.target) else {
@@ -474,8 +476,6 @@ impl Edge {
             self.icmp_error(now, from, t, code, &f, out);
             return;
         };
-        let (len, df) =
-            Ipv4View::parse(&f).map_or((0, false), |v| (v.total_len(), v.dont_fragment()));
         let mtu = self.ifaces[route.iface].mtu;
         if len > mtu && df {
             // RFC 1191: too big to forward whole, and not to be cut: say how big fits.

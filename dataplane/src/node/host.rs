@@ -231,6 +231,8 @@ pub struct Host {
     /// The current half-aging period (now / (MAC_AGING / 2)); entries carry the one they were
     /// last seen in and are forgotten two periods later.
     epoch: u32,
+    /// When the current aging period ends, in nanoseconds.
+    epoch_end: u64,
     /// The last MAC learned and where: a flow's frames skip the table to re-learn it.
     last_learned: Option<(u128, L2Dest, u32)>,
     /// The last destination looked up and where it is, while the table is unchanged: a
@@ -253,6 +255,7 @@ impl Host {
             tunnels: FxHashMap::default(),
             l2: FxHashMap::default(),
             epoch: 0,
+            epoch_end: HALF_AGING_NS,
             last_learned: None,
             last_found: None,
             uplink_owners: Vec::new(),
@@ -440,11 +443,13 @@ impl Host {
     }
 
     /// Move to the aging period of `now`; forget entries two periods old.
+    #[inline]
     fn age(&mut self, now: Instant) {
-        let epoch = (now.as_nanos() / HALF_AGING_NS) as u32;
-        if epoch == self.epoch {
+        if now.as_nanos() < self.epoch_end {
             return;
         }
+        let epoch = (now.as_nanos() / HALF_AGING_NS) as u32;
+        self.epoch_end = (u64::from(epoch) + 1) * HALF_AGING_NS;
         self.epoch = epoch;
         let before = self.l2.len();
         self.l2.retain(|_, (_, seen)| epoch < *seen + 2);
