@@ -277,6 +277,12 @@ impl Lab {
     /// Action `index` of the timeline comes due now: change the model, program the nodes.
     fn apply(&mut self, index: usize) {
         let action = self.timeline[index].action.clone();
+        // What the action names may have gone since it was requested (a host removed, a
+        // segment deleted): it fails then, as the API call would.
+        if let Err(e) = self.check_names(&action) {
+            self.timeline[index].error = Some(e.to_string());
+            return;
+        }
         let result = match &action {
             Action::AssignSecondaryIp { eni, ip } => self.assign_secondary_ip(eni, *ip),
             Action::CreateRoute { dest, eni } => self.set_route(*dest, Some(eni), false),
@@ -366,6 +372,20 @@ impl Lab {
     }
 
     fn set_route(&mut self, dest: Ipv4Net, eni: Option<&str>, replace: bool) -> Result<(), String> {
+        // As AWS: the local route stays as it is, and a CIDR a prefix list's route covers
+        // takes no route of its own.
+        for r in &self.model.main_table {
+            if r.target == VpcTarget::Local && r.dest == RouteDest::Cidr(dest) {
+                return Err(format!("{dest} is the VPC's local route"));
+            }
+            if let RouteDest::PrefixList { id, cidrs } = &r.dest {
+                if cidrs.contains(&dest) {
+                    return Err(format!(
+                        "{dest} is in prefix list {id}, which has its route"
+                    ));
+                }
+            }
+        }
         let at = self
             .model
             .main_table
@@ -434,6 +454,9 @@ impl Lab {
         if let Some(other) = self.model.eni_of_host(host) {
             return Err(format!("{host} already has {}", other.id));
         }
+        if self.model.host(host).expect("checked").failed {
+            return Err(format!("{host} is down"));
+        }
         let hnode = self.model.host(host).expect("checked").node;
         let f = self.model.eni_mut(eni).expect("checked");
         if let Some(a) = &f.attachment {
@@ -442,8 +465,8 @@ impl Lab {
         if !f.sddc {
             return Err(format!("{eni} is an instance's primary interface"));
         }
-        let n = self.timeline.len() as u32 + 2;
-        f.attachment = Some(super::attachment(eni, n, host, 1));
+        f.attachments += 1;
+        f.attachment = Some(super::attachment(eni, f.attachments, host, 1));
         let (node, mac) = (f.node, f.mac);
         let ends = (
             (hnode, crate::node::host::UPLINK),
@@ -467,16 +490,19 @@ impl Lab {
 
     fn stun_vm(&mut self, vm: &str) -> Result<(), String> {
         let v = self.model.vm_mut(vm).expect("checked");
-        if !v.running {
+        if v.stunned {
             return Err(format!("{vm} is already stunned"));
         }
-        v.running = false;
+        v.stunned = true;
         let link = v.link;
         self.sim.disconnect(link);
         Ok(())
     }
 
     fn resume_vm(&mut self, vm: &str, host: &str) -> Result<(), String> {
+        if self.model.host(host).expect("checked").failed {
+            return Err(format!("{host} is down"));
+        }
         let v = self.model.vm(vm).expect("checked").clone();
         let (old_host, old_port) = (v.host.clone(), v.port);
         let old_node = self.model.host(&old_host).expect("known").node;
@@ -498,7 +524,7 @@ impl Lab {
         f.host = host.to_string();
         f.port = port;
         f.link = link;
-        f.running = true;
+        f.stunned = false;
         self.program_directory();
         self.configure(new_node, Change::HostAnnounce { port });
         Ok(())
@@ -506,10 +532,10 @@ impl Lab {
 
     fn stop_edge(&mut self, edge: &str) -> Result<(), String> {
         let e = self.model.edge_mut(edge).expect("checked");
-        if !e.running {
+        if e.stopped {
             return Err(format!("{edge} is stopped already"));
         }
-        e.running = false;
+        e.stopped = true;
         e.active = false;
         let (node, links) = (e.node, e.links.clone());
         self.configure(node, Change::EdgeActive(false));
@@ -537,13 +563,8 @@ impl Lab {
                 self.topo.vpc.cidr
             ));
         }
-        let vni = m
-            .segments
-            .iter()
-            .map(|s| s.vni)
-            .max()
-            .unwrap_or(super::FIRST_VNI - 1)
-            + 1;
+        let vni = m.next_vni;
+        self.model.next_vni += 1;
         let gateway_ip = vmcnet_topo::nth_addr(cidr, 1);
         self.model.segments.push(SegmentFact {
             name: name.to_string(),
@@ -589,6 +610,10 @@ impl Lab {
                 LinkKind::Vnic,
                 ((node, edge_port), (host_node, host_port)),
             );
+            if self.model.host(&host).is_some_and(|h| h.failed) {
+                // Plugged in, dark until the host comes back.
+                self.sim.disconnect(link);
+            }
             let e = self.model.edge_mut(&edge_name).expect("exists");
             e.next_port += 1;
             e.links.push(link);
@@ -748,18 +773,22 @@ impl Lab {
             ));
         }
         h.failed = failed;
+        // A stunned VM's or stopped Edge's links stay down when the host comes back.
         let mut links = vec![h.underlay_link];
         links.extend(self.model.eni_of_host(host).and_then(|e| e.host_link));
-        for v in self.model.vms.iter_mut().filter(|v| v.host == host) {
-            v.running = !failed;
-            links.push(v.link);
-        }
+        let m = &self.model;
+        links.extend(
+            m.vms
+                .iter()
+                .filter(|v| v.host == host && (failed || !v.stunned))
+                .map(|v| v.link),
+        );
         let mut edges = Vec::new();
-        for e in self.model.edges.iter_mut().filter(|e| e.host == host) {
-            e.running = !failed;
-            e.active = false;
-            links.extend(e.links.iter().copied());
-            edges.push(e.node);
+        for e in m.edges.iter().filter(|e| e.host == host) {
+            if failed || !e.stopped {
+                links.extend(e.links.iter().copied());
+            }
+            edges.push((e.name.clone(), e.node));
         }
         for l in links {
             if failed {
@@ -768,7 +797,9 @@ impl Lab {
                 self.sim.reconnect(l);
             }
         }
-        for node in edges {
+        // An Edge on a failed host loses the active role; it comes back as standby.
+        for (name, node) in edges {
+            self.model.edge_mut(&name).expect("listed").active = false;
             self.configure(node, Change::EdgeActive(false));
         }
         self.program_uplink_owners();
@@ -777,8 +808,11 @@ impl Lab {
     }
 
     fn set_active_edge(&mut self, edge: &str) -> Result<(), String> {
-        if !self.model.edge(edge).expect("checked").running {
-            return Err(format!("{edge} is stopped"));
+        if !self
+            .model
+            .edge_runs(self.model.edge(edge).expect("checked"))
+        {
+            return Err(format!("{edge} does not run"));
         }
         for e in &mut self.model.edges {
             e.active = e.name == edge;

@@ -147,6 +147,7 @@ impl<'t> Builder<'t> {
                 uplink_ip: topo.sddc.edges.uplink_ip,
                 macs_used: 0,
                 hosts_created: 0,
+                next_vni: segment_vni(topo.sddc.segments.len()),
                 segments: topo
                     .sddc
                     .segments
@@ -273,6 +274,7 @@ impl<'t> Builder<'t> {
                 description: "VMware VMC Interface".into(),
                 source_dest_check: false,
                 node: id,
+                attachments: u32::from(host_link.is_some()),
                 host_link,
             });
         }
@@ -337,6 +339,7 @@ impl<'t> Builder<'t> {
                 source_dest_check: true,
                 node: eni,
                 host_link: None,
+                attachments: 1,
             });
             let link = link_name(&inst.name, &eni_id);
             let ep = self.endpoint(
@@ -458,7 +461,7 @@ impl<'t> Builder<'t> {
                     ip: vm.ip,
                     mac,
                     host: vm.host.clone(),
-                    running: true,
+                    stunned: false,
                     node: ep,
                     port,
                     link,
@@ -550,7 +553,7 @@ impl<'t> Builder<'t> {
                 name: vm.name.clone(),
                 host: vm.host.clone(),
                 active,
-                running: true,
+                stopped: false,
                 links,
                 node: eid,
                 uplink_port,

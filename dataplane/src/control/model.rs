@@ -35,6 +35,8 @@ pub struct Model {
     pub macs_used: u32,
     /// Hosts ever added: the next one takes the next TEP address and underlay port.
     pub hosts_created: usize,
+    /// The VNI the next segment takes: VNIs are never reused.
+    pub next_vni: Vni,
 }
 
 /// An ESXi host.
@@ -63,8 +65,8 @@ pub struct VmFact {
     pub mac: MacAddr,
     /// The host it runs on (or was stunned on).
     pub host: String,
-    /// False while stunned (a vMotion's switchover).
-    pub running: bool,
+    /// Stunned: a vMotion's switchover, until it resumes.
+    pub stunned: bool,
     pub node: NodeId,
     /// Its vNIC's port on its host, and the link between them.
     pub port: Port,
@@ -77,8 +79,8 @@ pub struct EdgeFact {
     pub name: String,
     pub host: String,
     pub active: bool,
-    /// False once the Edge VM stopped (it forwards nothing, active or not).
-    pub running: bool,
+    /// The Edge VM was stopped (it forwards nothing, active or not).
+    pub stopped: bool,
     /// The links of its interfaces' vNICs.
     pub links: Vec<LinkId>,
     pub node: NodeId,
@@ -115,6 +117,8 @@ pub struct EniFact {
     pub node: NodeId,
     /// The link from its host or instance, while one is plugged in.
     pub host_link: Option<LinkId>,
+    /// Attachments it has had: the next one's id counts on from here.
+    pub attachments: u32,
 }
 
 /// An ENI's attachment to a host or an instance.
@@ -245,7 +249,17 @@ impl Model {
 
     /// The active Edge, if one runs.
     pub fn active_edge(&self) -> Option<&EdgeFact> {
-        self.edges.iter().find(|e| e.active && e.running)
+        self.edges.iter().find(|e| e.active && self.edge_runs(e))
+    }
+
+    /// Whether a VM runs: not stunned, its host up.
+    pub fn vm_runs(&self, v: &VmFact) -> bool {
+        !v.stunned && self.host(&v.host).is_some_and(|h| !h.failed)
+    }
+
+    /// Whether an Edge runs: not stopped, its host up.
+    pub fn edge_runs(&self, e: &EdgeFact) -> bool {
+        !e.stopped && self.host(&e.host).is_some_and(|h| !h.failed)
     }
 
     /// The ENI attached to `host`, if any.

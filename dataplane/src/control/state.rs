@@ -311,12 +311,10 @@ impl Lab {
                     .vms
                     .iter()
                     .filter(|v| v.host == h.name)
-                    .map(|v| {
-                        if v.running {
-                            v.name.clone()
-                        } else {
-                            format!("{} (stunned)", v.name)
-                        }
+                    .map(|v| match (h.failed, v.stunned) {
+                        (true, _) => format!("{} (host down)", v.name),
+                        (false, true) => format!("{} (stunned)", v.name),
+                        (false, false) => v.name.clone(),
                     })
                     .collect(),
                 edges: self
@@ -325,7 +323,7 @@ impl Lab {
                     .iter()
                     .filter(|e| e.host == h.name)
                     .map(|e| {
-                        let role = match (e.running, e.active) {
+                        let role = match (self.model.edge_runs(e), e.active) {
                             (false, _) => "stopped",
                             (true, true) => "active",
                             (true, false) => "standby",
