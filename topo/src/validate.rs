@@ -874,6 +874,29 @@ fn links(topo: &Topology) -> Check {
     }
     // The underlay carries a segment's largest packet in Geneve: 50 bytes more.
     let plan = topo.link_plan();
+    // Every link's queue holds one of its largest frames: its MTU and 14 bytes of Ethernet.
+    for p in &plan {
+        let spec = l.spec(&p.name, p.kind);
+        let frame = u64::from(spec.mtu) + 14;
+        if spec.queue.0 < frame {
+            let own = l
+                .overrides
+                .get(&p.name)
+                .is_some_and(|o| o.queue.is_some() || o.mtu.is_some());
+            let path = if own {
+                FieldPath::new("links")
+                    .key("overrides")
+                    .key(&p.name)
+                    .key("queue")
+            } else {
+                FieldPath::new("links").key(p.kind.as_str()).key("queue")
+            };
+            return Err(path.violation(format!(
+                "{} cannot hold one full frame of {} ({frame} bytes with its MTU of {})",
+                spec.queue, p.name, spec.mtu
+            )));
+        }
+    }
     let widest = plan
         .iter()
         .filter(|p| p.kind == LinkKind::Vnic)

@@ -1020,6 +1020,13 @@ fn rejects_a_bad_rate_a_tiny_queue_a_long_delay_and_an_unknown_link() {
         line_of(&text, "\"web-1--esxi-9\""),
         "no link is named `web-1--esxi-9`",
     );
+    let text = with_links("eni = { queue = \"2KiB\" }");
+    rejects(
+        &text,
+        "links.eni.queue",
+        line_of(&text, "eni ="),
+        "cannot hold one full frame",
+    );
     let text = with_links("ec2 = { mtu = 100 }");
     rejects(
         &text,

@@ -481,14 +481,13 @@ impl Edge {
             // RFC 1191: too big to forward whole, and not to be cut: say how big fits.
             self.counters.tx_frag_needed += 1;
             let from = self.ifaces[in_port].ip;
-            if let Some(v) = Ipv4View::parse(&f) {
-                let next_hop_mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
-                let e = icmp::frag_needed(from, next_hop_mtu, &v);
-                if !self.is_own_ip(src) && !self.is_group_ip(src) && !src.is_unspecified() {
-                    self.counters.icmp_errors_sent += 1;
-                    self.originate(now, e, out);
-                }
-            }
+            let [hi, lo] = u16::try_from(mtu).unwrap_or(u16::MAX).to_be_bytes();
+            let what = (
+                icmp::TYPE_DEST_UNREACHABLE,
+                icmp::CODE_FRAG_NEEDED,
+                [0, 0, hi, lo],
+            );
+            self.icmp_error_with(now, from, what, &f, out);
             return;
         }
         if route.snat && Some(src) != self.snat.external {
@@ -567,6 +566,18 @@ impl Edge {
         offending: &[u8],
         out: &mut Outbox,
     ) {
+        self.icmp_error_with(now, src, (t, code, [0; 4]), offending, out);
+    }
+
+    /// [`Edge::icmp_error`] with the ICMP header's second word (fragmentation-needed's MTU).
+    fn icmp_error_with(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        what: (u8, u8, [u8; 4]),
+        offending: &[u8],
+        out: &mut Outbox,
+    ) {
         let Some(v) = Ipv4View::parse(offending) else {
             return;
         };
@@ -581,7 +592,7 @@ impl Edge {
         {
             return;
         }
-        let e = icmp::error(MacAddr::default(), MacAddr::default(), src, t, code, &v);
+        let e = icmp::error_with(MacAddr::default(), MacAddr::default(), src, what, &v);
         self.counters.icmp_errors_sent += 1;
         self.originate(now, e, out);
     }

@@ -309,18 +309,9 @@ impl Sim {
         }
         self.captures.push(None);
         self.wire(id);
-        self.read_frame_limit();
+        let limit = (spec.mtu as usize).saturating_add(ETH_HEADER_LEN);
+        self.frame_limit_min = self.frame_limit_min.min(limit);
         id
-    }
-
-    /// Note the smallest MTU of any link.
-    fn read_frame_limit(&mut self) {
-        self.frame_limit_min = self
-            .links
-            .iter()
-            .map(|l| (l.spec.mtu as usize).saturating_add(ETH_HEADER_LEN))
-            .min()
-            .unwrap_or(usize::MAX);
     }
 
     /// Plug a link's two ports in, with its current parameters and capture state.
@@ -361,18 +352,6 @@ impl Sim {
         [a, b]
             .iter()
             .all(|end| matches!(self.peer(**end), Some(w) if w.link() == link))
-    }
-
-    /// Change a link's parameters, both directions. Frames already on it keep their times.
-    pub fn set_link_spec(&mut self, link: LinkId, spec: LinkSpec) {
-        self.links[link].spec = spec;
-        for d in &mut self.dirs[link * 2..link * 2 + 2] {
-            d.spec = spec;
-        }
-        if self.is_connected(link) {
-            self.wire(link);
-        }
-        self.read_frame_limit();
     }
 
     /// What each direction of `link` carried: `[a → b, b → a]`.
@@ -490,11 +469,6 @@ impl Sim {
     #[inline]
     fn read_due(&mut self) {
         self.due = self.events.peek().is_some_and(|e| e.at <= self.now);
-    }
-
-    /// The instant of the earliest event on the timeline, if any.
-    pub fn next_event_at(&self) -> Option<Instant> {
-        self.events.peek().map(|e| e.at)
     }
 
     /// Handle everything due at the current instant: what the timeline holds for now, in

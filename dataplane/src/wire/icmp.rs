@@ -50,15 +50,9 @@ pub fn error(
     error_with(dst_mac, src_mac, src, (icmp_type, code, [0; 4]), offending)
 }
 
-/// Fragmentation needed about `offending`, saying the next hop's MTU (RFC 1191).
-pub fn frag_needed(src: Ipv4Addr, next_hop_mtu: u16, offending: &Ipv4View<'_>) -> Frame {
-    let [hi, lo] = next_hop_mtu.to_be_bytes();
-    let what = (TYPE_DEST_UNREACHABLE, CODE_FRAG_NEEDED, [0, 0, hi, lo]);
-    error_with(MacAddr::default(), MacAddr::default(), src, what, offending)
-}
-
-/// An ICMP error whose header's second word is `rest`.
-fn error_with(
+/// An ICMP error whose header's second word is `rest` (fragmentation-needed carries the next
+/// hop's MTU there, RFC 1191).
+pub fn error_with(
     dst_mac: MacAddr,
     src_mac: MacAddr,
     src: Ipv4Addr,
