@@ -694,6 +694,7 @@ impl Lab {
         if in_cluster >= MAX_HOSTS_PER_CLUSTER + spare {
             return Err(format!("{cluster} holds {in_cluster} hosts already"));
         }
+        // Like cluster 1, the SDDC may hold one host over its limit while one is replaced.
         if self.model.hosts.len() > MAX_HOSTS {
             return Err(format!(
                 "the SDDC holds {} hosts already",
