@@ -756,3 +756,109 @@ fn the_local_route_and_a_prefix_lists_cidrs_take_no_route_of_their_own() {
     let s3_ip = lab.resolve("s3").unwrap();
     assert_eq!(ping(&mut lab, "ec2-1", s3_ip, 1), 1);
 }
+
+#[test]
+fn an_edge_failover_by_hand_costs_each_direction_what_its_calls_imply() {
+    let mut t = topo();
+    edge_failover_outages(&t);
+    // Change one timing: exactly the outages that depend on it move.
+    t.timing.replace_route = Duration::from_secs(3);
+    t.timing.promotion = Duration::from_millis(300);
+    edge_failover_outages(&t);
+}
+
+/// edge-1 stops; edge-2 is made active, the uplink IP moved to eni-3 and the routes
+/// re-targeted, each after its latency. Probes every 1 ms each way between web-1 and ec2-1
+/// measure each direction's outage, which must be what the calls imply.
+fn edge_failover_outages(topo: &vmcnet_topo::Topology) {
+    use vmcnet::node::endpoint::probe;
+    let mut lab = Lab::build(topo, 1);
+    let interval = Duration::from_millis(1);
+    let (start, t) = (Instant::from_millis(500), Instant::from_millis(1_000));
+    let count = 4_000;
+    let port = 7000;
+    let (web, ec2) = (lab.id("web-1").unwrap(), lab.id("ec2-1").unwrap());
+    let mut streams = Vec::new();
+    for (from, to, dst) in [(web, ec2, EC2_1), (ec2, web, WEB_1)] {
+        lab.sim.get_mut::<Endpoint>(to).unwrap().probe_listen(port);
+        let app = lab
+            .sim
+            .get_mut::<Endpoint>(from)
+            .unwrap()
+            .probe(start, dst, port, count, interval);
+        streams.push((from, to, app));
+    }
+    // edge-1 dies; what NSX and AWS then do, each after its latency.
+    lab.request(
+        t,
+        Action::StopEdge {
+            edge: "edge-1".into(),
+        },
+    )
+    .unwrap();
+    lab.request(
+        t,
+        Action::SetActiveEdge {
+            edge: "edge-2".into(),
+        },
+    )
+    .unwrap();
+    lab.request(
+        t,
+        Action::AssignSecondaryIp {
+            eni: "eni-3".into(),
+            ip: UPLINK_IP,
+        },
+    )
+    .unwrap();
+    for seg in ["192.168.1.0/24", "192.168.2.0/24", "10.2.224.0/20"] {
+        let dest = seg.parse().unwrap();
+        lab.request(
+            t,
+            Action::ReplaceRoute {
+                dest,
+                eni: "eni-3".into(),
+            },
+        )
+        .unwrap();
+    }
+    lab.run_until(start + interval * count + Duration::from_secs(1));
+    let timing = lab.topo.timing.clone();
+    let expected = [
+        // SDDC -> VPC: the distributed router hands web-1's probes to the active Edge, whichever
+        // it is, and any ENI carries them out: back when edge-2 is active.
+        timing.promotion,
+        // VPC -> SDDC: the routes must point at eni-3 and eni-3 hold the uplink address, with
+        // edge-2 active.
+        timing
+            .promotion
+            .max(timing.move_secondary_ip)
+            .max(timing.replace_route),
+    ];
+    for ((from, to, app), want) in streams.into_iter().zip(expected) {
+        let sender = lab.sim.get::<Endpoint>(from).unwrap();
+        let AppReport::Probe(r) = sender.app(app).clone() else {
+            panic!("probe")
+        };
+        let from_addr = std::net::SocketAddrV4::new(sender.config().ip, r.src_port);
+        let arrivals = lab
+            .sim
+            .get::<Endpoint>(to)
+            .unwrap()
+            .probe_arrivals(port)
+            .unwrap();
+        let l = probe::loss(&r, arrivals, from_addr);
+        assert_eq!(l.sent, count);
+        assert_eq!(l.first_lost_sent, Some(t), "{l:?}");
+        assert!(
+            l.outage.abs_diff(want) <= interval,
+            "outage {:?}, expected {want:?} within {interval:?}",
+            l.outage
+        );
+        assert_eq!(
+            l.lost as u128,
+            l.outage.as_nanos() / interval.as_nanos(),
+            "one outage"
+        );
+    }
+}

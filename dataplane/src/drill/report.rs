@@ -82,6 +82,12 @@ impl StepResult {
     /// One line on what happened.
     pub fn summary(&self) -> String {
         match &self.app {
+            AppReport::Probe(p) => format!(
+                "{} of {} probes sent every {:.3} ms",
+                p.sent,
+                p.count,
+                ms(p.interval)
+            ),
             AppReport::Ping(p) => {
                 let mut s = format!("{}/{} replies", p.received, p.count);
                 if let (Some(min), Some(max)) = (p.rtts.iter().min(), p.rtts.iter().max()) {

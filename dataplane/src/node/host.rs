@@ -636,6 +636,12 @@ impl Host {
                 .filter(|_| wire::ethertype(&frame) == Some(ETHERTYPE_IPV4))
         };
         let Some(&(_, port)) = exact.or_else(routed) else {
+            // AWS answers an instance's ARP for the subnet's router at the ENI itself, whatever
+            // addresses the ENI holds: the answer reaches the vNICs on the uplink (a standby
+            // Edge ignores it).
+            if Arp::parse(&frame).is_some_and(|a| a.op == arp::OP_REPLY) {
+                return self.arp_reply_to_uplink_vnics(frame, out);
+            }
             self.counters.rx_dropped_uplink_no_owner += 1;
             return;
         };
@@ -647,6 +653,25 @@ impl Host {
         f[0..6].copy_from_slice(&mac.0);
         self.counters.uplink_in += 1;
         out.send(port, f);
+    }
+
+    /// Hand an ARP reply from the ENI to every vNIC on the uplink, addressed to each.
+    fn arp_reply_to_uplink_vnics(&mut self, frame: Frame, out: &mut Outbox) {
+        let ports: Vec<(Port, MacAddr)> = self
+            .vnics()
+            .filter(|(_, v)| v.attach == Attachment::Uplink)
+            .map(|(p, v)| (p, v.mac))
+            .collect();
+        if ports.is_empty() {
+            self.counters.rx_dropped_uplink_no_owner += 1;
+        }
+        for (port, mac) in ports {
+            let mut f = frame.clone();
+            f[0..6].copy_from_slice(&mac.0);
+            arp::rewrite_target_mac(&mut f, mac);
+            self.counters.uplink_in += 1;
+            out.send(port, f);
+        }
     }
 
     fn overlay_in(&mut self, frame: Frame, out: &mut Outbox) {

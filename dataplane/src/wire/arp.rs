@@ -91,6 +91,13 @@ pub fn rewrite_sender_mac(frame: &mut [u8], mac: MacAddr) {
     }
 }
 
+/// Rewrite the target hardware address of an ARP frame.
+pub fn rewrite_target_mac(frame: &mut [u8], mac: MacAddr) {
+    if frame.len() >= ETH_HEADER_LEN + ARP_LEN {
+        frame[ETH_HEADER_LEN + 18..ETH_HEADER_LEN + 24].copy_from_slice(&mac.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

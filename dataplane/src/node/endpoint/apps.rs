@@ -42,6 +42,7 @@ pub enum AppReport {
     Ping(PingReport),
     TcpSend(TcpSendReport),
     Traceroute(TracerouteReport),
+    Probe(super::probe::ProbeReport),
 }
 
 impl AppReport {
@@ -51,6 +52,7 @@ impl AppReport {
             AppReport::Ping(r) => r.done,
             AppReport::TcpSend(r) => r.done,
             AppReport::Traceroute(r) => r.done,
+            AppReport::Probe(r) => r.done,
         }
     }
 }
@@ -182,6 +184,7 @@ pub(super) enum AppState {
     Ping(PingApp),
     TcpSend(TcpSendApp),
     Traceroute(TracerouteApp),
+    Probe(super::probe::ProbeApp),
 }
 
 impl AppState {
@@ -197,6 +200,7 @@ impl AppState {
             (AppState::Ping(a), AppReport::Ping(r)) => a.step(r, now, sockets),
             (AppState::TcpSend(a), AppReport::TcpSend(r)) => a.step(r, now, sockets),
             (AppState::Traceroute(a), AppReport::Traceroute(r)) => a.step(r, now, sockets),
+            (AppState::Probe(a), AppReport::Probe(r)) => a.step(r, now, sockets),
             _ => unreachable!("app state and report kinds are created together"),
         }
     }
@@ -207,6 +211,7 @@ impl AppState {
             (AppState::Ping(a), AppReport::Ping(r)) => a.deadline(r),
             (AppState::TcpSend(a), AppReport::TcpSend(r)) => a.deadline(r),
             (AppState::Traceroute(a), AppReport::Traceroute(r)) => a.deadline(r),
+            (AppState::Probe(a), AppReport::Probe(r)) => a.deadline(r),
             _ => None,
         }
     }

@@ -11,6 +11,7 @@
 //! smoltcp hands sockets neither.
 
 mod apps;
+pub mod probe;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -29,6 +30,7 @@ pub use apps::{
     TracerouteReport, PING_TIMEOUT, PROBE_TIMEOUT, TCP_STALL_TIMEOUT, TRACEROUTE_BASE_PORT,
 };
 use apps::{AppState, PingApp, ServerSock, TcpSendApp, TcpServer, TracerouteApp};
+use probe::{ProbeApp, ProbeArrival, ProbeReport, ProbeSink};
 
 use super::{Counters, Node, Outbox, Port};
 use crate::counters;
@@ -146,6 +148,7 @@ pub struct Endpoint {
     reports: Vec<AppReport>,
     states: Vec<AppState>,
     servers: Vec<TcpServer>,
+    sinks: Vec<ProbeSink>,
     counters: EndpointCounters,
     /// The latest instant seen; smoltcp never sees time go back.
     now: Instant,
@@ -244,6 +247,7 @@ impl Endpoint {
             reports: Vec::new(),
             states: Vec::new(),
             servers: Vec::new(),
+            sinks: Vec::new(),
             counters: EndpointCounters::default(),
             now: Instant::ZERO,
             next_poll: (!cfg_gateway_unspecified).then_some(Instant::ZERO),
@@ -329,6 +333,68 @@ impl Endpoint {
             },
             socks: vec![ServerSock { handle, conn: None }],
         });
+    }
+
+    /// Record every probe that arrives on UDP `port` (see [`probe`]). A second call for the same
+    /// port does nothing.
+    pub fn probe_listen(&mut self, port: u16) {
+        if self.sinks.iter().any(|s| s.port == port) {
+            return;
+        }
+        let handle = self.sockets.add(ProbeSink::socket(port));
+        self.sinks.push(ProbeSink {
+            port,
+            handle,
+            arrivals: Vec::new(),
+        });
+    }
+
+    /// The probes that arrived on `port`, if a sink listens there.
+    pub fn probe_arrivals(&self, port: u16) -> Option<&[ProbeArrival]> {
+        self.sinks
+            .iter()
+            .find(|s| s.port == port)
+            .map(|s| s.arrivals.as_slice())
+    }
+
+    /// Send `count` probes to `dst:port`, one every `interval` from `now` on, from the next
+    /// ephemeral port. Done when the last is sent.
+    pub fn probe(
+        &mut self,
+        now: Instant,
+        dst: Ipv4Addr,
+        port: u16,
+        count: u32,
+        interval: Duration,
+    ) -> AppId {
+        let id = self.reports.len();
+        let sport = self.ephemeral_port();
+        let socket = (count > 0).then(|| {
+            let buffer = || {
+                udp::PacketBuffer::new(
+                    vec![udp::PacketMetadata::EMPTY; 16],
+                    vec![0u8; 16 * probe::PROBE_PAYLOAD],
+                )
+            };
+            let mut s = udp::Socket::new(buffer(), buffer());
+            s.bind(sport).expect("ephemeral port is nonzero");
+            self.sockets.add(s)
+        });
+        self.reports.push(AppReport::Probe(ProbeReport {
+            dst,
+            port,
+            src_port: sport,
+            count,
+            interval,
+            started: now,
+            sent: 0,
+            done: count == 0,
+        }));
+        self.states
+            .push(AppState::Probe(ProbeApp::new(socket, now)));
+        self.resolve_neighbor(dst);
+        self.wake_at(now);
+        id
     }
 
     /// Connect to `dst:port` from the next ephemeral port and send `bytes` bytes of the pattern
@@ -743,6 +809,9 @@ impl Endpoint {
             let s = server.step(&mut self.sockets, listener);
             self.counters.tcp_accepted += s.accepted;
             changed |= s.changed;
+        }
+        for sink in &mut self.sinks {
+            sink.step(now, &mut self.sockets);
         }
         changed
     }
