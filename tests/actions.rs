@@ -862,3 +862,111 @@ fn edge_failover_outages(topo: &vmcnet_topo::Topology) {
         );
     }
 }
+
+/// Probes every `interval` each way between web-1 and ec2-1 from `start` for `span`; edge-1
+/// is moved to esxi-3 by vMotion at `t`, the reconciler following with `strategy`. The outage
+/// of each direction: [SDDC -> VPC, VPC -> SDDC].
+fn edge_vmotion_outages(
+    strategy: vmcnet::control::action::Strategy,
+    interval: Duration,
+    span: Duration,
+) -> (Lab, [Duration; 2]) {
+    use vmcnet::node::endpoint::probe;
+    let mut lab = Lab::build(&topo(), 1);
+    lab.set_reconciler(Some(strategy));
+    let (start, t) = (Instant::from_millis(500), Instant::from_millis(1_000));
+    let count = (span.as_nanos() / interval.as_nanos()) as u32;
+    let port = 7000;
+    let (web, ec2) = (lab.id("web-1").unwrap(), lab.id("ec2-1").unwrap());
+    let mut streams = Vec::new();
+    for (from, to, dst) in [(web, ec2, EC2_1), (ec2, web, WEB_1)] {
+        lab.sim.get_mut::<Endpoint>(to).unwrap().probe_listen(port);
+        let ep = lab.sim.get_mut::<Endpoint>(from).unwrap();
+        streams.push((from, to, ep.probe(start, dst, port, count, interval)));
+    }
+    lab.request(
+        t,
+        Action::StunVm {
+            vm: "edge-1".into(),
+        },
+    )
+    .unwrap();
+    let resume = Action::ResumeVm {
+        vm: "edge-1".into(),
+        host: "esxi-3".into(),
+    };
+    lab.request(t, resume).unwrap();
+    lab.run_until(start + interval * count + Duration::from_secs(1));
+    let mut out = [Duration::ZERO; 2];
+    for (k, (from, to, app)) in streams.into_iter().enumerate() {
+        let sender = lab.sim.get::<Endpoint>(from).unwrap();
+        let AppReport::Probe(r) = sender.app(app).clone() else {
+            panic!("probe")
+        };
+        let from_addr = std::net::SocketAddrV4::new(sender.config().ip, r.src_port);
+        let arrivals = lab
+            .sim
+            .get::<Endpoint>(to)
+            .unwrap()
+            .probe_arrivals(port)
+            .unwrap();
+        let l = probe::loss(&r, arrivals, from_addr);
+        assert_eq!(l.first_lost_sent, Some(t), "direction {k}: {l:?}");
+        out[k] = l.outage;
+    }
+    (lab, out)
+}
+
+#[test]
+fn an_edge_vmotion_costs_the_stun_one_way_and_the_reconcilers_calls_the_other() {
+    use vmcnet::control::action::Strategy;
+    let interval = Duration::from_millis(1);
+    let (lab, [out, back]) =
+        edge_vmotion_outages(Strategy::IpMove, interval, Duration::from_secs(10));
+    let t = lab.topo.timing.clone();
+    // SDDC -> VPC: the Edge forwards nothing while stunned; on esxi-3 it leaves by eni-3 at once.
+    assert!(out.abs_diff(t.vmotion_stun) <= interval, "{out:?}");
+    // VPC -> SDDC: stun, the reconciler's notice, then the IP move and the route replacements.
+    let want = t.vmotion_stun + t.control_plane_notice + t.move_secondary_ip.max(t.replace_route);
+    assert!(back.abs_diff(want) <= interval, "{back:?} vs {want:?}");
+    // Afterwards the uplink address and every segment's route are on esxi-3's ENI.
+    let holder = lab.model.holder_of(lab.model.uplink_ip).unwrap().id.clone();
+    assert_eq!(holder, "eni-3");
+    for s in &lab.model.segments {
+        let r = lab.model.route(s.cidr).unwrap();
+        assert_eq!(
+            r.target,
+            vmcnet::node::vpc_router::VpcTarget::Eni("eni-3".into())
+        );
+    }
+}
+
+#[test]
+fn an_edge_vmotion_with_eni_reattach_costs_its_reattach_latency() {
+    use vmcnet::control::action::Strategy;
+    let interval = Duration::from_millis(10);
+    let t = topo().timing;
+    let span = t.vmotion_stun + t.control_plane_notice + t.eni_reattach + Duration::from_secs(3);
+    let (lab, [out, back]) = edge_vmotion_outages(Strategy::EniReattach, interval, span);
+    // VPC -> SDDC: the routes stay on eni-2, which is detached and attached again to esxi-3.
+    let want_back = t.vmotion_stun + t.control_plane_notice + t.eni_reattach;
+    assert!(
+        back.abs_diff(want_back) <= interval,
+        "{back:?} vs {want_back:?}"
+    );
+    // SDDC -> VPC: the stun, then esxi-3 has no ENI from when its own is detached to make way
+    // until eni-2 is attached.
+    let want_out = t.vmotion_stun.max(t.eni_reattach / 2);
+    assert!(
+        out.abs_diff(want_out) <= interval,
+        "{out:?} vs {want_out:?}"
+    );
+    assert_eq!(
+        lab.model.eni_of_host("esxi-3").map(|e| e.id.as_str()),
+        Some("eni-2")
+    );
+    // The design's reason: moving the IP is this many times faster for traffic into the SDDC.
+    let ip_move =
+        t.vmotion_stun + t.control_plane_notice + t.move_secondary_ip.max(t.replace_route);
+    assert!(want_back.as_secs_f64() / ip_move.as_secs_f64() > 4.0);
+}

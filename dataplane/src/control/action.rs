@@ -41,9 +41,10 @@ pub enum Action {
     DetachEni { eni: String },
     /// EC2 AttachNetworkInterface to an ESXi host that has no ENI.
     AttachEni { eni: String, host: String },
-    /// vMotion's switchover begins: the VM stops forwarding.
+    /// vMotion's switchover begins: the VM (or Edge) stops forwarding.
     StunVm { vm: String },
-    /// The VM resumes on `host` (its own or another) and announces itself there (RARP).
+    /// The VM (or Edge) resumes on `host` (its own or another) and announces itself there
+    /// (RARP). An Edge keeps its role; its uplink address is where the ENIs have it.
     ResumeVm { vm: String, host: String },
     /// NSX makes `edge` the active Edge, the other one standby.
     SetActiveEdge { edge: String },
@@ -68,6 +69,19 @@ pub enum Action {
     AddHost { host: String, cluster: String },
     /// A host with nothing on it and no ENI leaves the SDDC.
     RemoveHost { host: String },
+    /// VMC's reconciler, having noticed a change (the active Edge's host, the segments), makes
+    /// the AWS calls that follow it (see [`Lab::set_reconciler`]).
+    Reconcile,
+}
+
+/// How the reconciler follows the active Edge to another host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Move the uplink's secondary IP to the new host's ENI and re-target the routes (VMC's way).
+    IpMove,
+    /// Detach the Edge's ENI from the old host and attach it to the new one (the slow path).
+    EniReattach,
 }
 
 impl Action {
@@ -85,6 +99,7 @@ impl Action {
             Action::FailHost { host } | Action::RecoverHost { host } => host.clone(),
             Action::AddSegment { name, .. } | Action::RemoveSegment { name } => name.clone(),
             Action::AddHost { host, .. } | Action::RemoveHost { host } => host.clone(),
+            Action::Reconcile => "reconciler".into(),
         }
     }
 
@@ -112,6 +127,7 @@ impl Action {
             | Action::RemoveSegment { .. }
             | Action::RemoveHost { .. } => Duration::ZERO,
             Action::AddHost { .. } => t.replacement_host,
+            Action::Reconcile => t.control_plane_notice,
         }
     }
 }
@@ -141,6 +157,7 @@ impl fmt::Display for Action {
             Action::RemoveSegment { name } => write!(f, "remove segment {name}"),
             Action::AddHost { host, cluster } => write!(f, "add {host} to {cluster}"),
             Action::RemoveHost { host } => write!(f, "remove {host}"),
+            Action::Reconcile => write!(f, "reconcile"),
         }
     }
 }
@@ -216,6 +233,137 @@ impl Lab {
         &self.timeline
     }
 
+    /// Run VMC's reconciler with `strategy`, or (`None`) none. It watches the active Edge's host
+    /// and the segments; `control_plane_notice` after a change it makes the AWS calls that
+    /// follow it, each then taking its own latency.
+    pub fn set_reconciler(&mut self, strategy: Option<Strategy>) {
+        self.reconciler = strategy;
+    }
+
+    fn changes_what_the_reconciler_watches(&self, a: &Action) -> bool {
+        match a {
+            Action::ResumeVm { vm, .. } => self.model.edge(vm).is_some(),
+            Action::SetActiveEdge { .. }
+            | Action::StopEdge { .. }
+            | Action::FailHost { .. }
+            | Action::RecoverHost { .. }
+            | Action::AddSegment { .. }
+            | Action::RemoveSegment { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The reconciler noticed a change: it acts after `control_plane_notice`.
+    fn notice(&mut self) {
+        if self.reconciler.is_some() {
+            let now = self.sim.now();
+            self.request(now, Action::Reconcile).expect("names nothing");
+        }
+    }
+
+    /// The AWS calls that put the uplink address and the main table's segment routes where the
+    /// active Edge is, requested now.
+    fn reconcile(&mut self) -> Result<(), String> {
+        let Some(strategy) = self.reconciler else {
+            return Err("no reconciler runs".into());
+        };
+        let Some(edge) = self.model.active_edge() else {
+            return Err("no Edge is active".into());
+        };
+        let host = edge.host.clone();
+        let ip = self.model.uplink_ip;
+        let holder = self.model.holder_of(ip).map(|e| e.id.clone());
+        let now = self.sim.now();
+        let mut calls = Vec::new();
+        let target = match strategy {
+            Strategy::IpMove => {
+                let Some(eni) = self.model.eni_of_host(&host).map(|e| e.id.clone()) else {
+                    return Err(format!("{host} has no ENI"));
+                };
+                if holder.as_deref() != Some(eni.as_str()) {
+                    calls.push((
+                        now,
+                        Action::AssignSecondaryIp {
+                            eni: eni.clone(),
+                            ip,
+                        },
+                    ));
+                }
+                eni
+            }
+            Strategy::EniReattach => {
+                let Some(eni) = holder else {
+                    return Err(format!("no ENI holds {ip}"));
+                };
+                let attached_to = self
+                    .model
+                    .eni(&eni)
+                    .and_then(|e| e.attachment.as_ref())
+                    .map(|a| a.instance.clone());
+                if attached_to.as_deref() != Some(host.as_str()) {
+                    let detach = self.topo.timing.eni_reattach / 2;
+                    if attached_to.is_some() {
+                        calls.push((now, Action::DetachEni { eni: eni.clone() }));
+                    }
+                    // The new host's own ENI makes way.
+                    if let Some(own) = self.model.eni_of_host(&host).map(|e| e.id.clone()) {
+                        calls.push((now, Action::DetachEni { eni: own }));
+                    }
+                    let host = host.clone();
+                    calls.push((
+                        now + detach,
+                        Action::AttachEni {
+                            eni: eni.clone(),
+                            host,
+                        },
+                    ));
+                }
+                eni
+            }
+        };
+        // A route per segment to the target ENI; no route for a segment that is gone.
+        let segments: Vec<Ipv4Net> = self.model.segments.iter().map(|s| s.cidr).collect();
+        for cidr in &segments {
+            match self.model.route(*cidr) {
+                None => calls.push((
+                    now,
+                    Action::CreateRoute {
+                        dest: *cidr,
+                        eni: target.clone(),
+                    },
+                )),
+                Some(r) if r.target != VpcTarget::Eni(target.clone()) => calls.push((
+                    now,
+                    Action::ReplaceRoute {
+                        dest: *cidr,
+                        eni: target.clone(),
+                    },
+                )),
+                Some(_) => {}
+            }
+        }
+        let stale: Vec<Ipv4Net> = self
+            .model
+            .main_table
+            .iter()
+            .filter_map(|r| match (&r.dest, &r.target) {
+                (RouteDest::Cidr(c), VpcTarget::Eni(e))
+                    if !segments.contains(c) && self.model.eni(e).is_some_and(|e| e.sddc) =>
+                {
+                    Some(*c)
+                }
+                _ => None,
+            })
+            .collect();
+        for dest in stale {
+            calls.push((now, Action::DeleteRoute { dest }));
+        }
+        for (at, call) in calls {
+            self.request(at, call).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Run the lab until `done` holds, until `deadline` or until interrupted, applying control
     /// actions as they come due (see [`Sim::run_while`]).
     pub fn run_while(&mut self, deadline: Instant, mut done: impl FnMut(&Sim) -> bool) -> Stop {
@@ -244,9 +392,9 @@ impl Lab {
                 .map(|_| ())
                 .ok_or_else(|| ActionError::UnknownHost(h.clone()))
         };
-        let vm = |v: &String| {
-            m.vm(v)
-                .map(|_| ())
+        let vm_or_edge = |v: &String| {
+            (m.vm(v).is_some() || m.edge(v).is_some())
+                .then_some(())
                 .ok_or_else(|| ActionError::UnknownVm(v.clone()))
         };
         match a {
@@ -256,10 +404,10 @@ impl Lab {
             | Action::DetachEni { eni: e } => eni(e),
             Action::DeleteRoute { .. } => Ok(()),
             Action::AttachEni { eni: e, host: h } => eni(e).and_then(|_| host(h)),
-            Action::StunVm { vm: v } => vm(v),
-            Action::ResumeVm { vm: v, host: h } => vm(v).and_then(|_| host(h)),
+            Action::StunVm { vm: v } => vm_or_edge(v),
+            Action::ResumeVm { vm: v, host: h } => vm_or_edge(v).and_then(|_| host(h)),
             Action::FailHost { host: h } | Action::RecoverHost { host: h } => host(h),
-            Action::AddSegment { .. } | Action::AddHost { .. } => Ok(()),
+            Action::AddSegment { .. } | Action::AddHost { .. } | Action::Reconcile => Ok(()),
             Action::RemoveHost { host: h } => host(h),
             Action::RemoveSegment { name } => m
                 .segments
@@ -304,7 +452,11 @@ impl Lab {
             Action::RemoveSegment { name } => self.remove_segment(name),
             Action::AddHost { host, cluster } => self.add_host(host, cluster),
             Action::RemoveHost { host } => self.remove_host(host),
+            Action::Reconcile => self.reconcile(),
         };
+        if result.is_ok() && self.changes_what_the_reconciler_watches(&action) {
+            self.notice();
+        }
         let e = &mut self.timeline[index];
         match result {
             Ok(()) => e.took_effect_at = Some(self.sim.now()),
@@ -489,6 +641,9 @@ impl Lab {
     }
 
     fn stun_vm(&mut self, vm: &str) -> Result<(), String> {
+        if self.model.edge(vm).is_some() {
+            return self.stun_edge(vm);
+        }
         let v = self.model.vm_mut(vm).expect("checked");
         if v.stunned {
             return Err(format!("{vm} is already stunned"));
@@ -502,6 +657,9 @@ impl Lab {
     fn resume_vm(&mut self, vm: &str, host: &str) -> Result<(), String> {
         if self.model.host(host).expect("checked").failed {
             return Err(format!("{host} is down"));
+        }
+        if self.model.edge(vm).is_some() {
+            return self.resume_edge(vm, host);
         }
         let v = self.model.vm(vm).expect("checked").clone();
         let (old_host, old_port) = (v.host.clone(), v.port);
@@ -527,6 +685,87 @@ impl Lab {
         f.stunned = false;
         self.program_directory();
         self.configure(new_node, Change::HostAnnounce { port });
+        Ok(())
+    }
+
+    fn stun_edge(&mut self, edge: &str) -> Result<(), String> {
+        let e = self.model.edge_mut(edge).expect("checked");
+        if e.stunned {
+            return Err(format!("{edge} is already stunned"));
+        }
+        e.stunned = true;
+        for l in e.links.clone() {
+            self.sim.disconnect(l);
+        }
+        Ok(())
+    }
+
+    /// An Edge resumes on `host`: each of its interfaces' vNICs unplugged from the old host and
+    /// plugged into the new one, its role kept; hosts learn where its MACs are.
+    fn resume_edge(&mut self, edge: &str, host: &str) -> Result<(), String> {
+        let e = self.model.edge(edge).expect("checked").clone();
+        let old_node = self.model.host(&e.host).expect("the Edge's host").node;
+        let new_node = self.model.host(host).expect("checked").node;
+        for l in &e.links {
+            self.sim.disconnect(*l);
+        }
+        // The uplink first, then the segments, as the Edge's ports run.
+        let mut ifaces = vec![(0 as Port, e.uplink_port, None, "uplink".to_string())];
+        for (i, s) in e.segment_ifaces.iter().enumerate() {
+            let seg = &self.model.segments[i];
+            ifaces.push((
+                s.edge_port,
+                s.host_port,
+                Some((i, seg.vni)),
+                seg.name.clone(),
+            ));
+        }
+        let mut links = Vec::new();
+        let mut uplink_port = e.uplink_port;
+        let mut announce = Vec::new();
+        for (edge_port, old_port, seg, iface) in ifaces {
+            self.configure(old_node, Change::HostUnplug { port: old_port });
+            self.model.set_vnic(&e.host, old_port, None);
+            let port = self.model.free_port(host).expect("checked");
+            let mac = match seg {
+                Some((i, _)) => e.segment_ifaces[i].mac,
+                None => e.uplink_mac,
+            };
+            let (attach, kind) = match seg {
+                Some((_, vni)) => (crate::node::host::Attachment::Segment(vni), LinkKind::Vnic),
+                None => (crate::node::host::Attachment::Uplink, LinkKind::Uplink),
+            };
+            let name = format!("{edge}/{iface}");
+            let vnic = Vnic {
+                name: name.clone(),
+                mac,
+                attach,
+            };
+            self.configure(new_node, Change::HostPlug { port, vnic });
+            self.model.set_vnic(host, port, Some(name));
+            let link_name = link_name(&format!("{edge}.{iface}"), host);
+            let link = self.plug(&link_name, kind, ((e.node, edge_port), (new_node, port)));
+            links.push(link);
+            match seg {
+                Some((i, _)) => {
+                    let f = self.model.edge_mut(edge).expect("checked");
+                    f.segment_ifaces[i].host_port = port;
+                    f.segment_ifaces[i].link = link;
+                    announce.push(port);
+                }
+                None => uplink_port = port,
+            }
+        }
+        let f = self.model.edge_mut(edge).expect("checked");
+        f.host = host.to_string();
+        f.uplink_port = uplink_port;
+        f.links = links;
+        f.stunned = false;
+        self.program_uplink_owners();
+        self.program_directory();
+        for port in announce {
+            self.configure(new_node, Change::HostAnnounce { port });
+        }
         Ok(())
     }
 
@@ -786,7 +1025,7 @@ impl Lab {
         );
         let mut edges = Vec::new();
         for e in m.edges.iter().filter(|e| e.host == host) {
-            if failed || !e.stopped {
+            if failed || !(e.stopped || e.stunned) {
                 links.extend(e.links.iter().copied());
             }
             edges.push((e.name.clone(), e.node));

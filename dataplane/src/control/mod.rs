@@ -68,6 +68,9 @@ pub struct Lab {
     timeline: Vec<TimelineEvent>,
     /// The VPC router's node.
     router: NodeId,
+    /// VMC's reconciler, when it runs: it keeps the uplink address and the main route table on
+    /// the active Edge's host.
+    reconciler: Option<action::Strategy>,
 }
 
 /// The VNI of the segment with index `i`.
@@ -96,6 +99,7 @@ impl Lab {
             model,
             timeline: Vec::new(),
             router,
+            reconciler: None,
         }
     }
 
@@ -554,9 +558,11 @@ impl<'t> Builder<'t> {
                 host: vm.host.clone(),
                 active,
                 stopped: false,
+                stunned: false,
                 links,
                 node: eid,
                 uplink_port,
+                uplink_mac: ifaces[0].mac,
                 next_port: ifaces.len() as Port,
                 segment_ifaces,
             });

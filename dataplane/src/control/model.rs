@@ -81,11 +81,14 @@ pub struct EdgeFact {
     pub active: bool,
     /// The Edge VM was stopped (it forwards nothing, active or not).
     pub stopped: bool,
+    /// Stunned: a vMotion's switchover, until it resumes (it keeps its role).
+    pub stunned: bool,
     /// The links of its interfaces' vNICs.
     pub links: Vec<LinkId>,
     pub node: NodeId,
-    /// The port of its uplink interface's vNIC on its host.
+    /// The port of its uplink interface's vNIC on its host, and that interface's MAC.
     pub uplink_port: Port,
+    pub uplink_mac: MacAddr,
     /// Its interface on each segment, by segment index.
     pub segment_ifaces: Vec<EdgeSegmentIface>,
     /// The port its next interface will take.
@@ -257,7 +260,8 @@ impl Model {
         !v.stunned && self.host(&v.host).is_some_and(|h| !h.failed)
     }
 
-    /// Whether an Edge runs: not stopped, its host up.
+    /// Whether an Edge runs: not stopped, its host up (a stunned Edge runs, but forwards
+    /// nothing until it resumes).
     pub fn edge_runs(&self, e: &EdgeFact) -> bool {
         !e.stopped && self.host(&e.host).is_some_and(|h| !h.failed)
     }
