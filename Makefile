@@ -11,12 +11,13 @@ all: build
 build:
 	$(CARGO) build --release --bin vmcnet
 
-# Build, then show the default lab and run the smoke drill on it.
+# Build, then show the default lab, run the smoke drill and an Edge vMotion on it.
 run: build
 	$(VMCNET) validate $(TOPO)
 	$(VMCNET) show $(TOPO) eni
 	$(VMCNET) show $(TOPO) routes
 	$(VMCNET) drill $(TOPO) $(DRILL)
+	$(VMCNET) drill $(TOPO) scripts/drills/edge-vmotion.toml
 
 # Formatting, lints, then every test (unit, topology, sim, end-to-end with tcpdump/tshark).
 test: deps lint unit

@@ -15,12 +15,70 @@ pub struct DrillFile {
     /// Seeds every endpoint's TCP/IP stack: the same seed gives the same frames.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// How VMC's reconciler follows the active Edge: `ip-move` (VMC's way), `eni-reattach` (the
+    /// slow path) or `off`.
+    #[serde(default)]
+    pub reconciler: Reconciler,
     #[serde(default)]
     pub traffic: Vec<Traffic>,
+    /// What happens to the SDDC while the traffic runs, each at its instant.
+    #[serde(default, rename = "action")]
+    pub actions: Vec<DrillAction>,
 }
 
 fn default_seed() -> u64 {
     1
+}
+
+/// The reconciler a drill runs with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reconciler {
+    #[default]
+    IpMove,
+    EniReattach,
+    Off,
+}
+
+/// An action of a drill, at an instant of its timeline.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DrillAction {
+    /// vMotion of a VM or an Edge to a host: stunned at `at`, resumed there after the stun.
+    Vmotion {
+        #[serde(with = "humantime_serde")]
+        at: Duration,
+        vm: String,
+        to: String,
+    },
+    /// The host fails (nothing restarts what ran on it).
+    FailHost {
+        #[serde(with = "humantime_serde")]
+        at: Duration,
+        host: String,
+    },
+    RecoverHost {
+        #[serde(with = "humantime_serde")]
+        at: Duration,
+        host: String,
+    },
+    /// The Edge VM dies; its host stays.
+    FailEdge {
+        #[serde(with = "humantime_serde")]
+        at: Duration,
+        edge: String,
+    },
+}
+
+impl DrillAction {
+    pub fn at(&self) -> Duration {
+        match self {
+            DrillAction::Vmotion { at, .. }
+            | DrillAction::FailHost { at, .. }
+            | DrillAction::RecoverHost { at, .. }
+            | DrillAction::FailEdge { at, .. } => *at,
+        }
+    }
 }
 
 /// One traffic item.
@@ -48,6 +106,22 @@ pub enum Traffic {
         #[serde(default = "default_tcp_port")]
         port: u16,
         bytes: u64,
+        #[serde(default)]
+        expect: Expect,
+    },
+    /// Sequence-numbered UDP both ways between `from` and `to`, one datagram every `interval`
+    /// from `start` for `duration`: loss and outage known per direction.
+    Probe {
+        from: String,
+        to: String,
+        #[serde(default, with = "humantime_serde")]
+        start: Duration,
+        #[serde(with = "humantime_serde")]
+        duration: Duration,
+        #[serde(default = "default_probe_interval", with = "humantime_serde")]
+        interval: Duration,
+        #[serde(default = "default_probe_port")]
+        port: u16,
         #[serde(default)]
         expect: Expect,
     },
@@ -82,6 +156,11 @@ pub struct Expect {
     /// Any: the item finishes within this much virtual time.
     #[serde(default, with = "humantime_serde")]
     pub within: Option<Duration>,
+    /// Probe: the outage from `from` to `to`, a duration or a formula of the timing
+    /// parameters (`vmotion_stun + control_plane_notice`); met within one interval.
+    pub outage: Option<String>,
+    /// Probe: the outage from `to` back to `from`, likewise.
+    pub outage_back: Option<String>,
 }
 
 fn default_count() -> u32 {
@@ -99,21 +178,29 @@ fn default_tcp_port() -> u16 {
 fn default_max_hops() -> u8 {
     16
 }
+fn default_probe_interval() -> Duration {
+    Duration::from_millis(10)
+}
+fn default_probe_port() -> u16 {
+    7000
+}
 
 impl Traffic {
     pub fn from(&self) -> &str {
         match self {
             Traffic::Ping { from, .. }
             | Traffic::Tcp { from, .. }
+            | Traffic::Probe { from, .. }
             | Traffic::Traceroute { from, .. } => from,
         }
     }
 
     pub fn to(&self) -> &str {
         match self {
-            Traffic::Ping { to, .. } | Traffic::Tcp { to, .. } | Traffic::Traceroute { to, .. } => {
-                to
-            }
+            Traffic::Ping { to, .. }
+            | Traffic::Tcp { to, .. }
+            | Traffic::Probe { to, .. }
+            | Traffic::Traceroute { to, .. } => to,
         }
     }
 
@@ -121,6 +208,7 @@ impl Traffic {
         match self {
             Traffic::Ping { expect, .. }
             | Traffic::Tcp { expect, .. }
+            | Traffic::Probe { expect, .. }
             | Traffic::Traceroute { expect, .. } => expect,
         }
     }
@@ -129,6 +217,7 @@ impl Traffic {
         match self {
             Traffic::Ping { .. } => "ping",
             Traffic::Tcp { .. } => "tcp",
+            Traffic::Probe { .. } => "probe",
             Traffic::Traceroute { .. } => "traceroute",
         }
     }

@@ -14,9 +14,30 @@
 //! ```
 //!
 //! Traffic runs in file order, each item once the one before it has finished (or timed out).
-//! Failover drills will add timed actions to the same file, on the same timeline.
+//!
+//! A drill with actions or probes is timed: its probes run at once, each from its `start`,
+//! beside the actions, each at its `at`, on one timeline; VMC's reconciler follows:
+//!
+//! ```toml
+//! reconciler = "ip-move"   # ip-move | eni-reattach | off
+//!
+//! [[action]]
+//! kind = "vmotion"         # vmotion | fail-host | recover-host | fail-edge
+//! at = "1s"
+//! vm = "edge-1"
+//! to = "esxi-3"
+//!
+//! [[traffic]]
+//! kind = "probe"           # UDP each way, sequence-numbered
+//! from = "web-1"
+//! to = "ec2-1"
+//! duration = "10s"
+//! interval = "1ms"
+//! expect = { outage = "vmotion_stun", outage_back = "vmotion_stun + control_plane_notice + max(move_secondary_ip, replace_route)" }
+//! ```
 
 pub mod file;
+pub mod formula;
 pub mod report;
 pub mod run;
 

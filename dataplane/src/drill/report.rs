@@ -28,6 +28,19 @@ pub struct DrillReport {
     pub frames_delivered: u64,
     /// Every non-zero drop counter, node by node.
     pub drops: Vec<DropCount>,
+    /// Every control action, requested and taken effect.
+    pub timeline: Vec<crate::control::action::TimelineEvent>,
+}
+
+/// A probe item's loss, each way.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeResult {
+    /// From `from` to `to`.
+    pub there: crate::node::endpoint::probe::ProbeLoss,
+    /// From `to` back to `from`.
+    pub back: crate::node::endpoint::probe::ProbeLoss,
+    /// The outage expected each way: the formula and its value in seconds.
+    pub expected: Vec<Option<(String, f64)>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +66,9 @@ pub struct StepResult {
     pub app: AppReport,
     /// TCP: the connection as the server saw it.
     pub server_connection: Option<TcpConnStats>,
+    /// Probe: the loss each way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeResult>,
 }
 
 impl StepResult {
@@ -76,18 +92,32 @@ impl StepResult {
             duration_s: took.as_secs_f64(),
             app,
             server_connection: None,
+            probe: None,
         }
     }
 
     /// One line on what happened.
     pub fn summary(&self) -> String {
         match &self.app {
-            AppReport::Probe(p) => format!(
-                "{} of {} probes sent every {:.3} ms",
-                p.sent,
-                p.count,
-                ms(p.interval)
-            ),
+            AppReport::Probe(p) => match &self.probe {
+                Some(r) => {
+                    let way = |l: &crate::node::endpoint::probe::ProbeLoss| {
+                        format!(
+                            "{} of {} lost, outage {:.3} s",
+                            l.lost,
+                            l.sent,
+                            l.outage.as_secs_f64()
+                        )
+                    };
+                    format!(
+                        "every {:.3} ms; there: {}; back: {}",
+                        ms(p.interval),
+                        way(&r.there),
+                        way(&r.back)
+                    )
+                }
+                None => format!("{} of {} probes sent", p.sent, p.count),
+            },
             AppReport::Ping(p) => {
                 let mut s = format!("{}/{} replies", p.received, p.count);
                 if let (Some(min), Some(max)) = (p.rtts.iter().min(), p.rtts.iter().max()) {
@@ -177,6 +207,22 @@ impl fmt::Display for DrillReport {
             "drill {} on topology {} (seed {})",
             self.drill, self.topology, self.seed
         )?;
+        if !self.timeline.is_empty() {
+            writeln!(f, "  timeline:")?;
+            for e in &self.timeline {
+                let effect = match (&e.took_effect_at, &e.error) {
+                    (Some(t), _) => format!("took effect {t}"),
+                    (None, Some(why)) => format!("failed: {why}"),
+                    (None, None) => "pending".into(),
+                };
+                writeln!(
+                    f,
+                    "    {}  {:<40} {effect}",
+                    e.requested_at,
+                    e.action.to_string()
+                )?;
+            }
+        }
         for s in &self.steps {
             let verdict = if s.passed { "PASS" } else { "FAIL" };
             let to = if s.to == s.dst.to_string() {

@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use vmcnet_topo::Topology;
 
-use super::file::{DrillFile, Traffic};
-use super::report::{DrillReport, DropCount, StepResult};
+use super::file::{DrillAction, DrillFile, Reconciler, Traffic};
+use super::formula;
+use super::report::{DrillReport, DropCount, ProbeResult, StepResult};
 use crate::capture::PcapFile;
+use crate::control::action::{Action, Strategy};
 use crate::control::Lab;
+use crate::node::endpoint::probe;
 use crate::node::endpoint::{AppReport, Endpoint, TcpConnStats};
 use crate::runtime::sim::{NodeId, Stop};
+use crate::time::Instant;
 
 /// How to run a drill.
 #[derive(Debug, Clone)]
@@ -49,6 +53,16 @@ pub enum DrillError {
     UnknownTarget { index: usize, name: String },
     #[error("traffic[{index}]: a TCP target must be an endpoint, to run its server: `{name}`")]
     TcpTargetNotEndpoint { index: usize, name: String },
+    #[error("action[{index}]: {message}")]
+    Action { index: usize, message: String },
+    #[error("traffic[{index}]: expect.{field}: {message}")]
+    Formula {
+        index: usize,
+        field: &'static str,
+        message: String,
+    },
+    #[error("traffic[{index}]: a {kind} item cannot run beside timed actions and probes")]
+    NotTimed { index: usize, kind: &'static str },
     #[error("pcap {path}: {source}")]
     Pcap {
         path: PathBuf,
@@ -68,13 +82,31 @@ pub fn run_drill(
         lab.sim.set_interrupt(stop.clone());
     }
     check_names(&lab, drill)?;
+    let formulas = check_formulas(topo, drill)?;
+    lab.set_reconciler(match drill.reconciler {
+        Reconciler::IpMove => Some(Strategy::IpMove),
+        Reconciler::EniReattach => Some(Strategy::EniReattach),
+        Reconciler::Off => None,
+    });
+    let timed = !drill.actions.is_empty()
+        || drill
+            .traffic
+            .iter()
+            .any(|t| matches!(t, Traffic::Probe { .. }));
+    if timed {
+        request_actions(&mut lab, drill)?;
+    }
     let pcaps = start_pcaps(&mut lab, opts)?;
     let mut steps = Vec::new();
-    for (index, t) in drill.traffic.iter().enumerate() {
-        if lab.sim.interrupted() {
-            break;
+    if timed {
+        steps = run_timed(&mut lab, drill, &formulas, opts.step_timeout)?;
+    } else {
+        for (index, t) in drill.traffic.iter().enumerate() {
+            if lab.sim.interrupted() {
+                break;
+            }
+            steps.push(run_step(&mut lab, index, t, opts.step_timeout));
         }
-        steps.push(run_step(&mut lab, index, t, opts.step_timeout));
     }
     finish_pcaps(&mut lab, pcaps)?;
     let interrupted = lab.sim.interrupted();
@@ -89,7 +121,216 @@ pub fn run_drill(
         virtual_time_s: lab.sim.now().as_secs_f64(),
         frames_delivered: lab.sim.counters.delivered,
         drops: drops(&lab),
+        timeline: lab.timeline().to_vec(),
     })
+}
+
+/// Every outage expectation evaluated under the topology's timing: per traffic item, the
+/// outage from `from` to `to` and back, with the formula each came from.
+type Formulas = Vec<[Option<(String, Duration)>; 2]>;
+
+fn check_formulas(topo: &Topology, drill: &DrillFile) -> Result<Formulas, DrillError> {
+    drill
+        .traffic
+        .iter()
+        .enumerate()
+        .map(|(index, t)| {
+            let ex = t.expect();
+            let one = |field: &'static str, f: &Option<String>| {
+                f.as_ref()
+                    .map(|f| {
+                        formula::eval(f, &topo.timing)
+                            .map(|d| (f.clone(), d))
+                            .map_err(|message| DrillError::Formula {
+                                index,
+                                field,
+                                message,
+                            })
+                    })
+                    .transpose()
+            };
+            Ok([
+                one("outage", &ex.outage)?,
+                one("outage_back", &ex.outage_back)?,
+            ])
+        })
+        .collect()
+}
+
+/// Put the drill's actions on the lab's timeline.
+fn request_actions(lab: &mut Lab, drill: &DrillFile) -> Result<(), DrillError> {
+    for (index, a) in drill.actions.iter().enumerate() {
+        let at = Instant::ZERO + a.at();
+        let actions = match a {
+            DrillAction::Vmotion { vm, to, .. } => vec![
+                Action::StunVm { vm: vm.clone() },
+                Action::ResumeVm {
+                    vm: vm.clone(),
+                    host: to.clone(),
+                },
+            ],
+            DrillAction::FailHost { host, .. } => vec![Action::FailHost { host: host.clone() }],
+            DrillAction::RecoverHost { host, .. } => {
+                vec![Action::RecoverHost { host: host.clone() }]
+            }
+            DrillAction::FailEdge { edge, .. } => vec![Action::StopEdge { edge: edge.clone() }],
+        };
+        for action in actions {
+            lab.request(at, action).map_err(|e| DrillError::Action {
+                index,
+                message: e.to_string(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A probe item both ways, started.
+struct Probing {
+    index: usize,
+    ends: [(NodeId, NodeId, usize); 2],
+    port: u16,
+    interval: Duration,
+}
+
+/// A timed drill: every traffic item runs at once, from its own start, beside the actions.
+fn run_timed(
+    lab: &mut Lab,
+    drill: &DrillFile,
+    formulas: &Formulas,
+    timeout: Duration,
+) -> Result<Vec<StepResult>, DrillError> {
+    let mut probes = Vec::new();
+    let mut end = drill
+        .actions
+        .iter()
+        .map(|a| Instant::ZERO + a.at())
+        .max()
+        .unwrap_or(Instant::ZERO);
+    for (index, t) in drill.traffic.iter().enumerate() {
+        let Traffic::Probe {
+            start,
+            duration,
+            interval,
+            port,
+            ..
+        } = t
+        else {
+            return Err(DrillError::NotTimed {
+                index,
+                kind: t.kind(),
+            });
+        };
+        let a = lab.id(t.from()).expect("checked");
+        let b =
+            endpoint_named_or_at(lab, t.to()).ok_or_else(|| DrillError::TcpTargetNotEndpoint {
+                index,
+                name: t.to().into(),
+            })?;
+        let count = (duration.as_nanos() / interval.as_nanos().max(1)) as u32;
+        let start = Instant::ZERO + *start;
+        let mut ends = [(a, b, 0); 2];
+        for (k, (from, to)) in [(a, b), (b, a)].into_iter().enumerate() {
+            let dst = lab.sim.get::<Endpoint>(to).expect("endpoint").config().ip;
+            lab.sim
+                .get_mut::<Endpoint>(to)
+                .expect("endpoint")
+                .probe_listen(*port);
+            let ep: &mut Endpoint = lab.sim.get_mut(from).expect("endpoint");
+            ends[k] = (from, to, ep.probe(start, dst, *port, count, *interval));
+        }
+        end = end.max(start + *interval * count);
+        probes.push(Probing {
+            index,
+            ends,
+            port: *port,
+            interval: *interval,
+        });
+    }
+    // Long enough for the last probe to cross and whatever the actions set off to settle.
+    let settle = Duration::from_secs(1).min(timeout);
+    lab.run_until(end + settle);
+    let interrupted = lab.sim.interrupted();
+    Ok(probes
+        .into_iter()
+        .map(|p| probe_result(lab, drill, formulas, p, interrupted))
+        .collect())
+}
+
+fn probe_result(
+    lab: &Lab,
+    drill: &DrillFile,
+    formulas: &Formulas,
+    p: Probing,
+    interrupted: bool,
+) -> StepResult {
+    let t = &drill.traffic[p.index];
+    let mut losses = Vec::new();
+    let mut out_report = None;
+    for (from, to, app) in p.ends {
+        let sender = lab.sim.get::<Endpoint>(from).expect("endpoint");
+        let AppReport::Probe(r) = sender.app(app).clone() else {
+            unreachable!("a probe app")
+        };
+        let from_addr = std::net::SocketAddrV4::new(sender.config().ip, r.src_port);
+        let arrivals = lab
+            .sim
+            .get::<Endpoint>(to)
+            .and_then(|e| e.probe_arrivals(p.port))
+            .unwrap_or(&[]);
+        losses.push(probe::loss(&r, arrivals, from_addr));
+        out_report.get_or_insert(AppReport::Probe(r));
+    }
+    let (dst, start) = match out_report.as_ref() {
+        Some(AppReport::Probe(r)) => (r.dst, r.started),
+        _ => unreachable!("a probe app"),
+    };
+    let last_sent = match out_report.as_ref() {
+        Some(AppReport::Probe(r)) => r.sent.checked_sub(1).map(|s| r.sent_at(s)),
+        _ => None,
+    };
+    let took = lab.sim.now() - start;
+    let mut r = StepResult::new(
+        p.index,
+        t,
+        dst,
+        start,
+        took,
+        out_report.expect("two directions"),
+    );
+    if interrupted {
+        r.failures.push("interrupted".into());
+    }
+    for (k, (loss, want)) in losses.iter().zip(&formulas[p.index]).enumerate() {
+        let way = if k == 0 { "there" } else { "back" };
+        if loss.last_lost_sent.is_some() && loss.last_lost_sent == last_sent {
+            r.failures.push(format!(
+                "{way}: still losing when the probes ended: the outage lasts longer than {:.3} s",
+                loss.outage.as_secs_f64()
+            ));
+        }
+        let Some((formula, want)) = want else {
+            continue;
+        };
+        if loss.outage.abs_diff(*want) > p.interval {
+            r.failures.push(format!(
+                "outage {way} {:.3} s, expected {:.3} s ({formula}) within {:.3} s",
+                loss.outage.as_secs_f64(),
+                want.as_secs_f64(),
+                p.interval.as_secs_f64()
+            ));
+        }
+    }
+    r.probe = Some(ProbeResult {
+        there: losses[0].clone(),
+        back: losses[1].clone(),
+        expected: formulas[p.index]
+            .iter()
+            .map(|f| f.as_ref().map(|(f, d)| (f.clone(), d.as_secs_f64())))
+            .collect(),
+    });
+    r.passed = r.failures.is_empty();
+    r
 }
 
 fn check_names(lab: &Lab, drill: &DrillFile) -> Result<(), DrillError> {
@@ -190,6 +431,7 @@ fn run_step(lab: &mut Lab, index: usize, t: &Traffic, timeout: Duration) -> Step
         } => ep.ping(start, dst, *count, *interval, *size),
         Traffic::Tcp { port, bytes, .. } => ep.tcp_send(start, dst, *port, *bytes),
         Traffic::Traceroute { max_hops, .. } => ep.traceroute(start, dst, *max_hops),
+        Traffic::Probe { .. } => unreachable!("a probe runs in a timed drill"),
     };
     // A ping's last request leaves (count - 1) intervals after the first.
     let scheduled = match t {

@@ -120,8 +120,10 @@ counters! {
         pub rx_dropped_not_for_me,
         /// Shorter than an Ethernet header, a malformed IPv4 header or a bad header checksum.
         pub rx_dropped_malformed,
-        /// An EtherType other than IPv4 and ARP.
+        /// An EtherType other than IPv4, ARP and RARP.
         pub rx_dropped_unsupported,
+        /// RARP announcements of VMs that moved (meant for switches), left alone.
+        pub rx_ignored_rarp,
         /// Arrived on a port other than the NIC.
         pub rx_dropped_bad_port,
         /// ICMP errors addressed to us (time exceeded, unreachable, …).
@@ -529,6 +531,11 @@ impl Endpoint {
         match et {
             ETHERTYPE_ARP => return Ok(None),
             ETHERTYPE_IPV4 => {}
+            crate::node::host::ETHERTYPE_RARP => {
+                // A host announcing a VM that moved: for switches, not for us.
+                c.rx_ignored_rarp += 1;
+                return Err(());
+            }
             _ => {
                 c.rx_dropped_unsupported += 1;
                 return Err(());

@@ -1,0 +1,107 @@
+//! The failover drills shipped in scripts/drills, run as CI tests: each passes with its
+//! expectations (formulas of the timing parameters), a change of behaviour makes it fail, a
+//! change of one timing moves exactly the outages that depend on it, and two runs give the same
+//! report.
+
+mod common;
+use common::{default_topo, root};
+
+use std::time::Duration;
+
+use vmcnet::drill::{run_drill, DrillFile, DrillReport, RunOptions};
+use vmcnet_topo::Topology;
+
+fn drill(name: &str) -> DrillFile {
+    DrillFile::load(&root().join(format!("scripts/drills/{name}.toml"))).unwrap()
+}
+
+fn run(topo: &Topology, d: &DrillFile) -> DrillReport {
+    run_drill(topo, d, &RunOptions::default()).unwrap()
+}
+
+/// The outage there and back of the drill's first probe item.
+fn outages(r: &DrillReport) -> [Duration; 2] {
+    let p = r.steps[0].probe.as_ref().expect("a probe");
+    [p.there.outage, p.back.outage]
+}
+
+#[test]
+fn edge_vmotion_passes_and_fails_when_the_reconciler_is_off() {
+    let topo = default_topo();
+    let r = run(&topo, &drill("edge-vmotion"));
+    assert!(r.passed, "{r}");
+    let [there, back] = outages(&r);
+    let t = &topo.timing;
+    assert_eq!(there, t.vmotion_stun);
+    assert_eq!(
+        back,
+        t.vmotion_stun + t.control_plane_notice + t.move_secondary_ip.max(t.replace_route)
+    );
+    // Nothing follows the Edge: traffic into the SDDC never comes back, and the drill says so.
+    let mut off = drill("edge-vmotion");
+    off.reconciler = vmcnet::drill::file::Reconciler::Off;
+    let r = run(&topo, &off);
+    assert!(!r.passed, "{r}");
+    assert!(
+        r.steps[0]
+            .failures
+            .iter()
+            .any(|f| f.contains("outage back")),
+        "{r}"
+    );
+}
+
+#[test]
+fn one_timing_moves_exactly_the_outages_that_depend_on_it() {
+    let mut topo = default_topo();
+    let before = outages(&run(&topo, &drill("edge-vmotion")));
+    topo.timing.replace_route += Duration::from_secs(1);
+    let r = run(&topo, &drill("edge-vmotion"));
+    assert!(r.passed, "the formulas follow the timing: {r}");
+    let after = outages(&r);
+    assert_eq!(
+        after[0], before[0],
+        "SDDC -> VPC does not wait for the routes"
+    );
+    assert_eq!(after[1], before[1] + Duration::from_secs(1));
+    topo.timing.vmotion_stun += Duration::from_millis(100);
+    let both = outages(&run(&topo, &drill("edge-vmotion")));
+    assert_eq!(both[0], after[0] + Duration::from_millis(100));
+    assert_eq!(both[1], after[1] + Duration::from_millis(100));
+}
+
+#[test]
+fn eni_reattach_passes_and_costs_several_times_the_ip_move_into_the_sddc() {
+    let topo = default_topo();
+    let slow = run(&topo, &drill("edge-vmotion-eni-reattach"));
+    assert!(slow.passed, "{slow}");
+    let fast = run(&topo, &drill("edge-vmotion"));
+    let (s, f) = (outages(&slow)[1], outages(&fast)[1]);
+    let t = &topo.timing;
+    assert_eq!(s, t.vmotion_stun + t.control_plane_notice + t.eni_reattach);
+    assert!(s > f * 4, "{s:?} vs {f:?}");
+}
+
+#[test]
+fn a_timed_drill_gives_the_same_report_twice() {
+    let topo = default_topo();
+    let a = serde_json::to_string(&run(&topo, &drill("edge-vmotion"))).unwrap();
+    let b = serde_json::to_string(&run(&topo, &drill("edge-vmotion"))).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_bad_formula_is_an_error_naming_the_item_and_field() {
+    let topo = default_topo();
+    let mut d = drill("edge-vmotion");
+    if let vmcnet::drill::Traffic::Probe { expect, .. } = &mut d.traffic[0] {
+        expect.outage_back = Some("stun + 1s".into());
+    }
+    let e = run_drill(&topo, &d, &RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("traffic[0]: expect.outage_back") && e.contains("`stun`"),
+        "{e}"
+    );
+}
