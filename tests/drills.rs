@@ -105,3 +105,51 @@ fn a_bad_formula_is_an_error_naming_the_item_and_field() {
         "{e}"
     );
 }
+
+#[test]
+fn edge_host_failure_fails_over_by_bfd_and_the_enis_go_3_2_3() {
+    let topo = default_topo();
+    let r = run(&topo, &drill("edge-host-failure"));
+    assert!(r.passed, "{r}");
+    let t = &topo.timing;
+    // The failure at 1 s falls on a BFD instant: edge-2 last heard edge-1 one interval before.
+    let failover = t.bfd_interval * (t.bfd_multiplier - 1) + t.promotion;
+    let [there, back] = outages(&r);
+    assert_eq!(there, failover);
+    assert_eq!(
+        back,
+        failover + t.control_plane_notice + t.move_secondary_ip.max(t.replace_route)
+    );
+    // ENIs in use: 3, then 2 once vSphere HA declares esxi-2 dead and its ENI is detached, then
+    // 3 when the replacement host takes an available one.
+    assert_eq!(r.before.sddc_enis_in_use(), 3);
+    let took = |what: &str| {
+        r.timeline
+            .iter()
+            .find(|e| e.action.to_string().starts_with(what))
+            .and_then(|e| e.took_effect_at)
+            .unwrap_or_else(|| panic!("{what} in {:?}", r.timeline))
+    };
+    let failed = vmcnet::time::Instant::from_millis(1_000);
+    assert_eq!(
+        took("detach eni-2"),
+        failed + t.ha_host_dead + t.eni_reattach / 2
+    );
+    assert_eq!(took("add esxi-4"), failed + t.replacement_host);
+    assert_eq!(
+        took("attach eni-4 to esxi-4"),
+        failed + t.replacement_host + t.eni_reattach / 2
+    );
+    assert_eq!(
+        took("HA restarts edge-1"),
+        failed + t.ha_host_dead + t.ha_restart
+    );
+    assert_eq!(r.after.sddc_enis_in_use(), 3);
+    let after: Vec<_> = r
+        .after
+        .network_interfaces
+        .iter()
+        .filter_map(|e| Some((e.network_interface_id.as_str(), e.host.as_deref()?)))
+        .collect();
+    assert!(after.contains(&("eni-4", "esxi-4")) && !after.iter().any(|(e, _)| *e == "eni-2"));
+}

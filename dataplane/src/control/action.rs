@@ -72,6 +72,8 @@ pub enum Action {
     /// VMC's reconciler, having noticed a change (the active Edge's host, the segments), makes
     /// the AWS calls that follow it (see [`Lab::set_reconciler`]).
     Reconcile,
+    /// vSphere HA restarts a VM (or Edge) of a dead host on `host`.
+    HaRestart { vm: String, host: String },
 }
 
 /// How the reconciler follows the active Edge to another host.
@@ -100,6 +102,7 @@ impl Action {
             Action::AddSegment { name, .. } | Action::RemoveSegment { name } => name.clone(),
             Action::AddHost { host, .. } | Action::RemoveHost { host } => host.clone(),
             Action::Reconcile => "reconciler".into(),
+            Action::HaRestart { vm, .. } => vm.clone(),
         }
     }
 
@@ -128,6 +131,7 @@ impl Action {
             | Action::RemoveHost { .. } => Duration::ZERO,
             Action::AddHost { .. } => t.replacement_host,
             Action::Reconcile => t.control_plane_notice,
+            Action::HaRestart { .. } => t.ha_restart,
         }
     }
 }
@@ -158,6 +162,7 @@ impl fmt::Display for Action {
             Action::AddHost { host, cluster } => write!(f, "add {host} to {cluster}"),
             Action::RemoveHost { host } => write!(f, "remove {host}"),
             Action::Reconcile => write!(f, "reconcile"),
+            Action::HaRestart { vm, host } => write!(f, "HA restarts {vm} on {host}"),
         }
     }
 }
@@ -233,6 +238,13 @@ impl Lab {
         &self.timeline
     }
 
+    /// Whether an action requested has yet to take effect (or fail).
+    pub fn pending_actions(&self) -> bool {
+        self.timeline
+            .iter()
+            .any(|e| e.took_effect_at.is_none() && e.error.is_none())
+    }
+
     /// Run VMC's reconciler with `strategy`, or (`None`) none. It watches the active Edge's host
     /// and the segments; `control_plane_notice` after a change it makes the AWS calls that
     /// follow it, each then taking its own latency.
@@ -240,17 +252,129 @@ impl Lab {
         self.reconciler = strategy;
     }
 
-    fn changes_what_the_reconciler_watches(&self, a: &Action) -> bool {
-        match a {
-            Action::ResumeVm { vm, .. } => self.model.edge(vm).is_some(),
-            Action::SetActiveEdge { .. }
-            | Action::StopEdge { .. }
-            | Action::FailHost { .. }
-            | Action::RecoverHost { .. }
-            | Action::AddSegment { .. }
-            | Action::RemoveSegment { .. } => true,
-            _ => false,
+    /// Let NSX and vSphere react as they do: BFD makes the standby Edge active when the active
+    /// one stops, vSphere HA restarts what ran on a failed host and brings a replacement host.
+    pub fn set_sddc_automation(&mut self, on: bool) {
+        self.automation = on;
+    }
+
+    /// NSX's and vSphere's reactions to an action that took effect now.
+    fn react(&mut self, a: &Action) {
+        let now = self.sim.now();
+        let t = self.topo.timing.clone();
+        if matches!(a, Action::StopEdge { .. } | Action::FailHost { .. })
+            && self.model.active_edge().is_none()
+        {
+            // BFD: packets every bfd_interval (at its multiples); the standby declares its peer
+            // dead bfd_multiplier intervals after the last one it received.
+            let standby = self
+                .model
+                .edges
+                .iter()
+                .find(|e| self.model.edge_runs(e) && !e.stunned)
+                .map(|e| e.name.clone());
+            if let Some(edge) = standby {
+                let i = t.bfd_interval.as_nanos().max(1) as u64;
+                let last = now.as_nanos().div_ceil(i) * i - i;
+                let dead = Instant::from_nanos(last) + t.bfd_interval * t.bfd_multiplier;
+                self.request(dead.max(now), Action::SetActiveEdge { edge })
+                    .expect("a known Edge");
+            }
         }
+        if let Action::FailHost { host } = a {
+            let dead = now + t.ha_host_dead;
+            // The dead host's ENI is released.
+            if let Some(eni) = self.model.eni_of_host(host).map(|e| e.id.clone()) {
+                self.request(dead, Action::DetachEni { eni })
+                    .expect("a known ENI");
+            }
+            // vSphere HA restarts what ran there on the cluster's other hosts, in turn.
+            let cluster = self
+                .model
+                .host(host)
+                .map(|h| h.cluster.clone())
+                .unwrap_or_default();
+            let others: Vec<String> = self
+                .model
+                .hosts
+                .iter()
+                .filter(|h| h.cluster == cluster && h.name != *host && !h.failed)
+                .map(|h| h.name.clone())
+                .collect();
+            let victims: Vec<String> = self
+                .model
+                .vms
+                .iter()
+                .filter(|v| v.host == *host)
+                .map(|v| v.name.clone())
+                .chain(
+                    self.model
+                        .edges
+                        .iter()
+                        .filter(|e| e.host == *host)
+                        .map(|e| e.name.clone()),
+                )
+                .collect();
+            for (k, vm) in victims.into_iter().enumerate() {
+                if let Some(to) = others.get(k % others.len().max(1)) {
+                    let restart = Action::HaRestart {
+                        vm,
+                        host: to.clone(),
+                    };
+                    self.request(dead, restart).expect("known names");
+                }
+            }
+            // A replacement host joins the cluster and takes an available ENI.
+            let name = format!("esxi-{}", self.model.hosts_created + 1);
+            let add = Action::AddHost {
+                host: name.clone(),
+                cluster,
+            };
+            let joined = now + add.latency(&t);
+            self.request(now, add).expect("no names checked");
+            let free = self
+                .model
+                .enis
+                .iter()
+                .find(|e| e.sddc && e.attachment.is_none())
+                .map(|e| e.id.clone());
+            if let Some(eni) = free {
+                self.pending_attach.push((joined, eni, name));
+            }
+        }
+        // A host just joined: it takes the ENI set aside for it.
+        if let Action::AddHost { host, .. } = a {
+            if let Some(i) = self.pending_attach.iter().position(|(_, _, h)| h == host) {
+                let (_, eni, host) = self.pending_attach.remove(i);
+                self.request(now, Action::AttachEni { eni, host })
+                    .expect("known names");
+            }
+        }
+    }
+
+    /// vSphere HA restarts `vm` on `host`, if it still sits on its dead host.
+    fn ha_restart(&mut self, vm: &str, host: &str) -> Result<(), String> {
+        let on = self
+            .model
+            .vm(vm)
+            .map(|v| v.host.clone())
+            .or_else(|| self.model.edge(vm).map(|e| e.host.clone()))
+            .expect("checked");
+        if !self.model.host(&on).is_some_and(|h| h.failed) {
+            return Err(format!("{vm} runs on {on}, which is up"));
+        }
+        if let Some(v) = self.model.vm_mut(vm) {
+            v.stunned = false;
+        }
+        self.resume_vm(vm, host)
+    }
+
+    /// What the reconciler watches: the active Edge's host, and the segments.
+    fn watched(&self) -> (Option<String>, Vec<Ipv4Net>) {
+        (
+            self.model.active_edge().map(|e| e.host.clone()),
+            self.model.segments.iter().map(|s| s.cidr).collect(),
+        )
     }
 
     /// The reconciler noticed a change: it acts after `control_plane_notice`.
@@ -405,6 +529,7 @@ impl Lab {
             Action::DeleteRoute { .. } => Ok(()),
             Action::AttachEni { eni: e, host: h } => eni(e).and_then(|_| host(h)),
             Action::StunVm { vm: v } => vm_or_edge(v),
+            Action::HaRestart { vm: v, host: h } => vm_or_edge(v).and_then(|_| host(h)),
             Action::ResumeVm { vm: v, host: h } => vm_or_edge(v).and_then(|_| host(h)),
             Action::FailHost { host: h } | Action::RecoverHost { host: h } => host(h),
             Action::AddSegment { .. } | Action::AddHost { .. } | Action::Reconcile => Ok(()),
@@ -431,6 +556,7 @@ impl Lab {
             self.timeline[index].error = Some(e.to_string());
             return;
         }
+        let watched = self.watched();
         let result = match &action {
             Action::AssignSecondaryIp { eni, ip } => self.assign_secondary_ip(eni, *ip),
             Action::CreateRoute { dest, eni } => self.set_route(*dest, Some(eni), false),
@@ -453,8 +579,15 @@ impl Lab {
             Action::AddHost { host, cluster } => self.add_host(host, cluster),
             Action::RemoveHost { host } => self.remove_host(host),
             Action::Reconcile => self.reconcile(),
+            Action::HaRestart { vm, host } => self.ha_restart(vm, host),
         };
-        if result.is_ok() && self.changes_what_the_reconciler_watches(&action) {
+        if result.is_ok() && self.automation {
+            self.react(&action);
+        }
+        // The reconciler notices an active Edge on another host, or a segment come or gone; an
+        // Edge that merely stopped leaves nothing to follow until another is active.
+        let now_watched = self.watched();
+        if result.is_ok() && now_watched.0.is_some() && now_watched != watched {
             self.notice();
         }
         let e = &mut self.timeline[index];

@@ -71,6 +71,10 @@ pub struct Lab {
     /// VMC's reconciler, when it runs: it keeps the uplink address and the main route table on
     /// the active Edge's host.
     reconciler: Option<action::Strategy>,
+    /// NSX's and vSphere's own reactions run: BFD failover, vSphere HA, the replacement host.
+    automation: bool,
+    /// ENIs set aside for hosts still joining: (when they join, ENI, host).
+    pending_attach: Vec<(Instant, String, String)>,
 }
 
 /// The VNI of the segment with index `i`.
@@ -100,6 +104,8 @@ impl Lab {
             timeline: Vec::new(),
             router,
             reconciler: None,
+            automation: false,
+            pending_attach: Vec::new(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! where its figure comes from: `vmotion_stun + control_plane_notice + max(move_secondary_ip,
 //! replace_route)`. A term is a timing parameter's name, a duration (`500ms`, `1.2s`), or
 //! `max(…)` / `min(…)` of sums; a number may scale a term (`0.5 * eni_reattach`); terms are
-//! added with `+`.
+//! added with `+` and subtracted with `-` (never below zero).
 
 use std::time::Duration;
 
@@ -48,10 +48,18 @@ impl Parser<'_> {
 
     fn sum(&mut self) -> Result<Duration, String> {
         let mut v = self.term()?;
-        while self.eat(b'+') {
-            v += self.term()?;
+        loop {
+            if self.eat(b'+') {
+                v += self.term()?;
+            } else if self.eat(b'-') {
+                let x = self.term()?;
+                v = v
+                    .checked_sub(x)
+                    .ok_or_else(|| "a difference below zero".to_string())?;
+            } else {
+                return Ok(v);
+            }
         }
-        Ok(v)
     }
 
     fn word(&mut self) -> &str {
@@ -165,6 +173,11 @@ mod tests {
         );
         assert_eq!(eval("0.5 * eni_reattach", &t).unwrap(), t.eni_reattach / 2);
         assert!(eval("2", &t).is_err());
+        assert_eq!(
+            eval("bfd_dead - bfd_interval", &t).unwrap(),
+            t.bfd_interval * (t.bfd_multiplier - 1)
+        );
+        assert!(eval("1s - 2s", &t).is_err());
         assert!(eval("stun", &t)
             .unwrap_err()
             .contains("not a timing parameter"));

@@ -30,6 +30,34 @@ pub struct DrillReport {
     pub drops: Vec<DropCount>,
     /// Every control action, requested and taken effect.
     pub timeline: Vec<crate::control::action::TimelineEvent>,
+    /// The ENIs and route tables before and after, in the `show --json` shapes.
+    pub before: Tables,
+    pub after: Tables,
+}
+
+/// The lab's ENIs and VPC route tables at one instant.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Tables {
+    pub network_interfaces: Vec<crate::control::state::EniRow>,
+    pub route_tables: Vec<crate::control::state::RouteTableRow>,
+}
+
+impl Tables {
+    pub fn of(lab: &crate::control::Lab) -> Tables {
+        Tables {
+            network_interfaces: lab.enis(),
+            route_tables: lab.route_tables(),
+        }
+    }
+
+    /// The SDDC's ENIs in use.
+    pub fn sddc_enis_in_use(&self) -> usize {
+        self.network_interfaces
+            .iter()
+            .filter(|e| e.host.is_some())
+            .count()
+    }
 }
 
 /// A probe item's loss, each way.

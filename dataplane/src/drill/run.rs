@@ -10,7 +10,7 @@ use vmcnet_topo::Topology;
 
 use super::file::{DrillAction, DrillFile, Reconciler, Traffic};
 use super::formula;
-use super::report::{DrillReport, DropCount, ProbeResult, StepResult};
+use super::report::{DrillReport, DropCount, ProbeResult, StepResult, Tables};
 use crate::capture::PcapFile;
 use crate::control::action::{Action, Strategy};
 use crate::control::Lab;
@@ -94,8 +94,10 @@ pub fn run_drill(
             .iter()
             .any(|t| matches!(t, Traffic::Probe { .. }));
     if timed {
+        lab.set_sddc_automation(true);
         request_actions(&mut lab, drill)?;
     }
+    let before = Tables::of(&lab);
     let pcaps = start_pcaps(&mut lab, opts)?;
     let mut steps = Vec::new();
     if timed {
@@ -122,6 +124,8 @@ pub fn run_drill(
         frames_delivered: lab.sim.counters.delivered,
         drops: drops(&lab),
         timeline: lab.timeline().to_vec(),
+        before,
+        after: Tables::of(&lab),
     })
 }
 
@@ -247,9 +251,15 @@ fn run_timed(
             interval: *interval,
         });
     }
-    // Long enough for the last probe to cross and whatever the actions set off to settle.
+    // Long enough for the last probe to cross; then on until what the actions set off (HA, a
+    // replacement host) has played out, or a day of virtual time.
     let settle = Duration::from_secs(1).min(timeout);
     lab.run_until(end + settle);
+    let cap = lab.sim.now() + Duration::from_secs(24 * 3600);
+    while lab.pending_actions() && lab.sim.now() < cap && !lab.sim.interrupted() {
+        let next = lab.sim.now() + Duration::from_secs(60);
+        lab.run_until(next.min(cap));
+    }
     let interrupted = lab.sim.interrupted();
     Ok(probes
         .into_iter()

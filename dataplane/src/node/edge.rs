@@ -109,6 +109,8 @@ counters! {
         /// Broadcast or multicast frames a standby Edge saw and left alone (ARP floods): not
         /// traffic lost.
         pub rx_ignored_standby_broadcast,
+        /// RARP announcements of VMs that moved, left alone.
+        pub rx_ignored_rarp,
         /// Frames sent to a standby Edge's own MAC: traffic lost until it is active.
         pub rx_dropped_standby,
         pub rx_dropped_not_my_mac,
@@ -750,6 +752,8 @@ impl Node for Edge {
         match wire::ethertype(&frame) {
             Some(ETHERTYPE_ARP) => self.on_arp(now, port, &frame, out),
             Some(ETHERTYPE_IPV4) => self.on_ipv4(now, port, frame, out),
+            // A host announcing a VM that moved: for switches.
+            Some(crate::node::host::ETHERTYPE_RARP) => self.counters.rx_ignored_rarp += 1,
             _ => self.counters.rx_dropped_not_handled += 1,
         }
     }

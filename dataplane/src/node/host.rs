@@ -208,6 +208,8 @@ counters! {
         pub dr_to_edge,
         /// Packets the distributed router could not route: no address for the destination.
         pub dr_dropped_unknown_dst,
+        /// Packets for the Edge (the MGW, the VPC, S3) while no Edge is active.
+        pub dr_dropped_no_edge,
         /// Time exceeded answered by the distributed router.
         pub dr_ttl_exceeded,
     }
@@ -542,7 +544,7 @@ impl Host {
         let Some(to) = to.filter(|s| s.vni != vni) else {
             // Not between two routed segments: the Edge routes it.
             let Some(&edge) = self.dir.edge_mac.get(&vni) else {
-                self.counters.dr_dropped_unknown_dst += 1;
+                self.counters.dr_dropped_no_edge += 1;
                 return;
             };
             let mut f = frame;
