@@ -153,3 +153,19 @@ fn edge_host_failure_fails_over_by_bfd_and_the_enis_go_3_2_3() {
         .collect();
     assert!(after.contains(&("eni-4", "esxi-4")) && !after.iter().any(|(e, _)| *e == "eni-2"));
 }
+
+#[test]
+fn standby_host_failure_loses_nothing_and_ha_restarts_what_ran_there() {
+    let topo = default_topo();
+    let r = run(&topo, &drill("standby-host-failure"));
+    assert!(r.passed, "{r}");
+    let p = r.steps[0].probe.as_ref().unwrap();
+    assert_eq!((p.there.lost, p.back.lost), (0, 0));
+    let restarted: Vec<String> = r
+        .timeline
+        .iter()
+        .filter(|e| e.action.to_string().starts_with("HA restarts") && e.took_effect_at.is_some())
+        .map(|e| e.object.clone())
+        .collect();
+    assert_eq!(restarted, vec!["app-1", "edge-2"]);
+}

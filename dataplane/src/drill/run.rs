@@ -322,7 +322,13 @@ fn probe_result(
         let Some((formula, want)) = want else {
             continue;
         };
-        if loss.outage.abs_diff(*want) > p.interval {
+        // No outage expected means no probe lost; otherwise within one interval.
+        let met = if want.is_zero() {
+            loss.lost == 0
+        } else {
+            loss.outage.abs_diff(*want) <= p.interval
+        };
+        if !met {
             r.failures.push(format!(
                 "outage {way} {:.3} s, expected {:.3} s ({formula}) within {:.3} s",
                 loss.outage.as_secs_f64(),
