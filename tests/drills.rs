@@ -169,3 +169,30 @@ fn standby_host_failure_loses_nothing_and_ha_restarts_what_ran_there() {
         .collect();
     assert_eq!(restarted, vec!["app-1", "edge-2"]);
 }
+
+#[test]
+fn segment_churn_programs_routes_up_to_the_quota_and_reports_the_rest() {
+    let topo = vmcnet_topo::load(&root().join("topo/examples/small-quota.toml")).unwrap();
+    let d = drill("segment-churn");
+    let r = run(&topo, &d);
+    assert!(r.passed, "{r}");
+    assert_eq!(r.unprogrammed, vec!["churn-c"]);
+    let full = r
+        .timeline
+        .iter()
+        .filter(|e| e.error.as_deref().is_some_and(|w| w.contains("full")))
+        .count();
+    assert_eq!(
+        full, 3,
+        "churn-b and churn-c at first, churn-c once churn-a made room"
+    );
+    let routes = &r.after.route_tables[0].routes;
+    assert_eq!(routes.len() as u32, topo.timing.route_table_quota);
+    // The expectation can fail: on the default lab's quota every segment gets its route.
+    let r = run(&default_topo(), &d);
+    assert!(r.unprogrammed.is_empty());
+    assert!(
+        !r.passed && r.failures[0].contains("expected [churn-c]"),
+        "{r}"
+    );
+}

@@ -214,12 +214,16 @@ pub enum ActionError {
 
 impl Lab {
     /// Request `action` at `at` (now or later): it takes effect after its latency, while the lab
-    /// runs. Returns its index in [`Lab::timeline`].
+    /// runs. Returns its index in [`Lab::timeline`]. What it names must exist now, except hosts
+    /// and segments, which earlier actions may create: everything is checked again when due.
     pub fn request(&mut self, at: Instant, action: Action) -> Result<usize, ActionError> {
         if at < self.sim.now() {
             return Err(ActionError::InThePast(at, self.sim.now()));
         }
-        self.check_names(&action)?;
+        match self.check_names(&action) {
+            Err(ActionError::UnknownHost(_)) | Err(ActionError::UnknownSegment(_)) => {}
+            other => other?,
+        }
         let due = at + action.latency(&self.topo.timing);
         let index = self.timeline.len();
         self.timeline.push(TimelineEvent {
@@ -378,8 +382,12 @@ impl Lab {
     }
 
     /// The reconciler noticed a change: it acts after `control_plane_notice`.
+    /// Changes noticed while a pass is pending are taken by that pass.
     fn notice(&mut self) {
-        if self.reconciler.is_some() {
+        let pending = self.timeline.iter().any(|e| {
+            e.action == Action::Reconcile && e.took_effect_at.is_none() && e.error.is_none()
+        });
+        if self.reconciler.is_some() && !pending {
             let now = self.sim.now();
             self.request(now, Action::Reconcile).expect("names nothing");
         }
@@ -445,8 +453,25 @@ impl Lab {
                 eni
             }
         };
-        // A route per segment to the target ENI; no route for a segment that is gone.
         let segments: Vec<Ipv4Net> = self.model.segments.iter().map(|s| s.cidr).collect();
+        let stale: Vec<Ipv4Net> = self
+            .model
+            .main_table
+            .iter()
+            .filter_map(|r| match (&r.dest, &r.target) {
+                (RouteDest::Cidr(c), VpcTarget::Eni(e))
+                    if !segments.contains(c) && self.model.eni(e).is_some_and(|e| e.sddc) =>
+                {
+                    Some(*c)
+                }
+                _ => None,
+            })
+            .collect();
+        // Routes of segments gone first, to make room in the quota.
+        for dest in stale {
+            calls.push((now, Action::DeleteRoute { dest }));
+        }
+        // A route per segment to the target ENI; no route for a segment that is gone.
         for cidr in &segments {
             match self.model.route(*cidr) {
                 None => calls.push((
@@ -465,22 +490,6 @@ impl Lab {
                 )),
                 Some(_) => {}
             }
-        }
-        let stale: Vec<Ipv4Net> = self
-            .model
-            .main_table
-            .iter()
-            .filter_map(|r| match (&r.dest, &r.target) {
-                (RouteDest::Cidr(c), VpcTarget::Eni(e))
-                    if !segments.contains(c) && self.model.eni(e).is_some_and(|e| e.sddc) =>
-                {
-                    Some(*c)
-                }
-                _ => None,
-            })
-            .collect();
-        for dest in stale {
-            calls.push((now, Action::DeleteRoute { dest }));
         }
         for (at, call) in calls {
             self.request(at, call).map_err(|e| e.to_string())?;

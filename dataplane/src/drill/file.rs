@@ -24,6 +24,17 @@ pub struct DrillFile {
     /// What happens to the SDDC while the traffic runs, each at its instant.
     #[serde(default, rename = "action")]
     pub actions: Vec<DrillAction>,
+    /// What must hold of the lab when the drill ends.
+    #[serde(default)]
+    pub expect: DrillExpect,
+}
+
+/// What must hold of the lab at the end of a drill.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillExpect {
+    /// The segments with no route in the VPC's main route table (the quota was full).
+    pub unprogrammed: Option<Vec<String>>,
 }
 
 fn default_seed() -> u64 {
@@ -68,6 +79,25 @@ pub enum DrillAction {
         at: Duration,
         edge: String,
     },
+    /// NSX creates a segment (the reconciler then adds its route, quota permitting).
+    AddSegment {
+        #[serde(with = "humantime_serde")]
+        at: Duration,
+        name: String,
+        cidr: ipnet::Ipv4Net,
+        #[serde(default = "default_gateway")]
+        gateway: vmcnet_topo::Gateway,
+    },
+    /// NSX deletes a segment with no VM on it (the reconciler then deletes its route).
+    DelSegment {
+        #[serde(with = "humantime_serde")]
+        at: Duration,
+        name: String,
+    },
+}
+
+fn default_gateway() -> vmcnet_topo::Gateway {
+    vmcnet_topo::Gateway::Cgw
 }
 
 impl DrillAction {
@@ -76,7 +106,9 @@ impl DrillAction {
             DrillAction::Vmotion { at, .. }
             | DrillAction::FailHost { at, .. }
             | DrillAction::RecoverHost { at, .. }
-            | DrillAction::FailEdge { at, .. } => *at,
+            | DrillAction::FailEdge { at, .. }
+            | DrillAction::AddSegment { at, .. }
+            | DrillAction::DelSegment { at, .. } => *at,
         }
     }
 }

@@ -30,6 +30,10 @@ pub struct DrillReport {
     pub drops: Vec<DropCount>,
     /// Every control action, requested and taken effect.
     pub timeline: Vec<crate::control::action::TimelineEvent>,
+    /// Segments with no route in the VPC's main route table at the end.
+    pub unprogrammed: Vec<String>,
+    /// What the drill-level expectations found wrong.
+    pub failures: Vec<String>,
     /// The ENIs and route tables before and after, in the `show --json` shapes.
     pub before: Tables,
     pub after: Tables,
@@ -269,6 +273,16 @@ impl fmt::Display for DrillReport {
             for why in &s.failures {
                 writeln!(f, "        ! {why}")?;
             }
+        }
+        if !self.unprogrammed.is_empty() {
+            writeln!(
+                f,
+                "  segments without a route in the main table: {}",
+                self.unprogrammed.join(", ")
+            )?;
+        }
+        for why in &self.failures {
+            writeln!(f, "  FAIL  {why}")?;
         }
         if !self.drops.is_empty() {
             writeln!(f, "  drops:")?;

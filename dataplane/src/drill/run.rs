@@ -112,11 +112,28 @@ pub fn run_drill(
     }
     finish_pcaps(&mut lab, pcaps)?;
     let interrupted = lab.sim.interrupted();
+    let unprogrammed: Vec<String> = lab
+        .model
+        .segments
+        .iter()
+        .filter(|s| lab.model.route(s.cidr).is_none())
+        .map(|s| s.name.clone())
+        .collect();
+    let mut failures = Vec::new();
+    if let Some(want) = &drill.expect.unprogrammed {
+        if *want != unprogrammed {
+            failures.push(format!(
+                "segments without a route: [{}], expected [{}]",
+                unprogrammed.join(", "),
+                want.join(", ")
+            ));
+        }
+    }
     Ok(DrillReport {
         drill: drill.name.clone(),
         topology: topo.name.clone(),
         seed: drill.seed,
-        passed: !interrupted && steps.iter().all(|s| s.passed),
+        passed: !interrupted && failures.is_empty() && steps.iter().all(|s| s.passed),
         interrupted,
         planned_steps: drill.traffic.len(),
         steps,
@@ -124,6 +141,8 @@ pub fn run_drill(
         frames_delivered: lab.sim.counters.delivered,
         drops: drops(&lab),
         timeline: lab.timeline().to_vec(),
+        unprogrammed,
+        failures,
         before,
         after: Tables::of(&lab),
     })
@@ -178,6 +197,19 @@ fn request_actions(lab: &mut Lab, drill: &DrillFile) -> Result<(), DrillError> {
                 vec![Action::RecoverHost { host: host.clone() }]
             }
             DrillAction::FailEdge { edge, .. } => vec![Action::StopEdge { edge: edge.clone() }],
+            DrillAction::AddSegment {
+                name,
+                cidr,
+                gateway,
+                ..
+            } => vec![Action::AddSegment {
+                name: name.clone(),
+                cidr: *cidr,
+                gateway: *gateway,
+            }],
+            DrillAction::DelSegment { name, .. } => {
+                vec![Action::RemoveSegment { name: name.clone() }]
+            }
         };
         for action in actions {
             lab.request(at, action).map_err(|e| DrillError::Action {
