@@ -196,3 +196,29 @@ fn segment_churn_programs_routes_up_to_the_quota_and_reports_the_rest() {
         "{r}"
     );
 }
+
+#[test]
+fn a_broken_reconciler_leaves_the_vpc_sending_to_the_old_host_until_healed() {
+    let topo = default_topo();
+    let r = run(&topo, &drill("reconciler-broken"));
+    assert!(r.passed, "{r}");
+    // While broken, the routes and the uplink address stayed on eni-2 (esxi-2's).
+    let failed: Vec<_> = r
+        .timeline
+        .iter()
+        .filter(|e| e.action.to_string() == "reconcile" && e.error.is_some())
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", r.timeline);
+    let dropped_at_old_host: u64 = r
+        .drops
+        .iter()
+        .filter(|d| d.node == "esxi-2" && d.counter == "rx_dropped_uplink_no_owner")
+        .map(|d| d.count)
+        .sum();
+    let p = r.steps[0].probe.as_ref().unwrap();
+    assert_eq!(
+        dropped_at_old_host,
+        u64::from(p.back.lost) - 50,
+        "lost at esxi-2 but the stun's"
+    );
+}

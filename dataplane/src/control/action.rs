@@ -30,31 +30,60 @@ use vmcnet_topo::Gateway;
 pub enum Action {
     /// EC2 AssignPrivateIpAddresses with AllowReassignment: `ip` moves to `eni` from whichever
     /// ENI held it.
-    AssignSecondaryIp { eni: String, ip: Ipv4Addr },
+    AssignSecondaryIp {
+        eni: String,
+        ip: Ipv4Addr,
+    },
     /// EC2 CreateRoute in the main route table, to an ENI.
-    CreateRoute { dest: Ipv4Net, eni: String },
+    CreateRoute {
+        dest: Ipv4Net,
+        eni: String,
+    },
     /// EC2 ReplaceRoute in the main route table: the route to `dest` now targets `eni`.
-    ReplaceRoute { dest: Ipv4Net, eni: String },
+    ReplaceRoute {
+        dest: Ipv4Net,
+        eni: String,
+    },
     /// EC2 DeleteRoute in the main route table.
-    DeleteRoute { dest: Ipv4Net },
+    DeleteRoute {
+        dest: Ipv4Net,
+    },
     /// EC2 DetachNetworkInterface: routes to the ENI turn `blackhole`.
-    DetachEni { eni: String },
+    DetachEni {
+        eni: String,
+    },
     /// EC2 AttachNetworkInterface to an ESXi host that has no ENI.
-    AttachEni { eni: String, host: String },
+    AttachEni {
+        eni: String,
+        host: String,
+    },
     /// vMotion's switchover begins: the VM (or Edge) stops forwarding.
-    StunVm { vm: String },
+    StunVm {
+        vm: String,
+    },
     /// The VM (or Edge) resumes on `host` (its own or another) and announces itself there
     /// (RARP). An Edge keeps its role; its uplink address is where the ENIs have it.
-    ResumeVm { vm: String, host: String },
+    ResumeVm {
+        vm: String,
+        host: String,
+    },
     /// NSX makes `edge` the active Edge, the other one standby.
-    SetActiveEdge { edge: String },
+    SetActiveEdge {
+        edge: String,
+    },
     /// The Edge VM stops (its host stays up): it forwards nothing.
-    StopEdge { edge: String },
+    StopEdge {
+        edge: String,
+    },
     /// The host fails: its links go dark, the VMs and Edge on it stop (an active Edge loses
     /// the role). Nothing restarts them elsewhere: that is vSphere HA's and NSX's work.
-    FailHost { host: String },
+    FailHost {
+        host: String,
+    },
     /// The host comes back: its links carry again, its VMs run again, an Edge on it as standby.
-    RecoverHost { host: String },
+    RecoverHost {
+        host: String,
+    },
     /// NSX creates a segment: each Edge gets an interface on it (its gateway), the hosts learn
     /// it. The VPC's route to it is the reconciler's to add.
     AddSegment {
@@ -63,17 +92,31 @@ pub enum Action {
         gateway: Gateway,
     },
     /// NSX deletes a segment with no VM on it.
-    RemoveSegment { name: String },
+    RemoveSegment {
+        name: String,
+    },
     /// A host joins a cluster (a replacement, or the spare of a maintenance): its TEP on the
     /// underlay, no ENI yet (AttachEni gives it one). Cluster 1 may hold a 17th host then.
-    AddHost { host: String, cluster: String },
+    AddHost {
+        host: String,
+        cluster: String,
+    },
     /// A host with nothing on it and no ENI leaves the SDDC.
-    RemoveHost { host: String },
+    RemoveHost {
+        host: String,
+    },
     /// VMC's reconciler, having noticed a change (the active Edge's host, the segments), makes
     /// the AWS calls that follow it (see [`Lab::set_reconciler`]).
     Reconcile,
     /// vSphere HA restarts a VM (or Edge) of a dead host on `host`.
-    HaRestart { vm: String, host: String },
+    HaRestart {
+        vm: String,
+        host: String,
+    },
+    /// The reconciler stops acting (its credentials revoked, say), or starts again: healed, it
+    /// catches up with what changed meanwhile.
+    BreakReconciler,
+    HealReconciler,
 }
 
 /// How the reconciler follows the active Edge to another host.
@@ -103,6 +146,7 @@ impl Action {
             Action::AddHost { host, .. } | Action::RemoveHost { host } => host.clone(),
             Action::Reconcile => "reconciler".into(),
             Action::HaRestart { vm, .. } => vm.clone(),
+            Action::BreakReconciler | Action::HealReconciler => "reconciler".into(),
         }
     }
 
@@ -132,6 +176,7 @@ impl Action {
             Action::AddHost { .. } => t.replacement_host,
             Action::Reconcile => t.control_plane_notice,
             Action::HaRestart { .. } => t.ha_restart,
+            Action::BreakReconciler | Action::HealReconciler => Duration::ZERO,
         }
     }
 }
@@ -163,6 +208,8 @@ impl fmt::Display for Action {
             Action::RemoveHost { host } => write!(f, "remove {host}"),
             Action::Reconcile => write!(f, "reconcile"),
             Action::HaRestart { vm, host } => write!(f, "HA restarts {vm} on {host}"),
+            Action::BreakReconciler => write!(f, "break the reconciler"),
+            Action::HealReconciler => write!(f, "heal the reconciler"),
         }
     }
 }
@@ -399,6 +446,9 @@ impl Lab {
         let Some(strategy) = self.reconciler else {
             return Err("no reconciler runs".into());
         };
+        if self.reconciler_broken {
+            return Err("the reconciler is broken: nothing done".into());
+        }
         let Some(edge) = self.model.active_edge() else {
             return Err("no Edge is active".into());
         };
@@ -541,7 +591,11 @@ impl Lab {
             Action::HaRestart { vm: v, host: h } => vm_or_edge(v).and_then(|_| host(h)),
             Action::ResumeVm { vm: v, host: h } => vm_or_edge(v).and_then(|_| host(h)),
             Action::FailHost { host: h } | Action::RecoverHost { host: h } => host(h),
-            Action::AddSegment { .. } | Action::AddHost { .. } | Action::Reconcile => Ok(()),
+            Action::AddSegment { .. }
+            | Action::AddHost { .. }
+            | Action::Reconcile
+            | Action::BreakReconciler
+            | Action::HealReconciler => Ok(()),
             Action::RemoveHost { host: h } => host(h),
             Action::RemoveSegment { name } => m
                 .segments
@@ -589,6 +643,15 @@ impl Lab {
             Action::RemoveHost { host } => self.remove_host(host),
             Action::Reconcile => self.reconcile(),
             Action::HaRestart { vm, host } => self.ha_restart(vm, host),
+            Action::BreakReconciler => {
+                self.reconciler_broken = true;
+                Ok(())
+            }
+            Action::HealReconciler => {
+                self.reconciler_broken = false;
+                self.notice();
+                Ok(())
+            }
         };
         if result.is_ok() && self.automation {
             self.react(&action);

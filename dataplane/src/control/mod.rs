@@ -71,6 +71,7 @@ pub struct Lab {
     /// VMC's reconciler, when it runs: it keeps the uplink address and the main route table on
     /// the active Edge's host.
     reconciler: Option<action::Strategy>,
+    reconciler_broken: bool,
     /// NSX's and vSphere's own reactions run: BFD failover, vSphere HA, the replacement host.
     automation: bool,
     /// ENIs set aside for hosts still joining: (when they join, ENI, host).
@@ -104,6 +105,7 @@ impl Lab {
             timeline: Vec::new(),
             router,
             reconciler: None,
+            reconciler_broken: false,
             automation: false,
             pending_attach: Vec::new(),
         }

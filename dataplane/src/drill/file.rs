@@ -94,6 +94,15 @@ pub enum DrillAction {
         at: Duration,
         name: String,
     },
+    /// The reconciler stops acting; healed, it catches up.
+    BreakReconciler {
+        #[serde(with = "humantime_serde")]
+        at: Duration,
+    },
+    HealReconciler {
+        #[serde(with = "humantime_serde")]
+        at: Duration,
+    },
 }
 
 fn default_gateway() -> vmcnet_topo::Gateway {
@@ -108,7 +117,9 @@ impl DrillAction {
             | DrillAction::RecoverHost { at, .. }
             | DrillAction::FailEdge { at, .. }
             | DrillAction::AddSegment { at, .. }
-            | DrillAction::DelSegment { at, .. } => *at,
+            | DrillAction::DelSegment { at, .. }
+            | DrillAction::BreakReconciler { at }
+            | DrillAction::HealReconciler { at } => *at,
         }
     }
 }

@@ -210,6 +210,8 @@ fn request_actions(lab: &mut Lab, drill: &DrillFile) -> Result<(), DrillError> {
             DrillAction::DelSegment { name, .. } => {
                 vec![Action::RemoveSegment { name: name.clone() }]
             }
+            DrillAction::BreakReconciler { .. } => vec![Action::BreakReconciler],
+            DrillAction::HealReconciler { .. } => vec![Action::HealReconciler],
         };
         for action in actions {
             lab.request(at, action).map_err(|e| DrillError::Action {
