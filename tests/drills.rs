@@ -8,6 +8,7 @@ use common::{default_topo, root};
 
 use std::time::Duration;
 
+use vmcnet::control::action::Action;
 use vmcnet::drill::{run_drill, DrillFile, DrillReport, RunOptions};
 use vmcnet_topo::Topology;
 
@@ -137,7 +138,7 @@ fn edge_host_failure_fails_over_by_bfd_and_the_enis_go_3_2_3() {
     );
     assert_eq!(took("add esxi-4"), failed + t.replacement_host);
     assert_eq!(
-        took("attach eni-4 to esxi-4"),
+        took("attach eni-2 to esxi-4"),
         failed + t.replacement_host + t.eni_reattach / 2
     );
     assert_eq!(
@@ -151,7 +152,8 @@ fn edge_host_failure_fails_over_by_bfd_and_the_enis_go_3_2_3() {
         .iter()
         .filter_map(|e| Some((e.network_interface_id.as_str(), e.host.as_deref()?)))
         .collect();
-    assert!(after.contains(&("eni-4", "esxi-4")) && !after.iter().any(|(e, _)| *e == "eni-2"));
+    // The replacement takes the first available ENI when it joins: by then, esxi-2's own.
+    assert!(after.contains(&("eni-2", "esxi-4")) && !after.iter().any(|(_, h)| *h == "esxi-2"));
 }
 
 #[test]
@@ -221,4 +223,131 @@ fn a_broken_reconciler_leaves_the_vpc_sending_to_the_old_host_until_healed() {
         u64::from(p.back.lost) - 50,
         "lost at esxi-2 but the stun's"
     );
+}
+
+/// ENIs of the SDDC in use after each attach or detach took effect, in the order they did,
+/// starting from `start`.
+fn enis_in_use_over_time(r: &DrillReport, start: usize) -> Vec<usize> {
+    let mut changes: Vec<_> = r
+        .timeline
+        .iter()
+        .filter_map(|e| {
+            let step = match e.action {
+                Action::AttachEni { .. } => 1,
+                Action::DetachEni { .. } => -1,
+                _ => return None,
+            };
+            Some((e.took_effect_at?, step))
+        })
+        .collect();
+    changes.sort_by_key(|(at, _)| *at);
+    let mut n = start as i64;
+    let mut seen = vec![start];
+    for (_, step) in changes {
+        n += step;
+        seen.push(n as usize);
+    }
+    seen
+}
+
+#[test]
+fn maintenance_rolling_takes_a_spare_each_time_and_the_enis_go_3_4_3() {
+    let topo = default_topo();
+    let r = run(&topo, &drill("maintenance-rolling"));
+    assert!(r.passed, "{r}");
+    let t = &topo.timing;
+    let [there, back] = outages(&r);
+    assert_eq!(there, t.vmotion_stun);
+    assert_eq!(
+        back,
+        t.vmotion_stun + t.control_plane_notice + t.move_secondary_ip.max(t.replace_route)
+    );
+    assert_eq!(r.before.sddc_enis_in_use(), 3);
+    assert_eq!(enis_in_use_over_time(&r, 3), [3, 4, 3, 4, 3, 4, 3]);
+    assert_eq!(r.after.sddc_enis_in_use(), 3);
+    // Every original host left, each after its spare took an ENI.
+    let took = |what: &str| {
+        r.timeline
+            .iter()
+            .find(|e| e.action.to_string() == what)
+            .and_then(|e| e.took_effect_at)
+            .unwrap_or_else(|| panic!("{what} in {:?}", r.timeline))
+    };
+    let first = vmcnet::time::Instant::from_millis(1_000);
+    let spare_ready = first + t.replacement_host + t.eni_reattach / 2;
+    assert_eq!(took("resume web-1 on esxi-4"), spare_ready + t.vmotion_stun);
+    // esxi-1 held no Edge: its ENI goes as soon as it is empty.
+    assert_eq!(
+        took("remove esxi-1"),
+        spare_ready + t.vmotion_stun + t.eni_reattach / 2
+    );
+    for old in ["esxi-1", "esxi-2", "esxi-3"] {
+        assert!(
+            !r.after
+                .network_interfaces
+                .iter()
+                .any(|e| e.host.as_deref() == Some(old)),
+            "{old} still has an ENI"
+        );
+    }
+    // esxi-2 held the active Edge: its ENI is detached only once the reconciler has moved the
+    // uplink IP and re-targeted every route, so no route is left on a detached ENI.
+    let detach = r
+        .timeline
+        .iter()
+        .find(|e| e.action.to_string() == "detach eni-2")
+        .unwrap();
+    let last_replace = r
+        .timeline
+        .iter()
+        .filter(|e| matches!(e.action, Action::ReplaceRoute { .. }))
+        .filter_map(|e| e.took_effect_at)
+        .max()
+        .unwrap();
+    assert_eq!(detach.requested_at, last_replace);
+    assert!(r.after.route_tables[0]
+        .routes
+        .iter()
+        .all(|route| route.state == "active"));
+}
+
+#[test]
+fn maintenance_on_a_full_cluster_uses_the_17th_eni_and_waits_for_a_free_one() {
+    let topo = vmcnet_topo::scale::scaled(1, 16, 10);
+    let maintenance = |at: &str, host: &str| {
+        format!("[[action]]\nkind = \"maintenance\"\nat = \"{at}\"\nhost = \"{host}\"\n")
+    };
+    let src = format!(
+        "name = \"full\"\n{}{}",
+        maintenance("1s", "esxi-5"),
+        maintenance("2s", "esxi-6")
+    );
+    let d = DrillFile::parse(&src, "full").unwrap();
+    let r = run(&topo, &d);
+    assert!(r.passed, "{r}");
+    assert_eq!(r.before.sddc_enis_in_use(), 16);
+    // Two maintenances asked for at once: VMC takes one host of a cluster at a time, so the
+    // first spare takes the 17th ENI, and esxi-6's spare is asked for once esxi-5 has left,
+    // and takes the ENI esxi-5 gave back.
+    assert_eq!(enis_in_use_over_time(&r, 16), [16, 17, 16, 17, 16], "{r}");
+    assert_eq!(r.after.sddc_enis_in_use(), 16);
+    let t = &topo.timing;
+    let at = |what: &str| {
+        r.timeline
+            .iter()
+            .find(|e| e.action.to_string().starts_with(what))
+            .and_then(|e| e.took_effect_at)
+            .unwrap_or_else(|| panic!("{what} in {:?}", r.timeline))
+    };
+    // What ran on esxi-5 moves to the spare once it has its ENI; then esxi-5's ENI goes.
+    let evacuated = at("attach eni-17") + t.vmotion_stun;
+    assert_eq!(at("resume vm-5 on esxi-17"), evacuated);
+    assert_eq!(at("detach eni-5"), evacuated + t.eni_reattach / 2);
+    assert_eq!(at("remove esxi-5"), at("detach eni-5"));
+    assert_eq!(at("add esxi-18"), at("remove esxi-5") + t.replacement_host);
+    assert_eq!(
+        at("attach eni-5 to esxi-18"),
+        at("add esxi-18") + t.eni_reattach / 2
+    );
+    assert!(r.timeline.iter().all(|e| e.error.is_none()), "{r}");
 }

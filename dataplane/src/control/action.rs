@@ -14,7 +14,7 @@ use serde::Serialize;
 use vmcnet_topo::{link_name, LinkKind, Timing};
 
 use super::model::{EdgeSegmentIface, RouteDest, RouteFact, SegmentFact};
-use super::Lab;
+use super::{Lab, Maintenance};
 use crate::node::edge::{EdgeIface, IfaceRole};
 use crate::node::host::Vnic;
 use crate::node::vpc_router::VpcTarget;
@@ -117,6 +117,12 @@ pub enum Action {
     /// catches up with what changed meanwhile.
     BreakReconciler,
     HealReconciler,
+    /// VMC's maintenance of a host: a spare host joins and takes an available ENI, what runs on
+    /// the host moves to the spare by vMotion, then the host's ENI is detached and the host
+    /// leaves. Each step starts when the one before it has taken effect.
+    Maintenance {
+        host: String,
+    },
 }
 
 /// How the reconciler follows the active Edge to another host.
@@ -147,6 +153,7 @@ impl Action {
             Action::Reconcile => "reconciler".into(),
             Action::HaRestart { vm, .. } => vm.clone(),
             Action::BreakReconciler | Action::HealReconciler => "reconciler".into(),
+            Action::Maintenance { host } => host.clone(),
         }
     }
 
@@ -176,7 +183,9 @@ impl Action {
             Action::AddHost { .. } => t.replacement_host,
             Action::Reconcile => t.control_plane_notice,
             Action::HaRestart { .. } => t.ha_restart,
-            Action::BreakReconciler | Action::HealReconciler => Duration::ZERO,
+            Action::BreakReconciler | Action::HealReconciler | Action::Maintenance { .. } => {
+                Duration::ZERO
+            }
         }
     }
 }
@@ -210,6 +219,7 @@ impl fmt::Display for Action {
             Action::HaRestart { vm, host } => write!(f, "HA restarts {vm} on {host}"),
             Action::BreakReconciler => write!(f, "break the reconciler"),
             Action::HealReconciler => write!(f, "heal the reconciler"),
+            Action::Maintenance { host } => write!(f, "maintenance of {host}"),
         }
     }
 }
@@ -376,31 +386,147 @@ impl Lab {
                 }
             }
             // A replacement host joins the cluster and takes an available ENI.
-            let name = format!("esxi-{}", self.model.hosts_created + 1);
-            let add = Action::AddHost {
-                host: name.clone(),
-                cluster,
-            };
-            let joined = now + add.latency(&t);
-            self.request(now, add).expect("no names checked");
+            self.bring_host(&cluster);
+        }
+    }
+
+    /// A new host on its way into `cluster`: it joins after `replacement_host` and then takes an
+    /// available ENI, as soon as one is free. Returns its name.
+    fn bring_host(&mut self, cluster: &str) -> String {
+        let host = loop {
+            self.host_names += 1;
+            let name = format!("esxi-{}", self.host_names);
+            let taken = self.model.host(&name).is_some()
+                || self.joining.contains(&name)
+                || self.model.vm(&name).is_some()
+                || self.model.edge(&name).is_some();
+            if !taken {
+                break name;
+            }
+        };
+        let add = Action::AddHost {
+            host: host.clone(),
+            cluster: cluster.to_string(),
+        };
+        self.request(self.sim.now(), add).expect("no names checked");
+        self.joining.push(host.clone());
+        host
+    }
+
+    /// Maintenance of `host` is asked for: its spare is on its way, or, while another host of
+    /// its cluster is in maintenance, it waits its turn (VMC takes one host of a cluster at a
+    /// time; the 17th ENI holds one spare).
+    fn start_maintenance(&mut self, host: &str) -> Result<(), String> {
+        if self.maintenance.iter().any(|m| m.host == host) {
+            return Err(format!("{host} is in maintenance already"));
+        }
+        let h = self.model.host(host).expect("checked");
+        if h.failed {
+            return Err(format!("{host} has failed"));
+        }
+        let cluster = h.cluster.clone();
+        self.maintenance.push(Maintenance {
+            host: host.to_string(),
+            cluster,
+            spare: None,
+            evacuating: false,
+            detaching: false,
+        });
+        Ok(())
+    }
+
+    /// Moves hosts on their way in and hosts in maintenance on by a step, each as soon as the
+    /// state allows: a joined host takes a free ENI; a host in maintenance is evacuated by
+    /// vMotion once its spare has an ENI, gives its ENI back once nothing runs on it and the
+    /// reconciler has moved the Edge's IP and routes off that ENI, and leaves once detached.
+    fn progress_hosts(&mut self) {
+        let now = self.sim.now();
+        // Joined hosts without an ENI take a free one.
+        let mut k = 0;
+        while k < self.joining.len() {
+            let host = self.joining[k].clone();
             let free = self
                 .model
                 .enis
                 .iter()
-                .find(|e| e.sddc && e.attachment.is_none())
+                .find(|e| e.sddc && e.attachment.is_none() && !self.attaching.contains(&e.id))
                 .map(|e| e.id.clone());
-            if let Some(eni) = free {
-                self.pending_attach.push((joined, eni, name));
+            match (self.model.host(&host).is_some(), free) {
+                (true, Some(eni)) => {
+                    self.joining.remove(k);
+                    self.attaching.push(eni.clone());
+                    self.request(now, Action::AttachEni { eni, host })
+                        .expect("known names");
+                }
+                _ => k += 1,
             }
         }
-        // A host just joined: it takes the ENI set aside for it.
-        if let Action::AddHost { host, .. } = a {
-            if let Some(i) = self.pending_attach.iter().position(|(_, _, h)| h == host) {
-                let (_, eni, host) = self.pending_attach.remove(i);
-                self.request(now, Action::AttachEni { eni, host })
-                    .expect("known names");
+        let mut i = 0;
+        while i < self.maintenance.len() {
+            let m = self.maintenance[i].clone();
+            let Some(spare) = m.spare else {
+                // Its turn comes when no host before it in its cluster is in maintenance.
+                if !self.maintenance[..i].iter().any(|o| o.cluster == m.cluster) {
+                    let spare = self.bring_host(&m.cluster);
+                    self.maintenance[i].spare = Some(spare);
+                }
+                i += 1;
+                continue;
+            };
+            if self.model.eni_of_host(&spare).is_none() {
+                i += 1;
+                continue;
+            }
+            if !m.evacuating {
+                self.maintenance[i].evacuating = true;
+                for vm in self.runs_on(&m.host) {
+                    self.request(now, Action::StunVm { vm: vm.clone() })
+                        .expect("known names");
+                    let resume = Action::ResumeVm {
+                        vm,
+                        host: spare.clone(),
+                    };
+                    self.request(now, resume).expect("known names");
+                }
+            }
+            if !self.runs_on(&m.host).is_empty() {
+                i += 1;
+                continue;
+            }
+            match self.model.eni_of_host(&m.host) {
+                Some(eni) => {
+                    let id = eni.id.clone();
+                    let busy = !eni.secondary_ips.is_empty()
+                        || self
+                            .model
+                            .main_table
+                            .iter()
+                            .any(|r| r.target == VpcTarget::Eni(id.clone()));
+                    if !busy && !m.detaching {
+                        self.maintenance[i].detaching = true;
+                        self.request(now, Action::DetachEni { eni: id })
+                            .expect("known names");
+                    }
+                    i += 1;
+                }
+                None => {
+                    self.maintenance.remove(i);
+                    self.request(now, Action::RemoveHost { host: m.host })
+                        .expect("known names");
+                    // The next host of its cluster may begin.
+                    i = 0;
+                }
             }
         }
+    }
+
+    /// The VMs and Edges placed on `host`.
+    fn runs_on(&self, host: &str) -> Vec<String> {
+        let vms = self.model.vms.iter().filter(|v| v.host == host);
+        let edges = self.model.edges.iter().filter(|e| e.host == host);
+        vms.map(|v| v.name.clone())
+            .chain(edges.map(|e| e.name.clone()))
+            .collect()
     }
 
     /// vSphere HA restarts `vm` on `host`, if it still sits on its dead host.
@@ -590,7 +716,9 @@ impl Lab {
             Action::StunVm { vm: v } => vm_or_edge(v),
             Action::HaRestart { vm: v, host: h } => vm_or_edge(v).and_then(|_| host(h)),
             Action::ResumeVm { vm: v, host: h } => vm_or_edge(v).and_then(|_| host(h)),
-            Action::FailHost { host: h } | Action::RecoverHost { host: h } => host(h),
+            Action::FailHost { host: h }
+            | Action::RecoverHost { host: h }
+            | Action::Maintenance { host: h } => host(h),
             Action::AddSegment { .. }
             | Action::AddHost { .. }
             | Action::Reconcile
@@ -652,7 +780,14 @@ impl Lab {
                 self.notice();
                 Ok(())
             }
+            Action::Maintenance { host } => self.start_maintenance(host),
         };
+        if let Action::AttachEni { eni, .. } = &action {
+            self.attaching.retain(|e| e != eni);
+        }
+        if result.is_ok() {
+            self.progress_hosts();
+        }
         if result.is_ok() && self.automation {
             self.react(&action);
         }

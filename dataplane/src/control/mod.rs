@@ -74,8 +74,27 @@ pub struct Lab {
     reconciler_broken: bool,
     /// NSX's and vSphere's own reactions run: BFD failover, vSphere HA, the replacement host.
     automation: bool,
-    /// ENIs set aside for hosts still joining: (when they join, ENI, host).
-    pending_attach: Vec<(Instant, String, String)>,
+    /// Hosts on their way in that take an available ENI when they join.
+    joining: Vec<String>,
+    /// ENIs an attachment has been requested for, not yet in effect.
+    attaching: Vec<String>,
+    /// Hosts in maintenance.
+    maintenance: Vec<Maintenance>,
+    /// Host names handed out to hosts on their way in (`esxi-<n>`).
+    host_names: usize,
+}
+
+/// A host in maintenance and the spare host that takes its place.
+#[derive(Debug, Clone)]
+struct Maintenance {
+    host: String,
+    cluster: String,
+    /// The host that takes its place, once its turn has come.
+    spare: Option<String>,
+    /// Its VMs and Edges were sent to the spare.
+    evacuating: bool,
+    /// Its ENI is being detached.
+    detaching: bool,
 }
 
 /// The VNI of the segment with index `i`.
@@ -107,7 +126,10 @@ impl Lab {
             reconciler: None,
             reconciler_broken: false,
             automation: false,
-            pending_attach: Vec::new(),
+            joining: Vec::new(),
+            attaching: Vec::new(),
+            maintenance: Vec::new(),
+            host_names: topo.hosts().count(),
         }
     }
 

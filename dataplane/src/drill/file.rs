@@ -73,6 +73,14 @@ pub enum DrillAction {
         at: Duration,
         host: String,
     },
+    /// VMC's maintenance of a host: a spare host joins (after `replacement_host`) and takes an
+    /// available ENI, what runs on the host moves to it by vMotion, and once the reconciler has
+    /// moved the Edge's IP and routes off the host's ENI, that ENI is detached and the host leaves.
+    Maintenance {
+        #[serde(with = "humantime_serde")]
+        at: Duration,
+        host: String,
+    },
     /// The Edge VM dies; its host stays.
     FailEdge {
         #[serde(with = "humantime_serde")]
@@ -115,6 +123,7 @@ impl DrillAction {
             DrillAction::Vmotion { at, .. }
             | DrillAction::FailHost { at, .. }
             | DrillAction::RecoverHost { at, .. }
+            | DrillAction::Maintenance { at, .. }
             | DrillAction::FailEdge { at, .. }
             | DrillAction::AddSegment { at, .. }
             | DrillAction::DelSegment { at, .. }

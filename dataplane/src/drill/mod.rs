@@ -22,7 +22,8 @@
 //! reconciler = "ip-move"   # ip-move | eni-reattach | off
 //!
 //! [[action]]
-//! kind = "vmotion"         # vmotion | fail-host | recover-host | fail-edge
+//! kind = "vmotion"         # vmotion | fail-host | recover-host | fail-edge | maintenance
+//!                          # | add-segment | del-segment | break-reconciler | heal-reconciler
 //! at = "1s"
 //! vm = "edge-1"
 //! to = "esxi-3"

@@ -241,7 +241,15 @@ impl fmt::Display for DrillReport {
         )?;
         if !self.timeline.is_empty() {
             writeln!(f, "  timeline:")?;
-            for e in &self.timeline {
+            // In the order they were asked for, in time; times aligned on the right.
+            let mut events: Vec<_> = self.timeline.iter().collect();
+            events.sort_by_key(|e| e.requested_at);
+            let width = events
+                .iter()
+                .map(|e| e.requested_at.to_string().len())
+                .max()
+                .unwrap_or(0);
+            for e in events {
                 let effect = match (&e.took_effect_at, &e.error) {
                     (Some(t), _) => format!("took effect {t}"),
                     (None, Some(why)) => format!("failed: {why}"),
@@ -249,8 +257,8 @@ impl fmt::Display for DrillReport {
                 };
                 writeln!(
                     f,
-                    "    {}  {:<40} {effect}",
-                    e.requested_at,
+                    "    {:>width$}  {:<40} {effect}",
+                    e.requested_at.to_string(),
                     e.action.to_string()
                 )?;
             }

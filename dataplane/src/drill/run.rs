@@ -196,6 +196,9 @@ fn request_actions(lab: &mut Lab, drill: &DrillFile) -> Result<(), DrillError> {
             DrillAction::RecoverHost { host, .. } => {
                 vec![Action::RecoverHost { host: host.clone() }]
             }
+            DrillAction::Maintenance { host, .. } => {
+                vec![Action::Maintenance { host: host.clone() }]
+            }
             DrillAction::FailEdge { edge, .. } => vec![Action::StopEdge { edge: edge.clone() }],
             DrillAction::AddSegment {
                 name,
