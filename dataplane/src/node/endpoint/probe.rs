@@ -77,6 +77,42 @@ pub struct ProbeLoss {
     /// interval.
     #[serde(rename = "outage_us", serialize_with = "ser_us")]
     pub outage: Duration,
+    /// Each run of consecutive lost probes, in order (the first [`MAX_RUNS`]).
+    pub lost_runs: Vec<LostRun>,
+    /// More runs were lost than `lost_runs` holds.
+    pub lost_runs_truncated: bool,
+    /// One-way delay over time, in at most [`DELAY_BINS`] bins of equal length.
+    pub delay: Vec<DelayBin>,
+}
+
+/// Runs of loss a [`ProbeLoss`] lists.
+pub const MAX_RUNS: usize = 1000;
+/// Bins of one-way delay a [`ProbeLoss`] holds.
+pub const DELAY_BINS: u32 = 500;
+
+/// A run of consecutive lost probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LostRun {
+    /// When the first and the last probe of the run were sent.
+    #[serde(rename = "first_sent_us", serialize_with = "ser_instant")]
+    pub first_sent: Instant,
+    #[serde(rename = "last_sent_us", serialize_with = "ser_instant")]
+    pub last_sent: Instant,
+    pub count: u32,
+}
+
+/// The one-way delay of the probes sent in a span of time that arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DelayBin {
+    /// When the span starts (probes sent from then on).
+    #[serde(rename = "from_us", serialize_with = "ser_instant")]
+    pub from: Instant,
+    #[serde(rename = "min_us", serialize_with = "ser_us")]
+    pub min: Duration,
+    #[serde(rename = "max_us", serialize_with = "ser_us")]
+    pub max: Duration,
+    /// Probes of the span that arrived.
+    pub count: u32,
 }
 
 fn ser_opt_instant<S: serde::Serializer>(t: &Option<Instant>, s: S) -> Result<S::Ok, S::Error> {
@@ -90,10 +126,48 @@ fn ser_opt_instant<S: serde::Serializer>(t: &Option<Instant>, s: S) -> Result<S:
 /// as the sink sees it).
 pub fn loss(report: &ProbeReport, arrivals: &[ProbeArrival], from: SocketAddrV4) -> ProbeLoss {
     let mut got = vec![false; report.sent as usize];
+    // Spans of `per_bin` probes each.
+    let per_bin = report.sent.div_ceil(DELAY_BINS).max(1);
+    let mut bins: Vec<Option<DelayBin>> = vec![None; report.sent.div_ceil(per_bin) as usize];
     for a in arrivals.iter().filter(|a| a.from == from) {
-        if let Some(g) = got.get_mut(a.seq as usize) {
-            *g = true;
+        let Some(g) = got.get_mut(a.seq as usize) else {
+            continue;
+        };
+        *g = true;
+        let sent = report.sent_at(a.seq);
+        let d = a.at.saturating_since(sent);
+        let k = (a.seq / per_bin) as usize;
+        let b = bins[k].get_or_insert(DelayBin {
+            from: report.sent_at(k as u32 * per_bin),
+            min: d,
+            max: d,
+            count: 0,
+        });
+        b.min = b.min.min(d);
+        b.max = b.max.max(d);
+        b.count += 1;
+    }
+    let mut lost_runs = Vec::new();
+    let mut lost_runs_truncated = false;
+    let mut k = 0;
+    while k < got.len() {
+        if got[k] {
+            k += 1;
+            continue;
         }
+        let first = k;
+        while k < got.len() && !got[k] {
+            k += 1;
+        }
+        if lost_runs.len() == MAX_RUNS {
+            lost_runs_truncated = true;
+            break;
+        }
+        lost_runs.push(LostRun {
+            first_sent: report.sent_at(first as u32),
+            last_sent: report.sent_at(k as u32 - 1),
+            count: (k - first) as u32,
+        });
     }
     let lost: Vec<u32> = (0..report.sent).filter(|s| !got[*s as usize]).collect();
     let mut longest = 0u32;
@@ -109,6 +183,9 @@ pub fn loss(report: &ProbeReport, arrivals: &[ProbeArrival], from: SocketAddrV4)
         first_lost_sent: lost.first().map(|s| report.sent_at(*s)),
         last_lost_sent: lost.last().map(|s| report.sent_at(*s)),
         outage: report.interval * longest,
+        lost_runs,
+        lost_runs_truncated,
+        delay: bins.into_iter().flatten().collect(),
     }
 }
 
@@ -237,5 +314,51 @@ mod tests {
         assert_eq!(l.first_lost_sent, Some(Instant::from_millis(120)));
         assert_eq!(l.last_lost_sent, Some(Instant::from_millis(160)));
         assert_eq!(l.outage, Duration::from_millis(30));
+        let runs: Vec<_> = l
+            .lost_runs
+            .iter()
+            .map(|r| (r.first_sent, r.count))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (Instant::from_millis(120), 1),
+                (Instant::from_millis(140), 3)
+            ]
+        );
+        assert_eq!(l.lost_runs[1].last_sent, Instant::from_millis(160));
+    }
+
+    #[test]
+    fn delay_bins_hold_the_one_way_delay_of_what_arrived() {
+        let from = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 40000);
+        let sent = DELAY_BINS * 2;
+        let r = ProbeReport {
+            dst: Ipv4Addr::new(10, 0, 0, 2),
+            port: 9,
+            src_port: 40000,
+            count: sent,
+            interval: Duration::from_millis(1),
+            started: Instant::ZERO,
+            sent,
+            done: true,
+        };
+        // Probe n takes n microseconds; odd probes of the first two bins are lost.
+        let arrivals: Vec<_> = (0..sent)
+            .filter(|n| *n >= 4 || n % 2 == 0)
+            .map(|seq| ProbeArrival {
+                from,
+                seq,
+                at: r.sent_at(seq) + Duration::from_micros(u64::from(seq)),
+            })
+            .collect();
+        let l = loss(&r, &arrivals, from);
+        assert_eq!(l.delay.len(), DELAY_BINS as usize);
+        assert_eq!(l.delay[0].count, 1);
+        assert_eq!(l.delay[0].min, Duration::ZERO);
+        assert_eq!(l.delay[1].from, Instant::from_millis(2));
+        assert_eq!(l.delay[2].count, 2);
+        assert_eq!(l.delay[2].min, Duration::from_micros(4));
+        assert_eq!(l.delay[2].max, Duration::from_micros(5));
     }
 }
