@@ -840,14 +840,13 @@ fn edge_failover_outages(topo: &vmcnet_topo::Topology) {
         let AppReport::Probe(r) = sender.app(app).clone() else {
             panic!("probe")
         };
-        let from_addr = std::net::SocketAddrV4::new(sender.config().ip, r.src_port);
         let arrivals = lab
             .sim
             .get::<Endpoint>(to)
             .unwrap()
             .probe_arrivals(port)
             .unwrap();
-        let l = probe::loss(&r, arrivals, from_addr);
+        let l = probe::loss(&r, arrivals);
         assert_eq!(l.sent, count);
         assert_eq!(l.first_lost_sent, Some(t), "{l:?}");
         assert!(
@@ -903,14 +902,13 @@ fn edge_vmotion_outages(
         let AppReport::Probe(r) = sender.app(app).clone() else {
             panic!("probe")
         };
-        let from_addr = std::net::SocketAddrV4::new(sender.config().ip, r.src_port);
         let arrivals = lab
             .sim
             .get::<Endpoint>(to)
             .unwrap()
             .probe_arrivals(port)
             .unwrap();
-        let l = probe::loss(&r, arrivals, from_addr);
+        let l = probe::loss(&r, arrivals);
         assert_eq!(l.first_lost_sent, Some(t), "direction {k}: {l:?}");
         out[k] = l.outage;
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use vmcnet::control::action::Action;
 use vmcnet::drill::{run_drill, DrillFile, DrillReport, RunOptions};
+use vmcnet::node::endpoint::AppReport;
 use vmcnet_topo::Topology;
 
 fn drill(name: &str) -> DrillFile {
@@ -38,7 +39,36 @@ fn edge_vmotion_passes_and_fails_when_the_reconciler_is_off() {
         back,
         t.vmotion_stun + t.control_plane_notice + t.move_secondary_ip.max(t.replace_route)
     );
-    // Nothing follows the Edge: traffic into the SDDC never comes back, and the drill says so.
+    // The TCP stream across the move survives, every byte intact, after a stall that covers
+    // the outage back and ends within TCP's exponential backoff after it.
+    let tcp = &r.steps[1];
+    let AppReport::TcpSend(s) = &tcp.app else {
+        panic!("a TCP stream: {r}")
+    };
+    assert!(tcp.passed, "{r}");
+    let conn = tcp.server_connection.as_ref().unwrap();
+    assert!(conn.pattern_ok && conn.bytes == s.requested);
+    assert_eq!(s.requested, 10_000_000 / 8 * 12, "10 Mbit/s for 12 s");
+    assert!(s.retransmits > 0);
+    let stun = vmcnet::time::Instant::from_millis(1_000);
+    let from = s.longest_stall_from.expect("a stall");
+    let recovered = from + s.longest_stall;
+    let back_again = stun + back;
+    assert!(
+        from <= stun + Duration::from_millis(110),
+        "stalled at {from}"
+    );
+    assert!(recovered >= back_again, "recovered at {recovered}");
+    // Each retransmission timeout at most doubles the one before (from smoltcp's 1 s
+    // minimum): the first one after the outage comes within the time stalled so far, plus one.
+    let bound = back_again + (back_again - from) + Duration::from_secs(1);
+    assert!(
+        recovered <= bound,
+        "recovered at {recovered}, after {bound}"
+    );
+
+    // Nothing follows the Edge: traffic into the SDDC never comes back, and the drill says so;
+    // the TCP stream gives up.
     let mut off = drill("edge-vmotion");
     off.reconciler = vmcnet::drill::file::Reconciler::Off;
     let r = run(&topo, &off);
@@ -48,6 +78,13 @@ fn edge_vmotion_passes_and_fails_when_the_reconciler_is_off() {
             .failures
             .iter()
             .any(|f| f.contains("outage back")),
+        "{r}"
+    );
+    assert!(
+        r.steps[1]
+            .failures
+            .iter()
+            .any(|f| f.contains("transfer failed")),
         "{r}"
     );
 }
@@ -350,4 +387,88 @@ fn maintenance_on_a_full_cluster_uses_the_17th_eni_and_waits_for_a_free_one() {
         at("add esxi-18") + t.eni_reattach / 2
     );
     assert!(r.timeline.iter().all(|e| e.error.is_none()), "{r}");
+}
+
+#[test]
+fn a_tcp_item_must_say_what_it_sends_and_start_only_in_a_timed_drill() {
+    let topo = default_topo();
+    let item = |fields: &str, timed: bool| {
+        let action = if timed {
+            "[[action]]\nkind = \"vmotion\"\nat = \"1s\"\nvm = \"edge-1\"\nto = \"esxi-3\"\n"
+        } else {
+            ""
+        };
+        let src = format!(
+            "name = \"t\"\n{action}[[traffic]]\nkind = \"tcp\"\nfrom = \"web-1\"\nto = \"ec2-1\"\n{fields}\n"
+        );
+        let d = DrillFile::parse(&src, "t.toml").unwrap();
+        run_drill(&topo, &d, &RunOptions::default()).map(|r| r.passed)
+    };
+    let err = |fields: &str, timed: bool| item(fields, timed).unwrap_err().to_string();
+    assert!(err("", false).contains("bytes: missing"));
+    assert!(err("bytes = 0", false).contains("bytes: sends nothing"));
+    assert!(err("duration = \"5s\"", true).contains("duration: needs `rate`"));
+    assert!(err("rate = \"unlimited\"\nbytes = 10", false).contains("rate:"));
+    assert!(err("rate = \"1Mbit/s\"\nduration = \"1s\"\nbytes = 10", true).contains("bytes:"));
+    assert!(err("bytes = 1000\nstart = \"1s\"", false).contains("start: applies only"));
+    // A rate-paced stream runs in a plain drill too, and at its rate: 1 Mbit/s for 2 s.
+    assert!(item("rate = \"1Mbit/s\"\nduration = \"2s\"", false).unwrap());
+    assert!(item("bytes = 100000\nstart = \"2s\"", true).unwrap());
+}
+
+#[test]
+fn a_paced_stream_takes_as_long_as_its_rate_says() {
+    let topo = default_topo();
+    let src = "name = \"t\"\n[[traffic]]\nkind = \"tcp\"\nfrom = \"web-1\"\nto = \"ec2-1\"\nrate = \"4Mbit/s\"\nduration = \"3s\"\n";
+    let r = run(&topo, &DrillFile::parse(src, "t.toml").unwrap());
+    assert!(r.passed, "{r}");
+    let AppReport::TcpSend(s) = &r.steps[0].app else {
+        panic!("{r}")
+    };
+    assert_eq!(s.requested, 4_000_000 / 8 * 3);
+    // The last block is written once what came before falls behind the rate, then crosses a
+    // lab whose links take microseconds: it ends past 3 s minus one block's time at the rate,
+    // and not long after 3 s.
+    let took = s.finished.unwrap() - s.started;
+    let block = Duration::from_secs_f64(128.0 * 1024.0 * 8.0 / 4e6);
+    assert!(took >= Duration::from_secs(3) - block, "took {took:?}");
+    assert!(
+        took < Duration::from_secs(3) + Duration::from_millis(100),
+        "took {took:?}"
+    );
+}
+
+#[test]
+fn s3_flow_keeps_its_nat_across_the_move_and_waits_only_for_the_ip() {
+    let topo = default_topo();
+    let r = run(&topo, &drill("s3-during-vmotion"));
+    assert!(r.passed, "{r}");
+    let tcp = &r.steps[0];
+    let AppReport::TcpSend(s) = &tcp.app else {
+        panic!("{r}")
+    };
+    let conn = tcp.server_connection.as_ref().unwrap();
+    assert_eq!(
+        *conn.peer.ip(),
+        topo.sddc.edges.uplink_ip,
+        "SNAT to the uplink"
+    );
+    assert!(conn.pattern_ok && conn.bytes == s.requested);
+    // Replies to the uplink address flow again once the IP has moved: the stall covers that,
+    // and ends within TCP's backoff after it.
+    let t = &topo.timing;
+    let stun = vmcnet::time::Instant::from_millis(1_000);
+    let ip_moved = stun + t.vmotion_stun + t.control_plane_notice + t.move_secondary_ip;
+    let from = s.longest_stall_from.expect("a stall");
+    let recovered = from + s.longest_stall;
+    assert!(
+        from <= stun + Duration::from_millis(110),
+        "stalled at {from}"
+    );
+    assert!(recovered >= ip_moved, "recovered at {recovered}");
+    let bound = ip_moved + (ip_moved - from) + Duration::from_secs(1);
+    assert!(
+        recovered <= bound,
+        "recovered at {recovered}, after {bound}"
+    );
 }

@@ -151,13 +151,23 @@ pub enum Traffic {
         #[serde(default)]
         expect: Expect,
     },
-    /// A TCP transfer of `bytes` bytes to a sink server on `to`:`port`.
+    /// A TCP transfer to a sink server on `to`:`port`: `bytes` bytes as fast as TCP goes, or a
+    /// stream written at `rate` for `duration` (`bytes` then defaults to rate × duration). In a
+    /// timed drill it starts at `start`, beside the actions, and keeps retrying through an
+    /// outage as Linux does (it gives up after [`TCP_GIVE_UP`] without progress).
     Tcp {
         from: String,
         to: String,
         #[serde(default = "default_tcp_port")]
         port: u16,
-        bytes: u64,
+        #[serde(default)]
+        bytes: Option<u64>,
+        #[serde(default)]
+        rate: Option<vmcnet_topo::Rate>,
+        #[serde(default, with = "humantime_serde")]
+        start: Option<Duration>,
+        #[serde(default, with = "humantime_serde")]
+        duration: Option<Duration>,
         #[serde(default)]
         expect: Expect,
     },
@@ -237,7 +247,25 @@ fn default_probe_port() -> u16 {
     7000
 }
 
+/// A TCP stream in a timed drill gives up after this long without progress: about what Linux
+/// takes with its default `tcp_retries2` (15 retransmissions, 924.6 s at the minimum RTO).
+pub const TCP_GIVE_UP: Duration = Duration::from_secs(15 * 60);
+
 impl Traffic {
+    /// A TCP item's bytes: as given, or its rate for its duration; `None` when neither says.
+    pub fn tcp_bytes(&self) -> Option<u64> {
+        match self {
+            Traffic::Tcp { bytes: Some(b), .. } => Some(*b),
+            Traffic::Tcp {
+                bytes: None,
+                rate: Some(r),
+                duration: Some(d),
+                ..
+            } => Some((u128::from(r.bits_per_sec()) * d.as_nanos() / 8 / 1_000_000_000) as u64),
+            _ => None,
+        }
+    }
+
     pub fn from(&self) -> &str {
         match self {
             Traffic::Ping { from, .. }
@@ -276,6 +304,16 @@ impl Traffic {
 }
 
 impl DrillFile {
+    /// A drill with actions or probes runs on one timeline: its traffic items run side by
+    /// side, each from its `start`; otherwise they run one after another.
+    pub fn is_timed(&self) -> bool {
+        !self.actions.is_empty()
+            || self
+                .traffic
+                .iter()
+                .any(|t| matches!(t, Traffic::Probe { .. }))
+    }
+
     /// Parse a drill; errors name the origin and line.
     pub fn parse(src: &str, origin: &str) -> Result<DrillFile, String> {
         toml::from_str(src)

@@ -181,8 +181,17 @@ impl StepResult {
                         t.acked as f64 * 8.0 / secs / 1e6
                     );
                 }
+                if let Some(bps) = t.rate_bps {
+                    s += &format!(", written at {:.1} Mbit/s", bps as f64 / 1e6);
+                }
                 if t.retransmits > 0 {
                     s += &format!(", {} retransmitted", t.retransmits);
+                }
+                if let Some(from) = t.longest_stall_from {
+                    s += &format!(
+                        ", longest stall {:.3} s from {from}",
+                        t.longest_stall.as_secs_f64()
+                    );
                 }
                 if let Some(c) = &self.server_connection {
                     s += &format!(

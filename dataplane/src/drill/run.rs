@@ -15,7 +15,7 @@ use crate::capture::PcapFile;
 use crate::control::action::{Action, Strategy};
 use crate::control::Lab;
 use crate::node::endpoint::probe;
-use crate::node::endpoint::{AppReport, Endpoint, TcpConnStats};
+use crate::node::endpoint::{AppReport, Endpoint, TcpConnStats, TcpStream, TCP_STALL_TIMEOUT};
 use crate::runtime::sim::{NodeId, Stop};
 use crate::time::Instant;
 
@@ -55,6 +55,12 @@ pub enum DrillError {
     TcpTargetNotEndpoint { index: usize, name: String },
     #[error("action[{index}]: {message}")]
     Action { index: usize, message: String },
+    #[error("traffic[{index}]: {field}: {message}")]
+    Field {
+        index: usize,
+        field: &'static str,
+        message: String,
+    },
     #[error("traffic[{index}]: expect.{field}: {message}")]
     Formula {
         index: usize,
@@ -83,16 +89,13 @@ pub fn run_drill(
     }
     check_names(&lab, drill)?;
     let formulas = check_formulas(topo, drill)?;
+    let timed = drill.is_timed();
+    check_tcp(drill, timed)?;
     lab.set_reconciler(match drill.reconciler {
         Reconciler::IpMove => Some(Strategy::IpMove),
         Reconciler::EniReattach => Some(Strategy::EniReattach),
         Reconciler::Off => None,
     });
-    let timed = !drill.actions.is_empty()
-        || drill
-            .traffic
-            .iter()
-            .any(|t| matches!(t, Traffic::Probe { .. }));
     if timed {
         lab.set_sddc_automation(true);
         request_actions(&mut lab, drill)?;
@@ -146,6 +149,67 @@ pub fn run_drill(
         before,
         after: Tables::of(&lab),
     })
+}
+
+/// TCP items say how much they send, and only timed drills start items at an instant.
+fn check_tcp(drill: &DrillFile, timed: bool) -> Result<(), DrillError> {
+    for (index, t) in drill.traffic.iter().enumerate() {
+        let Traffic::Tcp {
+            bytes,
+            rate,
+            start,
+            duration,
+            ..
+        } = t
+        else {
+            continue;
+        };
+        let field = |field, message: &str| DrillError::Field {
+            index,
+            field,
+            message: message.into(),
+        };
+        if rate.is_some_and(|r| r.is_unlimited()) {
+            return Err(field(
+                "rate",
+                "a stream's rate cannot be unlimited: leave `rate` out for a bulk transfer",
+            ));
+        }
+        if duration.is_some() && rate.is_none() {
+            return Err(field(
+                "duration",
+                "needs `rate`: a stream written at a rate",
+            ));
+        }
+        if duration.is_some() && bytes.is_some() {
+            return Err(field(
+                "bytes",
+                "give `bytes` or `duration`, not both (`rate` for `duration` makes the bytes)",
+            ));
+        }
+        match t.tcp_bytes() {
+            None => {
+                return Err(field(
+                    "bytes",
+                    "missing: give `bytes`, or `rate` and `duration`",
+                ))
+            }
+            Some(0) => {
+                return Err(field(
+                    "bytes",
+                    "sends nothing: a transfer of 0 bytes checks nothing",
+                ))
+            }
+            Some(_) => {}
+        }
+        if start.is_some() && !timed {
+            return Err(field(
+                "start",
+                "applies only in a timed drill (one with actions or probes); items here run one after another",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every outage expectation evaluated under the topology's timing: per traffic item, the
@@ -248,7 +312,17 @@ fn run_timed(
         .map(|a| Instant::ZERO + a.at())
         .max()
         .unwrap_or(Instant::ZERO);
+    let mut streams = Vec::new();
     for (index, t) in drill.traffic.iter().enumerate() {
+        if let Traffic::Tcp {
+            start, duration, ..
+        } = t
+        {
+            let start = Instant::ZERO + start.unwrap_or_default();
+            end = end.max(start + duration.unwrap_or_default());
+            streams.push((start, index));
+            continue;
+        }
         let Traffic::Probe {
             start,
             duration,
@@ -288,20 +362,85 @@ fn run_timed(
             interval: *interval,
         });
     }
-    // Long enough for the last probe to cross; then on until what the actions set off (HA, a
-    // replacement host) has played out, or a day of virtual time.
+    // TCP streams start at their instants, in order.
+    streams.sort_by_key(|(start, _)| *start);
+    let mut started = Vec::new();
+    for (start, index) in streams {
+        let t = &drill.traffic[index];
+        let Traffic::Tcp { port, rate, .. } = t else {
+            unreachable!("a TCP item")
+        };
+        if start > lab.sim.now() {
+            lab.run_until(start);
+        }
+        if lab.sim.interrupted() {
+            break;
+        }
+        let from = lab.id(t.from()).expect("checked");
+        let dst = lab.resolve(t.to()).expect("checked");
+        let server = tcp_server(lab, t);
+        let now = lab.sim.now();
+        let ep: &mut Endpoint = lab.sim.get_mut(from).expect("endpoint");
+        let spec = TcpStream {
+            bytes: t.tcp_bytes().expect("checked"),
+            rate_bps: rate.map(|r| r.bits_per_sec()),
+            give_up: super::file::TCP_GIVE_UP,
+        };
+        let app = ep.tcp_stream(now, dst, *port, spec);
+        started.push((index, from, dst, app, server, now));
+    }
+    let streams_done = |lab: &Lab| {
+        started.iter().all(|(_, from, _, app, _, _)| {
+            lab.sim
+                .get::<Endpoint>(*from)
+                .is_some_and(|e| e.app(*app).done())
+        })
+    };
+    // Long enough for the last probe to cross; then on until the streams are done and what
+    // the actions set off (HA, a replacement host) has played out, or a day of virtual time.
     let settle = Duration::from_secs(1).min(timeout);
     lab.run_until(end + settle);
     let cap = lab.sim.now() + Duration::from_secs(24 * 3600);
-    while lab.pending_actions() && lab.sim.now() < cap && !lab.sim.interrupted() {
+    while (lab.pending_actions() || !streams_done(lab))
+        && lab.sim.now() < cap
+        && !lab.sim.interrupted()
+    {
         let next = lab.sim.now() + Duration::from_secs(60);
-        lab.run_until(next.min(cap));
+        if streams_done(lab) {
+            lab.run_until(next.min(cap));
+        } else {
+            let _ = lab.run_while(next.min(cap), |sim| {
+                started.iter().all(|(_, from, _, app, _, _)| {
+                    sim.get::<Endpoint>(*from)
+                        .is_some_and(|e| e.app(*app).done())
+                })
+            });
+        }
     }
     let interrupted = lab.sim.interrupted();
-    Ok(probes
+    let mut steps: Vec<StepResult> = probes
         .into_iter()
         .map(|p| probe_result(lab, drill, formulas, p, interrupted))
-        .collect())
+        .collect();
+    for (index, from, dst, app, server, start) in started {
+        let mut r = app_result(
+            lab,
+            index,
+            &drill.traffic[index],
+            dst,
+            start,
+            from,
+            app,
+            server,
+        );
+        if interrupted {
+            r.failures.push("interrupted".into());
+            r.passed = false;
+        }
+        steps.push(r);
+    }
+    steps.sort_by_key(|r| r.index);
+    Ok(steps)
 }
 
 fn probe_result(
@@ -319,13 +458,12 @@ fn probe_result(
         let AppReport::Probe(r) = sender.app(app).clone() else {
             unreachable!("a probe app")
         };
-        let from_addr = std::net::SocketAddrV4::new(sender.config().ip, r.src_port);
         let arrivals = lab
             .sim
             .get::<Endpoint>(to)
             .and_then(|e| e.probe_arrivals(p.port))
             .unwrap_or(&[]);
-        losses.push(probe::loss(&r, arrivals, from_addr));
+        losses.push(probe::loss(&r, arrivals));
         out_report.get_or_insert(AppReport::Probe(r));
     }
     let (dst, start) = match out_report.as_ref() {
@@ -462,18 +600,7 @@ fn run_step(lab: &mut Lab, index: usize, t: &Traffic, timeout: Duration) -> Step
     let start = lab.sim.now();
     let from = lab.id(t.from()).expect("checked");
     let dst = lab.resolve(t.to()).expect("checked");
-    let server = match t {
-        Traffic::Tcp { port, .. } => {
-            let id = endpoint_named_or_at(lab, t.to()).expect("checked");
-            let ep: &mut Endpoint = lab.sim.get_mut(id).expect("endpoint");
-            if ep.tcp_server(*port).is_none() {
-                ep.tcp_listen(*port);
-            }
-            let before = ep.tcp_server(*port).map_or(0, |s| s.connections.len());
-            Some((id, *port, before))
-        }
-        _ => None,
-    };
+    let server = tcp_server(lab, t);
     let ep: &mut Endpoint = lab.sim.get_mut(from).expect("endpoint");
     let app = match t {
         Traffic::Ping {
@@ -482,7 +609,16 @@ fn run_step(lab: &mut Lab, index: usize, t: &Traffic, timeout: Duration) -> Step
             size,
             ..
         } => ep.ping(start, dst, *count, *interval, *size),
-        Traffic::Tcp { port, bytes, .. } => ep.tcp_send(start, dst, *port, *bytes),
+        Traffic::Tcp { port, rate, .. } => ep.tcp_stream(
+            start,
+            dst,
+            *port,
+            TcpStream {
+                bytes: t.tcp_bytes().expect("checked"),
+                rate_bps: rate.map(|r| r.bits_per_sec()),
+                give_up: TCP_STALL_TIMEOUT,
+            },
+        ),
         Traffic::Traceroute { max_hops, .. } => ep.traceroute(start, dst, *max_hops),
         Traffic::Probe { .. } => unreachable!("a probe runs in a timed drill"),
     };
@@ -501,18 +637,7 @@ fn run_step(lab: &mut Lab, index: usize, t: &Traffic, timeout: Duration) -> Step
     let finished = stop == Stop::Done;
     let interrupted = stop == Stop::Interrupted;
     let took = lab.sim.now() - start;
-    let report = lab
-        .sim
-        .get::<Endpoint>(from)
-        .expect("endpoint")
-        .app(app)
-        .clone();
-    let conn = server.and_then(|(id, port, before)| {
-        let s = lab.sim.get::<Endpoint>(id)?.tcp_server(port)?;
-        s.connections.get(before).cloned()
-    });
-    let mut r = StepResult::new(index, t, dst, start, took, report);
-    r.server_connection = conn.clone();
+    let mut r = app_result(lab, index, t, dst, start, from, app, server);
     if interrupted {
         r.failures.push(format!(
             "interrupted after {:.3} s of virtual time",
@@ -524,6 +649,55 @@ fn run_step(lab: &mut Lab, index: usize, t: &Traffic, timeout: Duration) -> Step
             timeout.as_secs()
         ));
     }
+    r.passed = r.failures.is_empty();
+    r
+}
+
+/// Where a TCP item's server listens: its endpoint, port, and the connections it had before.
+type Server = Option<(NodeId, u16, usize)>;
+
+/// Start the server of a TCP item on its target (once per port).
+fn tcp_server(lab: &mut Lab, t: &Traffic) -> Server {
+    let Traffic::Tcp { port, .. } = t else {
+        return None;
+    };
+    let id = endpoint_named_or_at(lab, t.to()).expect("checked");
+    let ep: &mut Endpoint = lab.sim.get_mut(id).expect("endpoint");
+    if ep.tcp_server(*port).is_none() {
+        ep.tcp_listen(*port);
+    }
+    let before = ep.tcp_server(*port).map_or(0, |s| s.connections.len());
+    Some((id, *port, before))
+}
+
+/// The outcome of the app `app` of endpoint `from`, checked against the item's expectations.
+#[allow(clippy::too_many_arguments)]
+fn app_result(
+    lab: &Lab,
+    index: usize,
+    t: &Traffic,
+    dst: Ipv4Addr,
+    start: Instant,
+    from: NodeId,
+    app: usize,
+    server: Server,
+) -> StepResult {
+    let report = lab
+        .sim
+        .get::<Endpoint>(from)
+        .expect("endpoint")
+        .app(app)
+        .clone();
+    let conn = server.and_then(|(id, port, before)| {
+        let s = lab.sim.get::<Endpoint>(id)?.tcp_server(port)?;
+        s.connections.get(before).cloned()
+    });
+    let took = match &report {
+        AppReport::TcpSend(s) => s.finished.unwrap_or(lab.sim.now()) - start,
+        _ => lab.sim.now() - start,
+    };
+    let mut r = StepResult::new(index, t, dst, start, took, report);
+    r.server_connection = conn.clone();
     evaluate(&mut r, t, conn.as_ref());
     r.passed = r.failures.is_empty();
     r
@@ -554,7 +728,8 @@ fn evaluate(r: &mut StepResult, t: &Traffic, conn: Option<&TcpConnStats>) {
                 }
             }
         }
-        (AppReport::TcpSend(s), Traffic::Tcp { bytes, .. }) => {
+        (AppReport::TcpSend(s), Traffic::Tcp { .. }) => {
+            let bytes = &t.tcp_bytes().expect("checked");
             let complete = s.error.is_none()
                 && s.finished.is_some()
                 && s.acked == *bytes

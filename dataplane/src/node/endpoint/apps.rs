@@ -26,6 +26,10 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A TCP send fails after this long without progress (bytes acknowledged or a state change).
 pub const TCP_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A paced TCP send checks its rate this often, as iperf3's pacing timer does.
+pub const TCP_PACING_TICK: Duration = Duration::from_millis(1);
+/// A paced TCP send writes blocks of this many bytes: iperf3's default for TCP.
+pub const TCP_STREAM_BLOCK: u64 = 128 * 1024;
 /// Destination port of traceroute probes is this plus the probe's TTL.
 pub const TRACEROUTE_BASE_PORT: u16 = 33434;
 /// Bytes of UDP payload in a traceroute probe.
@@ -107,6 +111,14 @@ pub struct TcpSendReport {
     pub icmp_errors: Vec<IcmpErrorSeen>,
     /// Segments with data (or SYN, FIN) sent again: sequence space sent before.
     pub retransmits: u64,
+    /// The rate the application writes at, in bit/s; `None`: as fast as TCP takes it.
+    pub rate_bps: Option<u64>,
+    /// The longest time data sent stayed unacknowledged with no acknowledgement advancing,
+    /// and when it began.
+    #[serde(rename = "longest_stall_us", serialize_with = "ser::micros")]
+    pub longest_stall: Duration,
+    #[serde(rename = "longest_stall_from_us", serialize_with = "ser::opt_instant")]
+    pub longest_stall_from: Option<Instant>,
     pub done: bool,
 }
 
@@ -363,16 +375,80 @@ pub(super) struct TcpSendApp {
     close_called: bool,
     last_progress: Instant,
     last_state: tcp::State,
+    started: Instant,
+    /// Without progress for this long, it gives up.
+    give_up: Duration,
+    /// Since when sent data has waited with no acknowledgement advancing.
+    waiting_since: Option<Instant>,
+    /// The pacing tick that lets it write more, while its rate holds it back.
+    pacing_wake: Option<Instant>,
 }
 
 impl TcpSendApp {
-    pub(super) fn new(socket: Option<SocketHandle>, now: Instant) -> Self {
+    pub(super) fn new(socket: Option<SocketHandle>, now: Instant, give_up: Duration) -> Self {
         TcpSendApp {
             socket,
             written: 0,
             close_called: false,
             last_progress: now,
             last_state: tcp::State::SynSent,
+            started: now,
+            give_up,
+            waiting_since: None,
+            pacing_wake: None,
+        }
+    }
+
+    /// Bytes the application has handed over by `now`: all of them, or, paced, one more block
+    /// while what it wrote falls behind its rate (iperf3's `-b`).
+    fn allowance(&self, r: &TcpSendReport, now: Instant) -> u64 {
+        match r.rate_bps {
+            None => r.requested,
+            Some(bps) => {
+                let elapsed = now.saturating_since(self.started).as_nanos();
+                let due = elapsed * u128::from(bps);
+                let sent = u128::from(self.written) * 8 * 1_000_000_000;
+                if sent < due {
+                    (self.written + TCP_STREAM_BLOCK).min(r.requested)
+                } else {
+                    self.written
+                }
+            }
+        }
+    }
+
+    /// The pacing tick at which what was written falls behind the rate, while there is more
+    /// to write.
+    fn next_tick(&self, r: &TcpSendReport) -> Option<Instant> {
+        let bps = r.rate_bps?;
+        if self.written >= r.requested {
+            return None;
+        }
+        // Behind once rate × elapsed exceeds written × 8, checked at each tick.
+        let behind_ns = u128::from(self.written) * 8 * 1_000_000_000 / u128::from(bps.max(1)) + 1;
+        let tick = TCP_PACING_TICK.as_nanos();
+        let at = behind_ns.div_ceil(tick) * tick;
+        Some(self.started + Duration::from_nanos(at.min(u128::from(u64::MAX)) as u64))
+    }
+
+    /// Note how long acknowledgements have kept data waiting.
+    fn track_stall(&mut self, r: &mut TcpSendReport, now: Instant, acked_advanced: bool) {
+        let waited = |since: Instant, r: &mut TcpSendReport| {
+            let d = now.saturating_since(since);
+            if d > r.longest_stall {
+                r.longest_stall = d;
+                r.longest_stall_from = Some(since);
+            }
+        };
+        if acked_advanced {
+            if let Some(since) = self.waiting_since.take() {
+                waited(since, r);
+            }
+        } else if let Some(since) = self.waiting_since {
+            waited(since, r);
+        }
+        if self.waiting_since.is_none() && self.written > r.acked {
+            self.waiting_since = Some(now);
         }
     }
 
@@ -396,9 +472,10 @@ impl TcpSendApp {
         }
 
         let mut changed = false;
-        while s.may_send() && self.written < r.requested {
+        let allowed = self.allowance(r, now);
+        while s.may_send() && self.written < allowed {
             let off = self.written;
-            let left = r.requested - off;
+            let left = allowed - off;
             let n = s
                 .send(|buf| {
                     let n = (buf.len() as u64).min(left) as usize;
@@ -423,10 +500,13 @@ impl TcpSendApp {
 
         let mut progress = false;
         let acked = self.written - (s.send_queue() as u64).min(self.written);
-        if acked != r.acked {
+        let advanced = acked != r.acked;
+        if advanced {
             r.acked = acked;
             progress = true;
         }
+        self.track_stall(r, now, advanced);
+        self.pacing_wake = self.next_tick(r);
         let state = s.state();
         if state != self.last_state {
             progress = true;
@@ -447,13 +527,14 @@ impl TcpSendApp {
             }
             self.last_state = state;
         }
-        if progress {
+        // An application held back by its rate is not stalled.
+        if progress || (self.written == r.acked && self.written < r.requested) {
             self.last_progress = now;
-        } else if now >= self.last_progress + TCP_STALL_TIMEOUT {
+        } else if now >= self.last_progress + self.give_up {
             s.abort();
             r.error = Some(format!(
                 "no progress for {} s in state {}",
-                TCP_STALL_TIMEOUT.as_secs(),
+                self.give_up.as_secs(),
                 state
             ));
             r.done = true;
@@ -464,7 +545,11 @@ impl TcpSendApp {
     }
 
     fn deadline(&self, r: &TcpSendReport) -> Option<Instant> {
-        (!r.done).then(|| self.last_progress + TCP_STALL_TIMEOUT)
+        if r.done {
+            return None;
+        }
+        let give_up = self.last_progress + self.give_up;
+        Some(self.pacing_wake.map_or(give_up, |t| t.min(give_up)))
     }
 
     /// An ICMP error quoted one of this connection's segments.
@@ -699,6 +784,10 @@ mod ser {
     use serde::Serializer;
 
     use crate::time::Instant;
+
+    pub fn micros<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_micros() as u64)
+    }
 
     pub fn instant<S: Serializer>(t: &Instant, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(t.as_micros())

@@ -213,6 +213,16 @@ impl Neighbor {
     }
 }
 
+/// What a TCP stream sends: how many bytes, at what rate, and how long it keeps trying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpStream {
+    pub bytes: u64,
+    /// Bits per second the application writes at; `None`: as fast as TCP takes them.
+    pub rate_bps: Option<u64>,
+    /// It gives up after this long without progress.
+    pub give_up: Duration,
+}
+
 impl Endpoint {
     /// An endpoint with its address configured and no apps running.
     ///
@@ -386,6 +396,7 @@ impl Endpoint {
             dst,
             port,
             src_port: sport,
+            stream: probe::stream_id(self.cfg.ip, sport),
             count,
             interval,
             started: now,
@@ -403,6 +414,26 @@ impl Endpoint {
     /// `(i % 251) as u8`, then close. Done when the data and the FIN are acknowledged; failed on
     /// a reset or after [`TCP_STALL_TIMEOUT`] without progress.
     pub fn tcp_send(&mut self, now: Instant, dst: Ipv4Addr, port: u16, bytes: u64) -> AppId {
+        self.tcp_stream(
+            now,
+            dst,
+            port,
+            TcpStream {
+                bytes,
+                rate_bps: None,
+                give_up: TCP_STALL_TIMEOUT,
+            },
+        )
+    }
+
+    /// Like [`Endpoint::tcp_send`], written at `spec.rate_bps` if set (what the rate allows at
+    /// each [`apps::TCP_PACING_TICK`]), failing after `spec.give_up` without progress.
+    pub fn tcp_stream(&mut self, now: Instant, dst: Ipv4Addr, port: u16, spec: TcpStream) -> AppId {
+        let TcpStream {
+            bytes,
+            rate_bps,
+            give_up,
+        } = spec;
         let id = self.reports.len();
         let sport = self.ephemeral_port();
         let mut s = tcp::Socket::new(
@@ -430,9 +461,12 @@ impl Endpoint {
             error,
             icmp_errors: Vec::new(),
             retransmits: 0,
+            rate_bps,
+            longest_stall: Duration::ZERO,
+            longest_stall_from: None,
         }));
         self.states
-            .push(AppState::TcpSend(TcpSendApp::new(socket, now)));
+            .push(AppState::TcpSend(TcpSendApp::new(socket, now, give_up)));
         self.resolve_neighbor(dst);
         self.wake_at(now);
         id

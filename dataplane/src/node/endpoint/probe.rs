@@ -13,9 +13,10 @@ use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use crate::time::Instant;
 
-/// Bytes of UDP payload in a probe: its sequence number (4) and the instant it was sent, in
-/// nanoseconds (8).
-pub const PROBE_PAYLOAD: usize = 12;
+/// Bytes of UDP payload in a probe: its sequence number (4), its stream's id (4), and the
+/// instant it was sent, in nanoseconds (8). The sink tells streams apart by the id, not by the
+/// source address: NAT on the way (S3's traffic leaves the Edge source-NATed) changes that.
+pub const PROBE_PAYLOAD: usize = 16;
 /// Datagrams a sink's socket holds between two steps.
 const SINK_QUEUE: usize = 64;
 
@@ -26,6 +27,8 @@ pub struct ProbeReport {
     pub port: u16,
     /// The local port the probes leave from.
     pub src_port: u16,
+    /// The id its probes carry.
+    pub stream: u32,
     /// Probes asked for.
     pub count: u32,
     #[serde(rename = "interval_us", serialize_with = "ser_us")]
@@ -57,6 +60,8 @@ impl ProbeReport {
 pub struct ProbeArrival {
     /// Who sent it, as the sink sees it (after any NAT).
     pub from: SocketAddrV4,
+    /// The id of its stream.
+    pub stream: u32,
     pub seq: u32,
     #[serde(rename = "at_us", serialize_with = "ser_instant")]
     pub at: Instant,
@@ -122,14 +127,18 @@ fn ser_opt_instant<S: serde::Serializer>(t: &Option<Instant>, s: S) -> Result<S:
     }
 }
 
-/// What the sink saw of the stream `report` sent: `arrivals` from `from` (the sender's address
-/// as the sink sees it).
-pub fn loss(report: &ProbeReport, arrivals: &[ProbeArrival], from: SocketAddrV4) -> ProbeLoss {
+/// The id of the probe stream from `ip`:`port`.
+pub fn stream_id(ip: Ipv4Addr, port: u16) -> u32 {
+    u32::from(ip).rotate_left(16) ^ u32::from(port)
+}
+
+/// What the sink saw of the stream `report` sent, among its `arrivals`.
+pub fn loss(report: &ProbeReport, arrivals: &[ProbeArrival]) -> ProbeLoss {
     let mut got = vec![false; report.sent as usize];
     // Spans of `per_bin` probes each.
     let per_bin = report.sent.div_ceil(DELAY_BINS).max(1);
     let mut bins: Vec<Option<DelayBin>> = vec![None; report.sent.div_ceil(per_bin) as usize];
-    for a in arrivals.iter().filter(|a| a.from == from) {
+    for a in arrivals.iter().filter(|a| a.stream == report.stream) {
         let Some(g) = got.get_mut(a.seq as usize) else {
             continue;
         };
@@ -220,7 +229,8 @@ impl ProbeApp {
         while r.sent < r.count && self.next_send <= now && s.can_send() {
             let mut payload = [0u8; PROBE_PAYLOAD];
             payload[..4].copy_from_slice(&r.sent.to_be_bytes());
-            payload[4..].copy_from_slice(&self.next_send.as_nanos().to_be_bytes());
+            payload[4..8].copy_from_slice(&r.stream.to_be_bytes());
+            payload[8..].copy_from_slice(&self.next_send.as_nanos().to_be_bytes());
             if s.send_slice(&payload, to).is_err() {
                 break;
             }
@@ -265,12 +275,14 @@ impl ProbeSink {
         let s = sockets.get_mut::<udp::Socket>(self.handle);
         while let Ok((data, meta)) = s.recv() {
             let IpAddress::Ipv4(ip) = meta.endpoint.addr;
-            if data.len() < 4 {
+            if data.len() < 8 {
                 continue;
             }
             let seq = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+            let stream = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
             self.arrivals.push(ProbeArrival {
                 from: SocketAddrV4::new(ip, meta.endpoint.port),
+                stream,
                 seq,
                 at: now,
             });
@@ -289,6 +301,7 @@ mod tests {
             dst: Ipv4Addr::new(10, 0, 0, 2),
             port: 9,
             src_port: 40000,
+            stream: 7,
             count: 10,
             interval: Duration::from_millis(10),
             started: Instant::from_millis(100),
@@ -300,16 +313,18 @@ mod tests {
             .iter()
             .map(|&seq| ProbeArrival {
                 from,
+                stream: 7,
                 seq,
                 at: Instant::ZERO,
             })
             .chain(std::iter::once(ProbeArrival {
-                from: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 1),
+                from,
+                stream: 8,
                 seq: 2,
                 at: Instant::ZERO,
             }))
             .collect();
-        let l = loss(&r, &arrivals, from);
+        let l = loss(&r, &arrivals);
         assert_eq!((l.sent, l.received, l.lost), (10, 6, 4));
         assert_eq!(l.first_lost_sent, Some(Instant::from_millis(120)));
         assert_eq!(l.last_lost_sent, Some(Instant::from_millis(160)));
@@ -337,6 +352,7 @@ mod tests {
             dst: Ipv4Addr::new(10, 0, 0, 2),
             port: 9,
             src_port: 40000,
+            stream: 7,
             count: sent,
             interval: Duration::from_millis(1),
             started: Instant::ZERO,
@@ -348,11 +364,12 @@ mod tests {
             .filter(|n| *n >= 4 || n % 2 == 0)
             .map(|seq| ProbeArrival {
                 from,
+                stream: 7,
                 seq,
                 at: r.sent_at(seq) + Duration::from_micros(u64::from(seq)),
             })
             .collect();
-        let l = loss(&r, &arrivals, from);
+        let l = loss(&r, &arrivals);
         assert_eq!(l.delay.len(), DELAY_BINS as usize);
         assert_eq!(l.delay[0].count, 1);
         assert_eq!(l.delay[0].min, Duration::ZERO);
