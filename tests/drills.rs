@@ -118,6 +118,15 @@ fn eni_reattach_passes_and_costs_several_times_the_ip_move_into_the_sddc() {
     let t = &topo.timing;
     assert_eq!(s, t.vmotion_stun + t.control_plane_notice + t.eni_reattach);
     assert!(s > f * 4, "{s:?} vs {f:?}");
+    // The report runs the drill again with ip-move and gives the ratio of the two, each way.
+    let c = slow.strategies.as_ref().expect("a comparison");
+    let ip_move_back =
+        t.vmotion_stun + t.control_plane_notice + t.move_secondary_ip.max(t.replace_route);
+    assert_eq!(c.items[0].ip_move_s[1], ip_move_back.as_secs_f64());
+    assert_eq!(c.items[0].eni_reattach_s[1], s.as_secs_f64());
+    let ratio = c.items[0].ratio[1].unwrap();
+    assert!((ratio - s.as_secs_f64() / ip_move_back.as_secs_f64()).abs() < 1e-9);
+    assert!(fast.strategies.is_none(), "ip-move runs once");
 }
 
 #[test]

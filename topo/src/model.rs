@@ -201,6 +201,109 @@ impl Default for Timing {
     }
 }
 
+/// Where a timing default comes from: a published figure, or an assumption a reader should
+/// question (shared/DESIGN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Basis {
+    Sourced(&'static str),
+    Assumed,
+}
+
+/// One timing parameter as a report shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimingRow {
+    pub name: &'static str,
+    /// Its value: seconds for a duration, a count otherwise.
+    pub value: f64,
+    /// `s` for a duration, empty for a count.
+    pub unit: &'static str,
+    /// The basis of the default; a value changed from the default is the user's.
+    pub basis: Basis,
+    pub is_default: bool,
+}
+
+impl Timing {
+    /// Every parameter with its value and the basis of its default.
+    pub fn rows(&self) -> Vec<TimingRow> {
+        use Basis::*;
+        let d = Timing::default();
+        let dur = |name, v: Duration, def: Duration, basis| TimingRow {
+            name,
+            value: v.as_secs_f64(),
+            unit: "s",
+            basis,
+            is_default: v == def,
+        };
+        let count = |name, v: u32, def: u32, basis| TimingRow {
+            name,
+            value: f64::from(v),
+            unit: "",
+            basis,
+            is_default: v == def,
+        };
+        vec![
+            dur(
+                "vmotion_stun",
+                self.vmotion_stun,
+                d.vmotion_stun,
+                Sourced("VMware's switchover goal"),
+            ),
+            dur(
+                "bfd_interval",
+                self.bfd_interval,
+                d.bfd_interval,
+                Sourced("NSX API defaults"),
+            ),
+            count(
+                "bfd_multiplier",
+                self.bfd_multiplier,
+                d.bfd_multiplier,
+                Sourced("NSX API defaults"),
+            ),
+            dur("promotion", self.promotion, d.promotion, Assumed),
+            dur(
+                "control_plane_notice",
+                self.control_plane_notice,
+                d.control_plane_notice,
+                Assumed,
+            ),
+            dur(
+                "move_secondary_ip",
+                self.move_secondary_ip,
+                d.move_secondary_ip,
+                Sourced("one public measurement"),
+            ),
+            dur(
+                "replace_route",
+                self.replace_route,
+                d.replace_route,
+                Assumed,
+            ),
+            dur("eni_reattach", self.eni_reattach, d.eni_reattach, Assumed),
+            dur(
+                "ha_host_dead",
+                self.ha_host_dead,
+                d.ha_host_dead,
+                Sourced("vSphere HA docs"),
+            ),
+            dur("ha_restart", self.ha_restart, d.ha_restart, Assumed),
+            dur(
+                "replacement_host",
+                self.replacement_host,
+                d.replacement_host,
+                Assumed,
+            ),
+            count(
+                "route_table_quota",
+                self.route_table_quota,
+                d.route_table_quota,
+                Sourced("AWS quotas"),
+            ),
+        ]
+    }
+}
+
 fn default_vpc_id() -> String {
     "vpc-0c0ffee1".to_string()
 }
@@ -313,4 +416,32 @@ pub fn vpc_router_ip(subnet: Ipv4Net) -> Ipv4Addr {
 /// The address `n` past a network's base.
 pub fn nth_addr(net: Ipv4Net, n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()).wrapping_add(n))
+}
+
+#[cfg(test)]
+mod timing_tests {
+    use super::*;
+
+    #[test]
+    fn every_timing_parameter_has_a_row_with_its_basis() {
+        let written = toml::to_string(&Timing::default()).unwrap();
+        let keys: Vec<String> = written
+            .lines()
+            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.to_string()))
+            .collect();
+        let t = Timing {
+            promotion: Duration::from_secs(1),
+            ..Timing::default()
+        };
+        let rows = t.rows();
+        let names: Vec<&str> = rows.iter().map(|r| r.name).collect();
+        assert_eq!(names, keys);
+        let promotion = rows.iter().find(|r| r.name == "promotion").unwrap();
+        assert_eq!((promotion.value, promotion.is_default), (1.0, false));
+        assert_eq!(promotion.basis, Basis::Assumed);
+        assert!(rows
+            .iter()
+            .filter(|r| r.name != "promotion")
+            .all(|r| r.is_default));
+    }
 }

@@ -37,6 +37,56 @@ pub struct DrillReport {
     /// The ENIs and route tables before and after, in the `show --json` shapes.
     pub before: Tables,
     pub after: Tables,
+    /// Every timing parameter the lab ran with, and the basis of its default.
+    pub timing: Vec<vmcnet_topo::TimingRow>,
+    /// The timing parameters the drill's expected outages are written in.
+    pub timing_used: Vec<String>,
+    /// An `eni-reattach` drill, run again with `ip-move`: the two strategies' outages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategies: Option<StrategyComparison>,
+}
+
+/// The outages of each probe item under both strategies, each way, in seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct StrategyComparison {
+    pub items: Vec<StrategyOutages>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StrategyOutages {
+    pub index: usize,
+    /// There and back.
+    pub eni_reattach_s: [f64; 2],
+    pub ip_move_s: [f64; 2],
+    /// eni-reattach's outage over ip-move's, each way (`None` where ip-move lost nothing).
+    pub ratio: [Option<f64>; 2],
+}
+
+impl StrategyComparison {
+    /// Pair the probe items of an `eni-reattach` run and an `ip-move` run of one drill.
+    pub fn of(reattach: &DrillReport, ip_move: &DrillReport) -> StrategyComparison {
+        let outages = |s: &StepResult| {
+            s.probe
+                .as_ref()
+                .map(|p| [p.there.outage.as_secs_f64(), p.back.outage.as_secs_f64()])
+        };
+        let items = reattach
+            .steps
+            .iter()
+            .zip(&ip_move.steps)
+            .filter_map(|(a, b)| {
+                let (a, b, index) = (outages(a)?, outages(b)?, a.index);
+                let ratio = |k: usize| (b[k] > 0.0).then(|| a[k] / b[k]);
+                Some(StrategyOutages {
+                    index,
+                    eni_reattach_s: a,
+                    ip_move_s: b,
+                    ratio: [ratio(0), ratio(1)],
+                })
+            })
+            .collect();
+        StrategyComparison { items }
+    }
 }
 
 /// The lab's ENIs and VPC route tables at one instant.
@@ -133,19 +183,24 @@ impl StepResult {
         match &self.app {
             AppReport::Probe(p) => match &self.probe {
                 Some(r) => {
-                    let way = |l: &crate::node::endpoint::probe::ProbeLoss| {
-                        format!(
-                            "{} of {} lost, outage {:.3} s",
-                            l.lost,
-                            l.sent,
-                            l.outage.as_secs_f64()
-                        )
+                    let way = |l: &crate::node::endpoint::probe::ProbeLoss,
+                               want: Option<&(String, f64)>| {
+                        let mut s = format!("{} of {} lost", l.lost, l.sent);
+                        if let (Some(a), Some(b)) = (l.first_lost_sent, l.last_lost_sent) {
+                            s += &format!(" (sent {a} to {b})");
+                        }
+                        s += &format!(", outage {:.3} s", l.outage.as_secs_f64());
+                        if let Some((formula, secs)) = want {
+                            s += &format!(", expected {secs:.3} s = {formula}");
+                        }
+                        s
                     };
+                    let want = |k: usize| r.expected.get(k).and_then(Option::as_ref);
                     format!(
-                        "every {:.3} ms; there: {}; back: {}",
+                        "every {:.3} ms\n             there: {}\n             back:  {}",
                         ms(p.interval),
-                        way(&r.there),
-                        way(&r.back)
+                        way(&r.there, want(0)),
+                        way(&r.back, want(1))
                     )
                 }
                 None => format!("{} of {} probes sent", p.sent, p.count),
@@ -315,6 +370,38 @@ impl fmt::Display for DrillReport {
                 self.steps.len(),
                 self.planned_steps
             )?;
+        }
+        if let Some(c) = &self.strategies {
+            writeln!(
+                f,
+                "  eni-reattach against ip-move (the same drill run again):"
+            )?;
+            for i in &c.items {
+                for (k, way) in ["there", "back"].iter().enumerate() {
+                    let ratio = i.ratio[k].map_or("-".into(), |r| format!("{r:.1}x"));
+                    writeln!(
+                        f,
+                        "    traffic[{}] {way:<5}  eni-reattach {:.3} s, ip-move {:.3} s: {ratio}",
+                        i.index, i.eni_reattach_s[k], i.ip_move_s[k]
+                    )?;
+                }
+            }
+        }
+        let shown: Vec<_> = self
+            .timing
+            .iter()
+            .filter(|r| !r.is_default || self.timing_used.iter().any(|u| u == r.name))
+            .collect();
+        if !shown.is_empty() {
+            writeln!(f, "  timing (used by the expectations, or changed):")?;
+            for r in shown {
+                let basis = match (r.is_default, r.basis) {
+                    (false, _) => "set for this lab".to_string(),
+                    (true, vmcnet_topo::Basis::Sourced(s)) => format!("sourced: {s}"),
+                    (true, vmcnet_topo::Basis::Assumed) => "ASSUMED".to_string(),
+                };
+                writeln!(f, "    {:<22} {:>9}{:<2} {basis}", r.name, r.value, r.unit)?;
+            }
         }
         writeln!(
             f,

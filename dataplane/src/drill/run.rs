@@ -10,7 +10,7 @@ use vmcnet_topo::Topology;
 
 use super::file::{DrillAction, DrillFile, Reconciler, Traffic};
 use super::formula;
-use super::report::{DrillReport, DropCount, ProbeResult, StepResult, Tables};
+use super::report::{DrillReport, DropCount, ProbeResult, StepResult, StrategyComparison, Tables};
 use crate::capture::PcapFile;
 use crate::control::action::{Action, Strategy};
 use crate::control::Lab;
@@ -77,8 +77,31 @@ pub enum DrillError {
     },
 }
 
-/// Run `drill` on `topo` and report.
+/// Run `drill` on `topo` and report. A drill with the `eni-reattach` reconciler runs a second
+/// time with `ip-move`, and its report compares the two strategies' outages.
 pub fn run_drill(
+    topo: &Topology,
+    drill: &DrillFile,
+    opts: &RunOptions,
+) -> Result<DrillReport, DrillError> {
+    let mut report = run_once(topo, drill, opts)?;
+    if drill.reconciler == Reconciler::EniReattach && !report.interrupted {
+        let mut ip_move = drill.clone();
+        ip_move.reconciler = Reconciler::IpMove;
+        let other = run_once(
+            topo,
+            &ip_move,
+            &RunOptions {
+                pcap_dir: None,
+                ..opts.clone()
+            },
+        )?;
+        report.strategies = Some(StrategyComparison::of(&report, &other));
+    }
+    Ok(report)
+}
+
+fn run_once(
     topo: &Topology,
     drill: &DrillFile,
     opts: &RunOptions,
@@ -148,7 +171,34 @@ pub fn run_drill(
         failures,
         before,
         after: Tables::of(&lab),
+        timing: topo.timing.rows(),
+        timing_used: timing_used(drill),
+        strategies: None,
     })
+}
+
+/// The timing parameters the drill's expected outages name (`bfd_dead` counts as its two).
+fn timing_used(drill: &DrillFile) -> Vec<String> {
+    let formulas: Vec<&str> = drill
+        .traffic
+        .iter()
+        .flat_map(|t| [&t.expect().outage, &t.expect().outage_back])
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let named = |name: &str| {
+        formulas.iter().any(|f| {
+            f.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|w| w == name || (w == "bfd_dead" && name.starts_with("bfd_")))
+        })
+    };
+    vmcnet_topo::Timing::default()
+        .rows()
+        .into_iter()
+        .map(|r| r.name)
+        .filter(|n| named(n))
+        .map(String::from)
+        .collect()
 }
 
 /// TCP items say how much they send, and only timed drills start items at an instant.
