@@ -232,13 +232,29 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
             if json {
                 return print_json(&serde_json::json!({ "RouteTables": lab.route_tables() }));
             }
-            println!("VPC {} main route table", lab.topo.vpc.id);
-            let mut t = table(&["Destination", "Target", "State"]);
-            for r in lab.vpc_routes() {
-                t.add_row(vec![r.destination(), r.target(), r.state]);
+            for rt in lab.route_tables() {
+                let subnets: Vec<&str> = rt
+                    .associations
+                    .iter()
+                    .filter_map(|a| a.subnet_id.as_deref())
+                    .collect();
+                if rt.associations.iter().any(|a| a.main) {
+                    println!("VPC {} main route table", lab.topo.vpc.id);
+                } else {
+                    println!(
+                        "VPC {} route table {} (subnets: {}; not programmed by VMC)",
+                        lab.topo.vpc.id,
+                        rt.route_table_id,
+                        subnets.join(", ")
+                    );
+                }
+                let mut t = table(&["Destination", "Target", "State"]);
+                for r in rt.routes {
+                    t.add_row(vec![r.destination(), r.target(), r.state]);
+                }
+                println!("{t}");
+                println!();
             }
-            println!("{t}");
-            println!();
             show(lab, ShowWhat::Tier0, false)?;
         }
         ShowWhat::Tier0 => {

@@ -114,6 +114,33 @@ pub struct Vpc {
     #[serde(default)]
     pub instances: Vec<Instance>,
     pub s3_endpoint: Option<S3Endpoint>,
+    /// Custom route tables a user made and associated with subnets of their own. VMC programs
+    /// only the main table: a route here that targets an SDDC ENI stays where it was put.
+    #[serde(default)]
+    pub route_tables: Vec<RouteTableSpec>,
+}
+
+/// A custom route table: its subnets take it instead of the main table.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTableSpec {
+    /// `rtb-…`.
+    pub id: String,
+    /// Names of the subnets associated with it (not the connected subnet: VMC's own).
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// Its routes besides the local one.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// A route of a custom table: to a destination, through an SDDC ENI.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub destination: Ipv4Net,
+    /// The id of one of `vpc.enis`.
+    pub target: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -360,6 +360,7 @@ pub fn check(topo: &Topology) -> Result<(), Violation> {
     segments(topo)?;
     s3_endpoint(topo)?;
     vpc_addresses(topo)?;
+    route_tables(topo)?;
     vms(topo)?;
     edges(topo)?;
     timing(topo)?;
@@ -523,7 +524,79 @@ fn cidr_fields(topo: &Topology) -> Vec<(FieldPath, Ipv4Net)> {
             cidrs.push((field, *prefix));
         }
     }
+    for (i, table) in topo.vpc.route_tables.iter().enumerate() {
+        for (j, route) in table.routes.iter().enumerate() {
+            let field = FieldPath::new("vpc.route_tables")
+                .index(i)
+                .key("routes")
+                .index(j)
+                .key("destination");
+            cidrs.push((field, route.destination));
+        }
+    }
     cidrs
+}
+
+/// Custom route tables: ids `rtb-…`, unique, not the main table's; each associated with
+/// subnets of the VPC other than the connected one, a subnet with one table at most; each
+/// route to a destination outside the VPC CIDR (the local route covers it), once, through one
+/// of the SDDC's ENIs.
+fn route_tables(topo: &Topology) -> Check {
+    let vpc = &topo.vpc;
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let mut associated: HashMap<&str, &str> = HashMap::new();
+    for (i, table) in vpc.route_tables.iter().enumerate() {
+        let field = FieldPath::new("vpc.route_tables").index(i);
+        let id = table.id.as_str();
+        if !id.starts_with("rtb-") || id.len() == 4 || id == "rtb-main" {
+            return Err(field.key("id").violation(format!(
+                "`{id}`: a route table id is `rtb-` and a name (`rtb-main` is the main table's)"
+            )));
+        }
+        if ids.insert(id, i).is_some() {
+            return Err(field
+                .key("id")
+                .violation(format!("`{id}` names two route tables")));
+        }
+        for (j, subnet) in table.subnets.iter().enumerate() {
+            let field = field.clone().key("subnets").index(j);
+            if *subnet == vpc.connected_subnet.name {
+                return Err(field.violation(format!(
+                    "{subnet} is the connected subnet: it keeps the main table, which VMC programs"
+                )));
+            }
+            if !vpc.subnets.iter().any(|s| s.name == *subnet) {
+                return Err(field.violation(format!("no subnet named `{subnet}` in vpc.subnets")));
+            }
+            if let Some(other) = associated.insert(subnet, id) {
+                return Err(field.violation(format!(
+                    "{subnet} is associated with {other} already; a subnet has one route table"
+                )));
+            }
+        }
+        for (j, route) in table.routes.iter().enumerate() {
+            let field = field.clone().key("routes").index(j);
+            let dest = route.destination;
+            if overlaps(dest, vpc.cidr) {
+                return Err(field.key("destination").violation(format!(
+                    "{dest} overlaps the VPC CIDR {}, which the local route holds",
+                    vpc.cidr
+                )));
+            }
+            if table.routes[..j].iter().any(|r| r.destination == dest) {
+                return Err(field
+                    .key("destination")
+                    .violation(format!("{dest} has two routes in {id}")));
+            }
+            if !vpc.enis.iter().any(|e| e.id == route.target) {
+                return Err(field.key("target").violation(format!(
+                    "`{}` is none of vpc.enis; a custom route here targets an SDDC ENI",
+                    route.target
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The management CIDR: a /16, /20 or /23, clear of the ranges VMC reserves and of the VPC.

@@ -1049,3 +1049,102 @@ fn rejects_a_bad_rate_a_tiny_queue_a_long_delay_and_an_unknown_link() {
         "unknown field",
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Custom route tables
+// ---------------------------------------------------------------------------------------------
+
+/// The default lab with a second subnet and a custom route table written as `table`.
+fn with_route_table(table: &str) -> String {
+    let text = edit(
+        r#"subnets = [{ name = "subnet-ec2", cidr = "172.31.16.0/20" }]"#,
+        r#"subnets = [{ name = "subnet-ec2", cidr = "172.31.16.0/20" }, { name = "subnet-app", cidr = "172.31.32.0/20" }]"#,
+    );
+    format!("{text}\n[[vpc.route_tables]]\n{table}\n")
+}
+
+#[test]
+fn a_custom_route_table_is_accepted() {
+    let t = accepts(&with_route_table(
+        "id = \"rtb-app\"\nsubnets = [\"subnet-app\"]\nroutes = [{ destination = \"192.168.1.0/24\", target = \"eni-2\" }]",
+    ));
+    assert_eq!(t.vpc.route_tables[0].routes[0].target, "eni-2");
+    accepts(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/custom-route-table.toml"),
+        )
+        .unwrap(),
+    );
+}
+
+#[test]
+fn rejects_a_custom_route_table_that_breaks_a_rule() {
+    let cases = [
+        ("id = \"main\"", "vpc.route_tables[0].id", "rtb-"),
+        ("id = \"rtb-main\"", "vpc.route_tables[0].id", "main table"),
+        (
+            "id = \"rtb-a\"\nsubnets = [\"subnet-connected\"]",
+            "vpc.route_tables[0].subnets[0]",
+            "connected subnet",
+        ),
+        (
+            "id = \"rtb-a\"\nsubnets = [\"subnet-nope\"]",
+            "vpc.route_tables[0].subnets[0]",
+            "no subnet named",
+        ),
+        (
+            "id = \"rtb-a\"\nroutes = [{ destination = \"172.31.0.0/16\", target = \"eni-1\" }]",
+            "vpc.route_tables[0].routes[0].destination",
+            "local route",
+        ),
+        (
+            "id = \"rtb-a\"\nroutes = [{ destination = \"192.168.1.0/24\", target = \"eni-99\" }]",
+            "vpc.route_tables[0].routes[0].target",
+            "none of vpc.enis",
+        ),
+        (
+            "id = \"rtb-a\"\nroutes = [{ destination = \"192.168.1.0/24\", target = \"eni-1\" }, { destination = \"192.168.1.0/24\", target = \"eni-2\" }]",
+            "vpc.route_tables[0].routes[1].destination",
+            "two routes",
+        ),
+        (
+            "id = \"rtb-a\"\nroutes = [{ destination = \"192.168.1.1/24\", target = \"eni-1\" }]",
+            "vpc.route_tables[0].routes[0].destination",
+            "host bits",
+        ),
+    ];
+    for (table, field, message) in cases {
+        let text = with_route_table(table);
+        let line = line_of(&text, table.lines().find(|l| !l.is_empty()).unwrap());
+        let err = match parse(&text, ORIGIN) {
+            Ok(_) => panic!("accepted {table}"),
+            Err(e) => e,
+        };
+        assert_eq!(err.field, field, "{err}");
+        assert!(err.message.contains(message), "{err}");
+        // The line is that of the value, or of the table holding it.
+        assert!(
+            err.line.is_some_and(|l| l >= line - 1),
+            "{err} (table at line {line})"
+        );
+    }
+    let two = with_route_table("id = \"rtb-a\"\nsubnets = [\"subnet-app\"]");
+    let twice =
+        format!("{two}\n[[vpc.route_tables]]\nid = \"rtb-b\"\nsubnets = [\"subnet-app\"]\n");
+    rejects(
+        &twice,
+        "vpc.route_tables[1].subnets[0]",
+        line_of(&twice, "id = \"rtb-b\"") + 1,
+        "associated with rtb-a already",
+    );
+    let dup = format!("{two}\n[[vpc.route_tables]]\nid = \"rtb-a\"\n");
+    rejects(
+        &dup,
+        "vpc.route_tables[1].id",
+        dup[..dup.rfind("id = \"rtb-a\"").unwrap()]
+            .matches('\n')
+            .count()
+            + 1,
+        "names two route tables",
+    );
+}

@@ -36,8 +36,8 @@ use crate::wire::geneve::Vni;
 use crate::wire::MacAddr;
 use action::TimelineEvent;
 use model::{
-    EdgeFact, EdgeSegmentIface, EniAttachmentFact, EniFact, HostFact, Model, RouteDest, RouteFact,
-    SegmentFact, VmFact,
+    CustomTableFact, EdgeFact, EdgeSegmentIface, EniAttachmentFact, EniFact, HostFact, Model,
+    RouteDest, RouteFact, SegmentFact, VmFact,
 };
 use plan::LabPlan;
 
@@ -178,6 +178,7 @@ impl<'t> Builder<'t> {
                 enis: Vec::new(),
                 main_table: Vec::new(),
                 route_quota: topo.timing.route_table_quota,
+                custom_tables: Vec::new(),
                 uplink_ip: topo.sddc.edges.uplink_ip,
                 macs_used: 0,
                 hosts_created: 0,
@@ -398,6 +399,7 @@ impl<'t> Builder<'t> {
                 (VPC_ROUTER, router, port),
             );
         }
+        self.custom_tables(router);
         if let Some(s3) = &t.vpc.s3_endpoint {
             let net = s3
                 .prefix_list
@@ -431,6 +433,45 @@ impl<'t> Builder<'t> {
                 origin: "CreateRoute",
             });
             self.link(LinkKind::S3, (&s3.name, ep, 0), (VPC_ROUTER, router, port));
+        }
+    }
+
+    /// The user's custom route tables: each with the local route and its own, taken by the
+    /// instances of its subnets.
+    fn custom_tables(&mut self, router: NodeId) {
+        let t = self.topo;
+        for spec in &t.vpc.route_tables {
+            let local = RouteFact {
+                dest: RouteDest::Cidr(t.vpc.cidr),
+                target: VpcTarget::Local,
+                origin: "CreateRouteTable",
+            };
+            let routes: Vec<RouteFact> = std::iter::once(local)
+                .chain(spec.routes.iter().map(|r| RouteFact {
+                    dest: RouteDest::Cidr(r.destination),
+                    target: VpcTarget::Eni(r.target.clone()),
+                    origin: "CreateRoute",
+                }))
+                .collect();
+            let pairs: Vec<_> = routes
+                .iter()
+                .flat_map(|r| r.dest.cidrs().into_iter().map(|c| (c, r.target.clone())))
+                .collect();
+            let r: &mut VpcRouter = self.plan.get_mut(router).expect("router");
+            let index = r.add_custom_table(&pairs);
+            for inst in t
+                .vpc
+                .instances
+                .iter()
+                .filter(|i| spec.subnets.contains(&i.subnet))
+            {
+                r.associate(&instance_eni_id(&inst.name), index);
+            }
+            self.model.custom_tables.push(CustomTableFact {
+                id: spec.id.clone(),
+                subnets: spec.subnets.clone(),
+                routes,
+            });
         }
     }
 

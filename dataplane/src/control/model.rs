@@ -28,6 +28,8 @@ pub struct Model {
     pub main_table: Vec<RouteFact>,
     /// Routes the main table may hold (a prefix list counts its size).
     pub route_quota: u32,
+    /// Custom route tables a user made; nothing in the lab changes them.
+    pub custom_tables: Vec<CustomTableFact>,
     pub segments: Vec<SegmentFact>,
     /// The active Edge's uplink address: a secondary IP of the ENI of its host.
     pub uplink_ip: Ipv4Addr,
@@ -134,7 +136,16 @@ pub struct EniAttachmentFact {
     pub device_index: u32,
 }
 
-/// A route of the VPC's main route table.
+/// A custom route table and the subnets associated with it.
+#[derive(Debug, Clone)]
+pub struct CustomTableFact {
+    pub id: String,
+    pub subnets: Vec<String>,
+    /// The local route, then the user's, in file order.
+    pub routes: Vec<RouteFact>,
+}
+
+/// A route of a VPC route table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteFact {
     pub dest: RouteDest,

@@ -63,6 +63,9 @@ pub struct Association {
     pub main: bool,
     pub route_table_association_id: String,
     pub route_table_id: String,
+    /// The subnet a custom table is associated with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
 }
 
 /// One route of a VPC route table.
@@ -230,18 +233,37 @@ impl Lab {
         }
     }
 
-    /// The VPC's route tables (the main one), as `aws ec2 describe-route-tables` lists them.
+    /// The VPC's route tables, the main one first, then the custom ones, as
+    /// `aws ec2 describe-route-tables` lists them.
     pub fn route_tables(&self) -> Vec<RouteTableRow> {
-        vec![RouteTableRow {
+        let main = RouteTableRow {
             route_table_id: MAIN_ROUTE_TABLE_ID.into(),
             vpc_id: self.topo.vpc.id.clone(),
             associations: vec![Association {
                 main: true,
                 route_table_association_id: format!("rtbassoc-{MAIN_ROUTE_TABLE_ID}"),
                 route_table_id: MAIN_ROUTE_TABLE_ID.into(),
+                subnet_id: None,
             }],
             routes: self.vpc_routes(),
-        }]
+        };
+        let custom = self.model.custom_tables.iter().map(|t| RouteTableRow {
+            route_table_id: t.id.clone(),
+            vpc_id: self.topo.vpc.id.clone(),
+            associations: t
+                .subnets
+                .iter()
+                .enumerate()
+                .map(|(k, subnet)| Association {
+                    main: false,
+                    route_table_association_id: format!("rtbassoc-{}-{}", t.id, k + 1),
+                    route_table_id: t.id.clone(),
+                    subnet_id: Some(subnet.clone()),
+                })
+                .collect(),
+            routes: t.routes.iter().map(|r| self.route_row(r)).collect(),
+        });
+        std::iter::once(main).chain(custom).collect()
     }
 
     /// The active Edge's Tier-0 routes: the uplink's and the segments' connected networks, the

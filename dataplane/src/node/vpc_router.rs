@@ -105,6 +105,10 @@ pub struct VpcRouter {
     endpoints: Vec<Endpoint>,
     ip_to_eni: FxHashMap<Ipv4Addr, EniIdx>,
     main: RouteTable<VpcTarget>,
+    /// Custom route tables, by index.
+    custom: Vec<RouteTable<VpcTarget>>,
+    /// By port: the custom table of the subnet of the ENI on it; `None` takes the main table.
+    port_table: Vec<Option<usize>>,
     next_port: Port,
     pub counters: VpcRouterCounters,
 }
@@ -119,6 +123,8 @@ impl VpcRouter {
             endpoints: Vec::new(),
             ip_to_eni: FxHashMap::default(),
             main: RouteTable::new(),
+            custom: Vec::new(),
+            port_table: Vec::new(),
             next_port: 0,
             counters: VpcRouterCounters::default(),
         }
@@ -188,6 +194,37 @@ impl VpcRouter {
         &mut self.main
     }
 
+    /// Add a custom route table (its local route included in `routes`); returns its index.
+    pub fn add_custom_table(&mut self, routes: &[(ipnet::Ipv4Net, VpcTarget)]) -> usize {
+        let mut t = RouteTable::new();
+        for (dest, target) in routes {
+            t.insert(*dest, target.clone());
+        }
+        self.custom.push(t);
+        self.custom.len() - 1
+    }
+
+    /// Traffic arriving from the ENI `id` (one in a subnet associated with custom table
+    /// `table`) is routed by that table.
+    pub fn associate(&mut self, id: &str, table: usize) {
+        if let Some(i) = self.eni_idx(id) {
+            let port = usize::from(self.enis[i].port);
+            if self.port_table.len() <= port {
+                self.port_table.resize(port + 1, None);
+            }
+            self.port_table[port] = Some(table);
+        }
+    }
+
+    /// Custom table `i` with each route's state, longest prefix first.
+    pub fn custom_table(&self, i: usize) -> Vec<(ipnet::Ipv4Net, VpcTarget, RouteState)> {
+        self.custom.get(i).map_or(Vec::new(), |t| {
+            t.iter()
+                .map(|r| (r.dest, r.target.clone(), self.state(&r.target)))
+                .collect()
+        })
+    }
+
     /// The main route table with each route's state, longest prefix first.
     pub fn main_table(&self) -> Vec<(ipnet::Ipv4Net, VpcTarget, RouteState)> {
         self.main
@@ -223,9 +260,14 @@ impl VpcRouter {
         }
     }
 
-    /// Where a packet for `dst` leaves: (port, next MAC), or the counter to bump.
-    fn resolve(&mut self, dst: Ipv4Addr) -> Option<(Port, MacAddr)> {
-        let Some(route) = self.main.lookup(dst) else {
+    /// Where a packet for `dst` that came in on `port` leaves: (port, next MAC), or the
+    /// counter to bump. The route table is that of the subnet it came from.
+    fn resolve(&mut self, port: Port, dst: Ipv4Addr) -> Option<(Port, MacAddr)> {
+        let table = match self.port_table.get(usize::from(port)).copied().flatten() {
+            Some(i) => &self.custom[i],
+            None => &self.main,
+        };
+        let Some(route) = table.lookup(dst) else {
             self.counters.rx_dropped_no_route += 1;
             return None;
         };
@@ -321,7 +363,7 @@ impl Node for VpcRouter {
                 return;
             }
         };
-        if let Some((out_port, mac)) = self.resolve(dst) {
+        if let Some((out_port, mac)) = self.resolve(port, dst) {
             let mut f = frame;
             wire::set_macs(&mut f, mac, self.mac);
             self.counters.forwarded += 1;
@@ -407,6 +449,46 @@ mod tests {
         assert_eq!(r.main_table()[0].2, RouteState::Active);
         // No route at all.
         assert!(send(&mut r, 2, EC2_IP, Ipv4Addr::new(203, 0, 113, 1)).is_empty());
+        assert_eq!(r.counters.rx_dropped_no_route, 1);
+    }
+
+    #[test]
+    fn a_subnet_with_a_custom_table_is_routed_by_it_and_the_rest_by_the_main_table() {
+        let mut r = router();
+        let custom = r.add_custom_table(&[
+            ("172.31.0.0/16".parse().unwrap(), VpcTarget::Local),
+            (
+                "192.168.1.0/24".parse().unwrap(),
+                VpcTarget::Eni("eni-1".into()),
+            ),
+        ]);
+        r.associate("eni-ec2-1", custom);
+        // From EC2 (port 2): the custom table's route, to eni-1; from eni-1 (port 0) to the
+        // same segment: the main table's, to eni-2.
+        assert_eq!(send(&mut r, 2, EC2_IP, WEB)[0].0, 0);
+        assert_eq!(send(&mut r, 0, UPLINK, WEB)[0].0, 1);
+        // The main table moves; the custom one does not.
+        r.main_table_mut().insert(
+            "192.168.1.0/24".parse().unwrap(),
+            VpcTarget::Eni("eni-1".into()),
+        );
+        r.set_eni_attached("eni-1", false);
+        assert!(send(&mut r, 2, EC2_IP, WEB).is_empty());
+        assert_eq!(r.counters.rx_dropped_blackhole, 1);
+        let seg: ipnet::Ipv4Net = "192.168.1.0/24".parse().unwrap();
+        let state = r
+            .custom_table(custom)
+            .into_iter()
+            .find(|x| x.0 == seg)
+            .unwrap()
+            .2;
+        assert_eq!(state, RouteState::Blackhole);
+        // No route in the custom table: dropped, though the main table has one.
+        r.main_table_mut().insert(
+            "198.51.100.0/24".parse().unwrap(),
+            VpcTarget::Eni("eni-2".into()),
+        );
+        assert!(send(&mut r, 2, EC2_IP, Ipv4Addr::new(198, 51, 100, 10)).is_empty());
         assert_eq!(r.counters.rx_dropped_no_route, 1);
     }
 
