@@ -11,13 +11,15 @@ all: build
 build:
 	$(CARGO) build --release --bin vmcnet
 
-# Build, then show the default lab, run the smoke drill and an Edge vMotion on it.
+# Build, then show the default lab, run the smoke drill and an Edge vMotion on it; the Edge
+# vMotion is also drawn as an SVG timeline.
 run: build
 	$(VMCNET) validate $(TOPO)
 	$(VMCNET) show $(TOPO) eni
 	$(VMCNET) show $(TOPO) routes
 	$(VMCNET) drill $(TOPO) $(DRILL)
-	$(VMCNET) drill $(TOPO) scripts/drills/edge-vmotion.toml
+	$(VMCNET) drill $(TOPO) scripts/drills/edge-vmotion.toml --svg target/edge-vmotion.svg
+	@echo "the Edge vMotion drill as a timeline: target/edge-vmotion.svg"
 
 # Formatting, lints, then every test (unit, topology, sim, end-to-end with tcpdump/tshark).
 test: deps lint unit

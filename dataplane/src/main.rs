@@ -56,9 +56,13 @@ enum Command {
         /// Write a pcap of every link into DIR (read them with tcpdump -r or tshark -r).
         #[arg(long, value_name = "DIR")]
         pcap: Option<PathBuf>,
-        /// Write report.json and report.txt into DIR.
+        /// Write report.json, report.txt and timeline.svg (the drill as one picture) into DIR.
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
+        /// Write the drill as one picture to FILE (SVG): a lane per probe direction with its
+        /// losses and one-way delay, and every action as a line at the instant it took effect.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
         /// Print the report as JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -121,6 +125,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             drill,
             pcap,
             report,
+            svg,
             json,
         } => {
             let t = load_topo(&topo)?;
@@ -139,8 +144,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(dir) = report {
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
-                std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&r)?)?;
-                std::fs::write(dir.join("report.txt"), r.to_string())?;
+                write(&dir.join("report.json"), &serde_json::to_string_pretty(&r)?)?;
+                write(&dir.join("report.txt"), &r.to_string())?;
+                write(&dir.join("timeline.svg"), &vmcnet::drill::svg::render(&r))?;
+            }
+            if let Some(file) = svg {
+                write(&file, &vmcnet::drill::svg::render(&r))?;
             }
             Ok(if r.interrupted {
                 ExitCode::from(130)
@@ -166,6 +175,10 @@ fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>> {
     })
     .context("installing the Ctrl-C handler")?;
     Ok(stop)
+}
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
 }
 
 fn load_topo(arg: &str) -> Result<Topology> {

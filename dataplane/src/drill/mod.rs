@@ -1,5 +1,5 @@
 //! Drills: a drill file names traffic to send across a lab and what must hold; the runner sends
-//! it in the sim runtime and writes a report.
+//! it in the sim runtime and writes a report, which [`svg`] draws as one timeline.
 //!
 //! ```toml
 //! name = "smoke"
@@ -41,6 +41,7 @@ pub mod file;
 pub mod formula;
 pub mod report;
 pub mod run;
+pub mod svg;
 
 pub use file::{DrillFile, Expect, Traffic};
 pub use report::{DrillReport, StepResult};

@@ -123,6 +123,8 @@ pub struct ProbeResult {
     pub back: crate::node::endpoint::probe::ProbeLoss,
     /// The outage expected each way: the formula and its value in seconds.
     pub expected: Vec<Option<(String, f64)>>,
+    /// What `from` and `to` are: a VM sits in the SDDC, an EC2 instance or S3 in the VPC.
+    pub kinds: [crate::node::endpoint::EndpointKind; 2],
 }
 
 #[derive(Debug, Clone, Serialize)]

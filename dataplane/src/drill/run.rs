@@ -501,6 +501,8 @@ fn probe_result(
     interrupted: bool,
 ) -> StepResult {
     let t = &drill.traffic[p.index];
+    let kind = |id| lab.sim.get::<Endpoint>(id).expect("endpoint").config().kind;
+    let kinds = [kind(p.ends[0].0), kind(p.ends[0].1)];
     let mut losses = Vec::new();
     let mut out_report = None;
     for (from, to, app) in p.ends {
@@ -569,6 +571,7 @@ fn probe_result(
             .iter()
             .map(|f| f.as_ref().map(|(f, d)| (f.clone(), d.as_secs_f64())))
             .collect(),
+        kinds,
     });
     r.passed = r.failures.is_empty();
     r

@@ -91,6 +91,14 @@ impl EndpointKind {
             EndpointKind::S3 => "s3",
         }
     }
+
+    /// Where it sits: `SDDC` (a VM) or `VPC` (an EC2 instance, S3).
+    pub fn side(self) -> &'static str {
+        match self {
+            EndpointKind::Vm => "SDDC",
+            EndpointKind::Ec2 | EndpointKind::S3 => "VPC",
+        }
+    }
 }
 
 /// How an endpoint is set up.
