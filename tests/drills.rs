@@ -481,3 +481,69 @@ fn s3_flow_keeps_its_nat_across_the_move_and_waits_only_for_the_ip() {
         "recovered at {recovered}, after {bound}"
     );
 }
+
+#[test]
+fn a_custom_route_table_stays_on_the_old_eni_while_the_main_table_follows_the_edge() {
+    let topo = vmcnet_topo::load(&root().join("topo/examples/custom-route-table.toml")).unwrap();
+    let d = drill("custom-route-table");
+    let r = run(&topo, &d);
+    assert!(r.passed, "{r}");
+    // Into ec2-1's subnet (the main table): back after the reconciler; into ec2-2's (rtb-app):
+    // still out when the probes end, every probe from the stun on lost.
+    let t = &topo.timing;
+    let main = r.steps[0].probe.as_ref().unwrap();
+    assert_eq!(
+        main.back.outage,
+        t.vmotion_stun + t.control_plane_notice + t.move_secondary_ip.max(t.replace_route)
+    );
+    let custom = r.steps[1].probe.as_ref().unwrap();
+    let vmcnet::node::endpoint::AppReport::Probe(p) = &r.steps[1].app else {
+        panic!("{r}")
+    };
+    let stun = vmcnet::time::Instant::from_millis(1_000);
+    assert_eq!(custom.back.first_lost_sent, Some(stun));
+    assert_eq!(custom.back.last_lost_sent, Some(p.sent_at(p.sent - 1)));
+    assert_eq!(
+        custom.there.outage, t.vmotion_stun,
+        "SDDC -> VPC does not use the VPC's tables"
+    );
+
+    // The checks can fail: the custom table does not follow the Edge, and an outage that ends
+    // is not open.
+    let mut wrong = d.clone();
+    wrong.expect.routes[1].target = Some("eni-3".into());
+    let r = run(&topo, &wrong);
+    assert!(!r.passed);
+    assert!(
+        r.failures
+            .iter()
+            .any(|f| f.contains("rtb-app: 192.168.1.0/24 targets eni-2 at the end, expected eni-3")),
+        "{r}"
+    );
+    let mut closed = drill("edge-vmotion");
+    if let vmcnet::drill::Traffic::Probe { expect, .. } = &mut closed.traffic[0] {
+        expect.outage_back = Some("open".into());
+    }
+    let r = run(&default_topo(), &closed);
+    assert!(
+        r.steps[0]
+            .failures
+            .iter()
+            .any(|f| f.contains("the outage ended")),
+        "{r}"
+    );
+    // An expectation that names nothing the lab has is an error before the drill runs.
+    let mut nothing = d.clone();
+    nothing.expect.routes[1].table = "rtb-nope".into();
+    let err = run_drill(&topo, &nothing, &RunOptions::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("expect.routes[1]: no route table `rtb-nope`"),
+        "{err}"
+    );
+    let mut idle = d;
+    idle.expect.enis[0].status = None;
+    idle.expect.enis[0].host = None;
+    let err = run_drill(&topo, &idle, &RunOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("checks nothing"), "{err}");
+}

@@ -160,9 +160,10 @@ fn edge_vmotion_draws_each_direction_with_its_outage_to_scale() {
         // Its outage and the expected one head the lane.
         assert!(svg.contains(&format!("outage {:.3} s", loss.outage.as_secs_f64())));
     }
-    for (formula, secs) in probe.expected.iter().flatten() {
+    for want in probe.expected.iter().flatten() {
+        let secs = want.seconds.expect("a formula");
         assert!(svg.contains(&format!("expected {secs:.3} s")), "{secs}");
-        assert!(svg.contains(&escaped(formula)), "{formula}");
+        assert!(svg.contains(&escaped(&want.formula)), "{}", want.formula);
     }
 }
 
@@ -222,17 +223,28 @@ fn a_long_drill_is_cut_to_windows_that_hold_every_loss_and_action() {
 
 #[test]
 fn every_shipped_drill_draws_well_formed_svg() {
-    let drills = [
-        ("edge-host-failure", "topo/default.toml"),
-        ("edge-vmotion-eni-reattach", "topo/default.toml"),
-        ("reconciler-broken", "topo/default.toml"),
-        ("segment-churn", "topo/examples/small-quota.toml"),
-        ("smoke", "topo/default.toml"),
-        ("standby-host-failure", "topo/default.toml"),
-        ("two-clusters", "topo/examples/two-clusters.toml"),
-    ];
-    for (name, topo) in drills {
+    // Every drill file shipped, on the topology its header names.
+    let mut drills: Vec<(String, &str)> = std::fs::read_dir(root().join("scripts/drills"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| {
+            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+            let topo = match name.as_str() {
+                "segment-churn" => "topo/examples/small-quota.toml",
+                "two-clusters" => "topo/examples/two-clusters.toml",
+                "custom-route-table" => "topo/examples/custom-route-table.toml",
+                _ => "topo/default.toml",
+            };
+            (name, topo)
+        })
+        .collect();
+    drills.sort();
+    assert!(drills.len() >= 11, "{drills:?}");
+    for (name, topo) in &drills {
+        let (name, topo) = (name.as_str(), *topo);
         let r = run(name, topo);
+        assert!(r.passed, "every shipped drill passes on its topology: {r}");
         let svg = svg::render(&r);
         assert_well_formed(&svg);
         xmllint_agrees(&svg, name);

@@ -35,6 +35,42 @@ pub struct DrillFile {
 pub struct DrillExpect {
     /// The segments with no route in the VPC's main route table (the quota was full).
     pub unprogrammed: Option<Vec<String>>,
+    /// Routes as they stand at the end, in any route table.
+    #[serde(default)]
+    pub routes: Vec<RouteExpect>,
+    /// ENIs as they stand at the end: `in-use` or `available`.
+    #[serde(default)]
+    pub enis: Vec<EniExpect>,
+}
+
+/// A route of a VPC route table at the end of a drill.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteExpect {
+    /// `main` (the main table) or a custom table's id.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// A CIDR, or a prefix list id.
+    pub destination: String,
+    /// The ENI or gateway it targets.
+    pub target: Option<String>,
+    /// `active` or `blackhole`.
+    pub state: Option<String>,
+}
+
+/// An ENI at the end of a drill.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EniExpect {
+    pub id: String,
+    /// `in-use` or `available`.
+    pub status: Option<String>,
+    /// The host it is attached to.
+    pub host: Option<String>,
+}
+
+fn default_table() -> String {
+    "main".into()
 }
 
 fn default_seed() -> u64 {

@@ -114,6 +114,24 @@ impl Tables {
     }
 }
 
+/// An outage a drill file expects: a formula and its value, or `open`: still out when the
+/// probes end.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExpectedOutage {
+    pub formula: String,
+    /// Seconds; `None` for `open`.
+    pub seconds: Option<f64>,
+}
+
+impl std::fmt::Display for ExpectedOutage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.seconds {
+            Some(s) => write!(f, "{s:.3} s = {}", self.formula),
+            None => f.write_str("open: still out when the probes end"),
+        }
+    }
+}
+
 /// A probe item's loss, each way.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProbeResult {
@@ -121,8 +139,8 @@ pub struct ProbeResult {
     pub there: crate::node::endpoint::probe::ProbeLoss,
     /// From `to` back to `from`.
     pub back: crate::node::endpoint::probe::ProbeLoss,
-    /// The outage expected each way: the formula and its value in seconds.
-    pub expected: Vec<Option<(String, f64)>>,
+    /// The outage expected each way.
+    pub expected: Vec<Option<ExpectedOutage>>,
     /// What `from` and `to` are: a VM sits in the SDDC, an EC2 instance or S3 in the VPC.
     pub kinds: [crate::node::endpoint::EndpointKind; 2],
 }
@@ -186,14 +204,14 @@ impl StepResult {
             AppReport::Probe(p) => match &self.probe {
                 Some(r) => {
                     let way = |l: &crate::node::endpoint::probe::ProbeLoss,
-                               want: Option<&(String, f64)>| {
+                               want: Option<&ExpectedOutage>| {
                         let mut s = format!("{} of {} lost", l.lost, l.sent);
                         if let (Some(a), Some(b)) = (l.first_lost_sent, l.last_lost_sent) {
                             s += &format!(" (sent {a} to {b})");
                         }
                         s += &format!(", outage {:.3} s", l.outage.as_secs_f64());
-                        if let Some((formula, secs)) = want {
-                            s += &format!(", expected {secs:.3} s = {formula}");
+                        if let Some(want) = want {
+                            s += &format!(", expected {want}");
                         }
                         s
                     };

@@ -10,7 +10,9 @@ use vmcnet_topo::Topology;
 
 use super::file::{DrillAction, DrillFile, Reconciler, Traffic};
 use super::formula;
-use super::report::{DrillReport, DropCount, ProbeResult, StepResult, StrategyComparison, Tables};
+use super::report::{
+    DrillReport, DropCount, ExpectedOutage, ProbeResult, StepResult, StrategyComparison, Tables,
+};
 use crate::capture::PcapFile;
 use crate::control::action::{Action, Strategy};
 use crate::control::Lab;
@@ -55,6 +57,12 @@ pub enum DrillError {
     TcpTargetNotEndpoint { index: usize, name: String },
     #[error("action[{index}]: {message}")]
     Action { index: usize, message: String },
+    #[error("expect.{field}[{index}]: {message}")]
+    Expect {
+        field: &'static str,
+        index: usize,
+        message: String,
+    },
     #[error("traffic[{index}]: {field}: {message}")]
     Field {
         index: usize,
@@ -124,6 +132,8 @@ fn run_once(
         request_actions(&mut lab, drill)?;
     }
     let before = Tables::of(&lab);
+    // What the drill expects of the tables names what the lab has, before it runs.
+    check_tables(&before, drill)?;
     let pcaps = start_pcaps(&mut lab, opts)?;
     let mut steps = Vec::new();
     if timed {
@@ -145,7 +155,8 @@ fn run_once(
         .filter(|s| lab.model.route(s.cidr).is_none())
         .map(|s| s.name.clone())
         .collect();
-    let mut failures = Vec::new();
+    let after = Tables::of(&lab);
+    let mut failures = check_tables(&after, drill)?;
     if let Some(want) = &drill.expect.unprogrammed {
         if *want != unprogrammed {
             failures.push(format!(
@@ -170,11 +181,108 @@ fn run_once(
         unprogrammed,
         failures,
         before,
-        after: Tables::of(&lab),
+        after,
         timing: topo.timing.rows(),
         timing_used: timing_used(drill),
         strategies: None,
     })
+}
+
+/// The drill's expectations of the route tables and ENIs at the end: what differs. A route
+/// table, route or ENI the lab does not have is an error (the check could not fail).
+fn check_tables(after: &Tables, drill: &DrillFile) -> Result<Vec<String>, DrillError> {
+    let mut failures = Vec::new();
+    let bad = |field: &'static str, index: usize, message: String| DrillError::Expect {
+        field,
+        index,
+        message,
+    };
+    for (i, want) in drill.expect.routes.iter().enumerate() {
+        let id = if want.table == "main" {
+            crate::control::state::MAIN_ROUTE_TABLE_ID
+        } else {
+            want.table.as_str()
+        };
+        let table = after
+            .route_tables
+            .iter()
+            .find(|t| t.route_table_id == id)
+            .ok_or_else(|| bad("routes", i, format!("no route table `{}`", want.table)))?;
+        if want.target.is_none() && want.state.is_none() {
+            return Err(bad(
+                "routes",
+                i,
+                "names neither a target nor a state: it checks nothing".into(),
+            ));
+        }
+        let Some(route) = table
+            .routes
+            .iter()
+            .find(|r| r.destination() == want.destination)
+        else {
+            failures.push(format!("{id}: no route to {} at the end", want.destination));
+            continue;
+        };
+        if let Some(t) = &want.target {
+            if route.target() != *t {
+                failures.push(format!(
+                    "{id}: {} targets {} at the end, expected {t}",
+                    want.destination,
+                    route.target()
+                ));
+            }
+        }
+        if let Some(s) = &want.state {
+            if !["active", "blackhole"].contains(&s.as_str()) {
+                return Err(bad(
+                    "routes",
+                    i,
+                    format!("state `{s}`: active or blackhole"),
+                ));
+            }
+            if route.state != *s {
+                failures.push(format!(
+                    "{id}: {} is {} at the end, expected {s}",
+                    want.destination, route.state
+                ));
+            }
+        }
+    }
+    for (i, want) in drill.expect.enis.iter().enumerate() {
+        let eni = after
+            .network_interfaces
+            .iter()
+            .find(|e| e.network_interface_id == want.id)
+            .ok_or_else(|| bad("enis", i, format!("no ENI `{}`", want.id)))?;
+        if want.status.is_none() && want.host.is_none() {
+            return Err(bad(
+                "enis",
+                i,
+                "names neither a status nor a host: it checks nothing".into(),
+            ));
+        }
+        if let Some(s) = &want.status {
+            if !["in-use", "available"].contains(&s.as_str()) {
+                return Err(bad("enis", i, format!("status `{s}`: in-use or available")));
+            }
+            if eni.status != *s {
+                failures.push(format!(
+                    "{} is {} at the end, expected {s}",
+                    want.id, eni.status
+                ));
+            }
+        }
+        if let Some(h) = &want.host {
+            if eni.host.as_deref() != Some(h.as_str()) {
+                failures.push(format!(
+                    "{} is attached to {} at the end, expected {h}",
+                    want.id,
+                    eni.host.as_deref().unwrap_or("nothing")
+                ));
+            }
+        }
+    }
+    Ok(failures)
 }
 
 /// The timing parameters the drill's expected outages name (`bfd_dead` counts as its two).
@@ -263,8 +371,9 @@ fn check_tcp(drill: &DrillFile, timed: bool) -> Result<(), DrillError> {
 }
 
 /// Every outage expectation evaluated under the topology's timing: per traffic item, the
-/// outage from `from` to `to` and back, with the formula each came from.
-type Formulas = Vec<[Option<(String, Duration)>; 2]>;
+/// outage from `from` to `to` and back, with the formula each came from; `None` for `open`
+/// (still out when the probes end).
+type Formulas = Vec<[Option<(String, Option<Duration>)>; 2]>;
 
 fn check_formulas(topo: &Topology, drill: &DrillFile) -> Result<Formulas, DrillError> {
     drill
@@ -276,8 +385,11 @@ fn check_formulas(topo: &Topology, drill: &DrillFile) -> Result<Formulas, DrillE
             let one = |field: &'static str, f: &Option<String>| {
                 f.as_ref()
                     .map(|f| {
+                        if f.trim() == "open" {
+                            return Ok((f.clone(), None));
+                        }
                         formula::eval(f, &topo.timing)
-                            .map(|d| (f.clone(), d))
+                            .map(|d| (f.clone(), Some(d)))
                             .map_err(|message| DrillError::Formula {
                                 index,
                                 field,
@@ -540,13 +652,21 @@ fn probe_result(
     }
     for (k, (loss, want)) in losses.iter().zip(&formulas[p.index]).enumerate() {
         let way = if k == 0 { "there" } else { "back" };
-        if loss.last_lost_sent.is_some() && loss.last_lost_sent == last_sent {
+        let still_out = loss.last_lost_sent.is_some() && loss.last_lost_sent == last_sent;
+        let open = matches!(want, Some((_, None)));
+        if still_out && !open {
             r.failures.push(format!(
                 "{way}: still losing when the probes ended: the outage lasts longer than {:.3} s",
                 loss.outage.as_secs_f64()
             ));
         }
-        let Some((formula, want)) = want else {
+        if open && !still_out {
+            r.failures.push(format!(
+                "{way}: the outage ended ({:.3} s at most), expected it still open when the probes ended",
+                loss.outage.as_secs_f64()
+            ));
+        }
+        let Some((formula, Some(want))) = want else {
             continue;
         };
         // No outage expected means no probe lost; otherwise within one interval.
@@ -569,7 +689,12 @@ fn probe_result(
         back: losses[1].clone(),
         expected: formulas[p.index]
             .iter()
-            .map(|f| f.as_ref().map(|(f, d)| (f.clone(), d.as_secs_f64())))
+            .map(|f| {
+                f.as_ref().map(|(f, d)| ExpectedOutage {
+                    formula: f.clone(),
+                    seconds: d.map(|d| d.as_secs_f64()),
+                })
+            })
             .collect(),
         kinds,
     });

@@ -199,7 +199,7 @@ struct Lane<'a> {
     bin: f64,
     /// From the first probe sent to one interval past the last.
     probing: Span,
-    expected: Option<&'a (String, f64)>,
+    expected: Option<&'a super::report::ExpectedOutage>,
 }
 
 impl Lane<'_> {
@@ -880,7 +880,16 @@ fn draw_marks(
 fn draw_lane_head(root: &Area, lane: &Lane, top: i32) -> Drawn {
     let outage = lane.loss.outage.as_secs_f64();
     let (expected, formula) = match lane.expected {
-        Some((f, secs)) => (format!(", expected {secs:.3} s"), format!("expected: {f}")),
+        Some(want) => match want.seconds {
+            Some(secs) => (
+                format!(", expected {secs:.3} s"),
+                format!("expected: {}", want.formula),
+            ),
+            None => (
+                ", expected open".into(),
+                "expected: still out when the probes end".into(),
+            ),
+        },
         None => (String::new(), "no outage expected in the drill file".into()),
     };
     let first = format!(
