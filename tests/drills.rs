@@ -140,6 +140,23 @@ fn a_timed_drill_gives_the_same_report_twice() {
 #[test]
 fn a_bad_formula_is_an_error_naming_the_item_and_field() {
     let topo = default_topo();
+    // Caught when the file is read: the field and its own line.
+    let path = root().join("scripts/drills/edge-vmotion.toml");
+    let src = std::fs::read_to_string(&path).unwrap();
+    let bad = src.replacen(
+        "outage_back = \"vmotion_stun +",
+        "outage_back = \"stun +",
+        1,
+    );
+    assert_ne!(bad, src);
+    let line = bad.lines().position(|l| l.contains("\"stun +")).unwrap() + 1;
+    let e = DrillFile::parse(&bad, "d.toml").unwrap_err();
+    assert!(
+        e.starts_with(&format!("d.toml:{line}: traffic[0].expect.outage_back:"))
+            && e.contains("`stun`"),
+        "{e}"
+    );
+    // Set after reading, it is still caught before the drill runs.
     let mut d = drill("edge-vmotion");
     if let vmcnet::drill::Traffic::Probe { expect, .. } = &mut d.traffic[0] {
         expect.outage_back = Some("stun + 1s".into());
@@ -148,9 +165,52 @@ fn a_bad_formula_is_an_error_naming_the_item_and_field() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("traffic[0]: expect.outage_back") && e.contains("`stun`"),
+        e.contains("traffic[0].expect.outage_back") && e.contains("`stun`"),
         "{e}"
     );
+}
+
+#[test]
+fn drill_file_errors_name_the_field_on_its_own_line() {
+    let topo = default_topo();
+    let item = |body: &str| {
+        format!("name = \"t\"\n\n[[traffic]]\nkind = \"ping\"\nfrom = \"web-1\"\n{body}\n")
+    };
+    // (the item's lines after `from`, the error's field, a word of its message)
+    let cases = [
+        (
+            "to = \"ec2-1\"\ncount = 0",
+            "traffic[0].count",
+            "cannot fail",
+        ),
+        (
+            "to = \"ec2-1\"\nexpect = { hops = [\"*\"] }",
+            "traffic[0].expect.hops",
+            "does not apply",
+        ),
+        (
+            "to = \"ec2-1\"\ncount = 2\nexpect = { received = 3 }",
+            "traffic[0].expect.received",
+            "cannot pass",
+        ),
+    ];
+    for (body, field, word) in cases {
+        let src = item(body);
+        let last = src.lines().count();
+        let e = DrillFile::parse(&src, "d.toml").unwrap_err();
+        assert!(e.starts_with(&format!("d.toml:{last}: {field}: ")), "{e}");
+        assert!(e.contains(word), "{e}");
+    }
+    let probe = "name = \"t\"\n[[traffic]]\nkind = \"probe\"\nfrom = \"web-1\"\nto = \"ec2-1\"\nduration = \"5ms\"\ninterval = \"10ms\"\n";
+    let e = DrillFile::parse(probe, "d.toml").unwrap_err();
+    assert!(e.starts_with("d.toml:6: traffic[0].duration: "), "{e}");
+    // Names the topology lacks are found when the drill runs, at their own line too.
+    let src = item("to = \"nowhere\"");
+    let d = DrillFile::parse(&src, "d.toml").unwrap();
+    let e = run_drill(&topo, &d, &RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("d.toml:6: traffic[0].to: `nowhere`"), "{e}");
 }
 
 #[test]

@@ -27,6 +27,11 @@ pub struct DrillFile {
     /// What must hold of the lab when the drill ends.
     #[serde(default)]
     pub expect: DrillExpect,
+    /// Where it was read from, and its text: errors found later name the line.
+    #[serde(skip)]
+    pub origin: String,
+    #[serde(skip)]
+    pub source: String,
 }
 
 /// What must hold of the lab at the end of a drill.
@@ -352,8 +357,109 @@ impl DrillFile {
 
     /// Parse a drill; errors name the origin and line.
     pub fn parse(src: &str, origin: &str) -> Result<DrillFile, String> {
-        toml::from_str(src)
-            .map_err(|e| vmcnet_topo::TopoError::from_toml(&e, src, origin).to_string())
+        let mut d: DrillFile = toml::from_str(src)
+            .map_err(|e| vmcnet_topo::TopoError::from_toml(&e, src, origin).to_string())?;
+        d.origin = origin.to_string();
+        d.source = src.to_string();
+        if let Err(v) = d.check() {
+            return Err(vmcnet_topo::TopoError::from_violation(v, src, origin).to_string());
+        }
+        Ok(d)
+    }
+
+    /// What needs no topology to reject: an expectation that does not apply to its item, and
+    /// a check that cannot fail (nothing sent, nothing expected of it).
+    fn check(&self) -> Result<(), vmcnet_topo::Violation> {
+        use vmcnet_topo::FieldPath;
+        for (i, t) in self.traffic.iter().enumerate() {
+            let item = FieldPath::new("traffic").index(i);
+            let ex = t.expect();
+            let set: [(&str, bool); 9] = [
+                ("received", ex.received.is_some()),
+                ("reply_ttl", ex.reply_ttl.is_some()),
+                ("complete", ex.complete.is_some()),
+                ("server_sees_source", ex.server_sees_source.is_some()),
+                ("hops", ex.hops.is_some()),
+                ("reached", ex.reached.is_some()),
+                ("within", ex.within.is_some()),
+                ("outage", ex.outage.is_some()),
+                ("outage_back", ex.outage_back.is_some()),
+            ];
+            let applies: &[&str] = match t {
+                Traffic::Ping { .. } => &["received", "reply_ttl", "within"],
+                Traffic::Tcp { .. } => &["complete", "server_sees_source", "within"],
+                Traffic::Probe { .. } => &["outage", "outage_back"],
+                Traffic::Traceroute { .. } => &["hops", "reached", "within"],
+            };
+            if let Some((key, _)) = set.iter().find(|(k, on)| *on && !applies.contains(k)) {
+                return Err(item.key("expect").key(key).violation(format!(
+                    "does not apply to a {} item (it takes {})",
+                    t.kind(),
+                    applies.join(", ")
+                )));
+            }
+            let zero = |field: &str, what: &str| Err(item.clone().key(field).violation(what));
+            match t {
+                Traffic::Ping {
+                    count, interval, ..
+                } => {
+                    if *count == 0 {
+                        return zero("count", "0 pings send nothing: a check that cannot fail");
+                    }
+                    if interval.is_zero() && *count > 1 {
+                        return zero("interval", "must be more than 0");
+                    }
+                    if ex.received.is_some_and(|r| r > *count) {
+                        return Err(item.key("expect").key("received").violation(format!(
+                            "more replies than the {count} requests sent: it cannot pass"
+                        )));
+                    }
+                }
+                Traffic::Probe {
+                    duration, interval, ..
+                } => {
+                    if interval.is_zero() {
+                        return zero("interval", "must be more than 0");
+                    }
+                    if duration < interval {
+                        return zero(
+                            "duration",
+                            "shorter than one interval: no probe is sent, nothing is checked",
+                        );
+                    }
+                }
+                Traffic::Traceroute { max_hops: 0, .. } => {
+                    return zero("max_hops", "0 hops probe nothing");
+                }
+                _ => {}
+            }
+            for (key, f) in [("outage", &ex.outage), ("outage_back", &ex.outage_back)] {
+                let Some(f) = f else { continue };
+                if f.trim() == "open" {
+                    continue;
+                }
+                if let Err(message) = super::formula::eval(f, &vmcnet_topo::Timing::default()) {
+                    return Err(item.clone().key("expect").key(key).violation(message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `origin:line` of the field at `path`, if the file holds it (or a parent of it).
+    pub fn locate(&self, path: &vmcnet_topo::FieldPath) -> Option<String> {
+        if self.origin.is_empty() {
+            return None;
+        }
+        let e = vmcnet_topo::TopoError::from_violation(
+            path.violation(String::new()),
+            &self.source,
+            &self.origin,
+        );
+        Some(match e.line {
+            Some(line) => format!("{}:{line}", self.origin),
+            None => self.origin.clone(),
+        })
     }
 
     pub fn load(path: &Path) -> Result<DrillFile, String> {

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vmcnet_topo::Topology;
+use vmcnet_topo::{FieldPath, Topology};
 
 use super::file::{DrillAction, DrillFile, Reconciler, Traffic};
 use super::formula;
@@ -47,42 +47,53 @@ impl Default for RunOptions {
 /// Why a drill could not run (a failed assertion is not an error: it is in the report).
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
-    #[error(
-        "traffic[{index}]: `{name}` is not an endpoint of the topology (VMs, EC2 instances, S3)"
-    )]
-    UnknownEndpoint { index: usize, name: String },
-    #[error("traffic[{index}]: `{name}` is neither an endpoint nor an IPv4 address")]
-    UnknownTarget { index: usize, name: String },
-    #[error("traffic[{index}]: a TCP target must be an endpoint, to run its server: `{name}`")]
-    TcpTargetNotEndpoint { index: usize, name: String },
-    #[error("action[{index}]: {message}")]
-    Action { index: usize, message: String },
-    #[error("expect.{field}[{index}]: {message}")]
-    Expect {
-        field: &'static str,
-        index: usize,
+    /// The drill file asks for what the lab cannot do: the field, and why. `at` is the file
+    /// and line of the field, once known.
+    #[error("{}", input_message(.at, .path, .message))]
+    Input {
+        path: FieldPath,
         message: String,
+        at: Option<String>,
     },
-    #[error("traffic[{index}]: {field}: {message}")]
-    Field {
-        index: usize,
-        field: &'static str,
-        message: String,
-    },
-    #[error("traffic[{index}]: expect.{field}: {message}")]
-    Formula {
-        index: usize,
-        field: &'static str,
-        message: String,
-    },
-    #[error("traffic[{index}]: a {kind} item cannot run beside timed actions and probes")]
-    NotTimed { index: usize, kind: &'static str },
     #[error("pcap {path}: {source}")]
     Pcap {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+fn input_message(at: &Option<String>, path: &FieldPath, message: &str) -> String {
+    match at {
+        Some(at) => format!("{at}: {path}: {message}"),
+        None => format!("{path}: {message}"),
+    }
+}
+
+impl DrillError {
+    fn input(path: FieldPath, message: impl Into<String>) -> Self {
+        DrillError::Input {
+            path,
+            message: message.into(),
+            at: None,
+        }
+    }
+
+    /// The error with the file and line of its field in `drill`, when it has one.
+    fn located(self, drill: &DrillFile) -> Self {
+        match self {
+            DrillError::Input { path, message, .. } => {
+                let at = drill.locate(&path);
+                DrillError::Input { path, message, at }
+            }
+            e => e,
+        }
+    }
+}
+
+/// The path of traffic item `index`.
+fn traffic(index: usize) -> FieldPath {
+    FieldPath::new("traffic").index(index)
 }
 
 /// Run `drill` on `topo` and report. A drill with the `eni-reattach` reconciler runs a second
@@ -92,7 +103,7 @@ pub fn run_drill(
     drill: &DrillFile,
     opts: &RunOptions,
 ) -> Result<DrillReport, DrillError> {
-    let mut report = run_once(topo, drill, opts)?;
+    let mut report = run_once(topo, drill, opts).map_err(|e| e.located(drill))?;
     if drill.reconciler == Reconciler::EniReattach && !report.interrupted {
         let mut ip_move = drill.clone();
         ip_move.reconciler = Reconciler::IpMove;
@@ -103,7 +114,8 @@ pub fn run_drill(
                 pcap_dir: None,
                 ..opts.clone()
             },
-        )?;
+        )
+        .map_err(|e| e.located(drill))?;
         report.strategies = Some(StrategyComparison::of(&report, &other));
     }
     Ok(report)
@@ -192,10 +204,8 @@ fn run_once(
 /// table, route or ENI the lab does not have is an error (the check could not fail).
 fn check_tables(after: &Tables, drill: &DrillFile) -> Result<Vec<String>, DrillError> {
     let mut failures = Vec::new();
-    let bad = |field: &'static str, index: usize, message: String| DrillError::Expect {
-        field,
-        index,
-        message,
+    let bad = |field: &'static str, index: usize, message: String| {
+        DrillError::input(FieldPath::new("expect").key(field).index(index), message)
     };
     for (i, want) in drill.expect.routes.iter().enumerate() {
         let id = if want.table == "main" {
@@ -322,11 +332,8 @@ fn check_tcp(drill: &DrillFile, timed: bool) -> Result<(), DrillError> {
         else {
             continue;
         };
-        let field = |field, message: &str| DrillError::Field {
-            index,
-            field,
-            message: message.into(),
-        };
+        let field =
+            |field: &str, message: &str| DrillError::input(traffic(index).key(field), message);
         if rate.is_some_and(|r| r.is_unlimited()) {
             return Err(field(
                 "rate",
@@ -390,10 +397,8 @@ fn check_formulas(topo: &Topology, drill: &DrillFile) -> Result<Formulas, DrillE
                         }
                         formula::eval(f, &topo.timing)
                             .map(|d| (f.clone(), Some(d)))
-                            .map_err(|message| DrillError::Formula {
-                                index,
-                                field,
-                                message,
+                            .map_err(|message| {
+                                DrillError::input(traffic(index).key("expect").key(field), message)
                             })
                     })
                     .transpose()
@@ -443,9 +448,8 @@ fn request_actions(lab: &mut Lab, drill: &DrillFile) -> Result<(), DrillError> {
             DrillAction::HealReconciler { .. } => vec![Action::HealReconciler],
         };
         for action in actions {
-            lab.request(at, action).map_err(|e| DrillError::Action {
-                index,
-                message: e.to_string(),
+            lab.request(at, action).map_err(|e| {
+                DrillError::input(FieldPath::new("action").index(index), e.to_string())
             })?;
         }
     }
@@ -493,17 +497,24 @@ fn run_timed(
             ..
         } = t
         else {
-            return Err(DrillError::NotTimed {
-                index,
-                kind: t.kind(),
-            });
+            return Err(DrillError::input(
+                traffic(index).key("kind"),
+                format!(
+                    "a {} item cannot run beside timed actions and probes",
+                    t.kind()
+                ),
+            ));
         };
         let a = lab.id(t.from()).expect("checked");
-        let b =
-            endpoint_named_or_at(lab, t.to()).ok_or_else(|| DrillError::TcpTargetNotEndpoint {
-                index,
-                name: t.to().into(),
-            })?;
+        let b = endpoint_named_or_at(lab, t.to()).ok_or_else(|| {
+            DrillError::input(
+                traffic(index).key("to"),
+                format!(
+                    "a probe's target must be an endpoint, to run its sink: `{}`",
+                    t.to()
+                ),
+            )
+        })?;
         let count = (duration.as_nanos() / interval.as_nanos().max(1)) as u32;
         let start = Instant::ZERO + *start;
         let mut ends = [(a, b, 0); 2];
@@ -705,22 +716,28 @@ fn probe_result(
 fn check_names(lab: &Lab, drill: &DrillFile) -> Result<(), DrillError> {
     for (index, t) in drill.traffic.iter().enumerate() {
         if lab.endpoint(t.from()).is_none() {
-            return Err(DrillError::UnknownEndpoint {
-                index,
-                name: t.from().into(),
-            });
+            return Err(DrillError::input(
+                traffic(index).key("from"),
+                format!(
+                    "`{}` is not an endpoint of the topology (VMs, EC2 instances, S3)",
+                    t.from()
+                ),
+            ));
         }
         if lab.resolve(t.to()).is_none() {
-            return Err(DrillError::UnknownTarget {
-                index,
-                name: t.to().into(),
-            });
+            return Err(DrillError::input(
+                traffic(index).key("to"),
+                format!("`{}` is neither an endpoint nor an IPv4 address", t.to()),
+            ));
         }
         if matches!(t, Traffic::Tcp { .. }) && endpoint_named_or_at(lab, t.to()).is_none() {
-            return Err(DrillError::TcpTargetNotEndpoint {
-                index,
-                name: t.to().into(),
-            });
+            return Err(DrillError::input(
+                traffic(index).key("to"),
+                format!(
+                    "a TCP target must be an endpoint, to run its server: `{}`",
+                    t.to()
+                ),
+            ));
         }
     }
     Ok(())
