@@ -470,10 +470,12 @@ fn a_tcp_item_must_say_what_it_sends_and_start_only_in_a_timed_drill() {
         let src = format!(
             "name = \"t\"\n{action}[[traffic]]\nkind = \"tcp\"\nfrom = \"web-1\"\nto = \"ec2-1\"\n{fields}\n"
         );
-        let d = DrillFile::parse(&src, "t.toml").unwrap();
-        run_drill(&topo, &d, &RunOptions::default()).map(|r| r.passed)
+        let d = DrillFile::parse(&src, "t.toml")?;
+        run_drill(&topo, &d, &RunOptions::default())
+            .map(|r| r.passed)
+            .map_err(|e| e.to_string())
     };
-    let err = |fields: &str, timed: bool| item(fields, timed).unwrap_err().to_string();
+    let err = |fields: &str, timed: bool| item(fields, timed).unwrap_err();
     assert!(err("", false).contains("bytes: missing"));
     assert!(err("bytes = 0", false).contains("bytes: sends nothing"));
     assert!(err("duration = \"5s\"", true).contains("duration: needs `rate`"));
@@ -606,4 +608,29 @@ fn a_custom_route_table_stays_on_the_old_eni_while_the_main_table_follows_the_ed
     idle.expect.enis[0].host = None;
     let err = run_drill(&topo, &idle, &RunOptions::default()).unwrap_err();
     assert!(err.to_string().contains("checks nothing"), "{err}");
+}
+
+#[test]
+fn a_ping_in_a_timed_drill_loses_what_the_outages_cover() {
+    let topo = default_topo();
+    let src = std::fs::read_to_string(root().join("scripts/drills/edge-vmotion.toml")).unwrap();
+    let src = format!(
+        "{src}\n[[traffic]]\nkind = \"ping\"\nfrom = \"web-1\"\nto = \"ec2-1\"\nstart = \"500ms\"\ncount = 100\ninterval = \"100ms\"\nexpect = {{ received = 25 }}\n"
+    );
+    let r = run(&topo, &DrillFile::parse(&src, "d.toml").unwrap());
+    let ping = r.steps.iter().find(|s| s.kind == "ping").unwrap();
+    let AppReport::Ping(p) = &ping.app else {
+        panic!("{r}")
+    };
+    // A request sent from the stun until the routes come back loses itself or its reply: one
+    // every interval of the outage back, from the stun at 1 s (a multiple of the interval
+    // past the start).
+    let t = &topo.timing;
+    let back = t.vmotion_stun + t.control_plane_notice + t.move_secondary_ip.max(t.replace_route);
+    let lost = (back.as_nanos() / Duration::from_millis(100).as_nanos()) as u32;
+    assert_eq!(p.count - p.received, lost, "{r}");
+    assert_eq!(p.received, 25, "the file's figure is that one");
+    assert!(ping.passed, "{r}");
+    // Its replies that came back took a real round trip.
+    assert!(p.rtts.iter().all(|d| !d.is_zero()));
 }

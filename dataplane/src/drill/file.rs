@@ -189,6 +189,9 @@ pub enum Traffic {
         /// ICMP payload, in bytes.
         #[serde(default = "default_ping_size")]
         size: usize,
+        /// In a timed drill, when it starts.
+        #[serde(default, with = "humantime_serde")]
+        start: Option<Duration>,
         #[serde(default)]
         expect: Expect,
     },
@@ -234,6 +237,9 @@ pub enum Traffic {
         to: String,
         #[serde(default = "default_max_hops")]
         max_hops: u8,
+        /// In a timed drill, when it starts.
+        #[serde(default, with = "humantime_serde")]
+        start: Option<Duration>,
         #[serde(default)]
         expect: Expect,
     },
@@ -325,6 +331,16 @@ impl Traffic {
         }
     }
 
+    /// When the item starts in a timed drill, if it says.
+    pub fn start(&self) -> Option<Duration> {
+        match self {
+            Traffic::Ping { start, .. }
+            | Traffic::Tcp { start, .. }
+            | Traffic::Traceroute { start, .. } => *start,
+            Traffic::Probe { start, .. } => Some(*start),
+        }
+    }
+
     pub fn expect(&self) -> &Expect {
         match self {
             Traffic::Ping { expect, .. }
@@ -399,6 +415,12 @@ impl DrillFile {
                 )));
             }
             let zero = |field: &str, what: &str| Err(item.clone().key(field).violation(what));
+            if !self.is_timed() && t.start().is_some() {
+                return zero(
+                    "start",
+                    "applies only in a timed drill (one with actions or probes); items here run one after another",
+                );
+            }
             match t {
                 Traffic::Ping {
                     count, interval, ..

@@ -17,7 +17,9 @@ use crate::capture::PcapFile;
 use crate::control::action::{Action, Strategy};
 use crate::control::Lab;
 use crate::node::endpoint::probe;
-use crate::node::endpoint::{AppReport, Endpoint, TcpConnStats, TcpStream, TCP_STALL_TIMEOUT};
+use crate::node::endpoint::{
+    AppReport, Endpoint, TcpConnStats, TcpStream, PING_TIMEOUT, TCP_STALL_TIMEOUT,
+};
 use crate::runtime::sim::{NodeId, Stop};
 use crate::time::Instant;
 
@@ -133,7 +135,7 @@ fn run_once(
     check_names(&lab, drill)?;
     let formulas = check_formulas(topo, drill)?;
     let timed = drill.is_timed();
-    check_tcp(drill, timed)?;
+    check_tcp(drill)?;
     lab.set_reconciler(match drill.reconciler {
         Reconciler::IpMove => Some(Strategy::IpMove),
         Reconciler::EniReattach => Some(Strategy::EniReattach),
@@ -319,13 +321,12 @@ fn timing_used(drill: &DrillFile) -> Vec<String> {
         .collect()
 }
 
-/// TCP items say how much they send, and only timed drills start items at an instant.
-fn check_tcp(drill: &DrillFile, timed: bool) -> Result<(), DrillError> {
+/// TCP items say how much they send.
+fn check_tcp(drill: &DrillFile) -> Result<(), DrillError> {
     for (index, t) in drill.traffic.iter().enumerate() {
         let Traffic::Tcp {
             bytes,
             rate,
-            start,
             duration,
             ..
         } = t
@@ -366,12 +367,6 @@ fn check_tcp(drill: &DrillFile, timed: bool) -> Result<(), DrillError> {
                 ))
             }
             Some(_) => {}
-        }
-        if start.is_some() && !timed {
-            return Err(field(
-                "start",
-                "applies only in a timed drill (one with actions or probes); items here run one after another",
-            ));
         }
     }
     Ok(())
@@ -480,12 +475,18 @@ fn run_timed(
         .unwrap_or(Instant::ZERO);
     let mut streams = Vec::new();
     for (index, t) in drill.traffic.iter().enumerate() {
-        if let Traffic::Tcp {
-            start, duration, ..
-        } = t
-        {
-            let start = Instant::ZERO + start.unwrap_or_default();
-            end = end.max(start + duration.unwrap_or_default());
+        if !matches!(t, Traffic::Probe { .. }) {
+            // Ping, TCP and traceroute start at their instants; a ping's schedule, a stream's
+            // duration keep the drill going.
+            let start = Instant::ZERO + t.start().unwrap_or_default();
+            let scheduled = match t {
+                Traffic::Tcp { duration, .. } => duration.unwrap_or_default(),
+                Traffic::Ping {
+                    count, interval, ..
+                } => interval.saturating_mul(*count) + PING_TIMEOUT,
+                _ => Duration::ZERO,
+            };
+            end = end.max(start + scheduled);
             streams.push((start, index));
             continue;
         }
@@ -497,13 +498,7 @@ fn run_timed(
             ..
         } = t
         else {
-            return Err(DrillError::input(
-                traffic(index).key("kind"),
-                format!(
-                    "a {} item cannot run beside timed actions and probes",
-                    t.kind()
-                ),
-            ));
+            unreachable!("the others are streams")
         };
         let a = lab.id(t.from()).expect("checked");
         let b = endpoint_named_or_at(lab, t.to()).ok_or_else(|| {
@@ -535,32 +530,18 @@ fn run_timed(
             interval: *interval,
         });
     }
-    // TCP streams start at their instants, in order.
+    // Pings, TCP streams and traceroutes start at their instants, in order.
     streams.sort_by_key(|(start, _)| *start);
     let mut started = Vec::new();
     for (start, index) in streams {
-        let t = &drill.traffic[index];
-        let Traffic::Tcp { port, rate, .. } = t else {
-            unreachable!("a TCP item")
-        };
         if start > lab.sim.now() {
             lab.run_until(start);
         }
         if lab.sim.interrupted() {
             break;
         }
-        let from = lab.id(t.from()).expect("checked");
-        let dst = lab.resolve(t.to()).expect("checked");
-        let server = tcp_server(lab, t);
-        let now = lab.sim.now();
-        let ep: &mut Endpoint = lab.sim.get_mut(from).expect("endpoint");
-        let spec = TcpStream {
-            bytes: t.tcp_bytes().expect("checked"),
-            rate_bps: rate.map(|r| r.bits_per_sec()),
-            give_up: super::file::TCP_GIVE_UP,
-        };
-        let app = ep.tcp_stream(now, dst, *port, spec);
-        started.push((index, from, dst, app, server, now));
+        let l = launch(lab, &drill.traffic[index], super::file::TCP_GIVE_UP);
+        started.push((index, l.from, l.dst, l.app, l.server, lab.sim.now()));
     }
     let streams_done = |lab: &Lab| {
         started.iter().all(|(_, from, _, app, _, _)| {
@@ -793,30 +774,12 @@ fn finish_pcaps(lab: &mut Lab, links: Vec<(usize, PathBuf)>) -> Result<(), Drill
 
 fn run_step(lab: &mut Lab, index: usize, t: &Traffic, timeout: Duration) -> StepResult {
     let start = lab.sim.now();
-    let from = lab.id(t.from()).expect("checked");
-    let dst = lab.resolve(t.to()).expect("checked");
-    let server = tcp_server(lab, t);
-    let ep: &mut Endpoint = lab.sim.get_mut(from).expect("endpoint");
-    let app = match t {
-        Traffic::Ping {
-            count,
-            interval,
-            size,
-            ..
-        } => ep.ping(start, dst, *count, *interval, *size),
-        Traffic::Tcp { port, rate, .. } => ep.tcp_stream(
-            start,
-            dst,
-            *port,
-            TcpStream {
-                bytes: t.tcp_bytes().expect("checked"),
-                rate_bps: rate.map(|r| r.bits_per_sec()),
-                give_up: TCP_STALL_TIMEOUT,
-            },
-        ),
-        Traffic::Traceroute { max_hops, .. } => ep.traceroute(start, dst, *max_hops),
-        Traffic::Probe { .. } => unreachable!("a probe runs in a timed drill"),
-    };
+    let Launched {
+        from,
+        dst,
+        app,
+        server,
+    } = launch(lab, t, TCP_STALL_TIMEOUT);
     // A ping's last request leaves (count - 1) intervals after the first.
     let scheduled = match t {
         Traffic::Ping {
@@ -846,6 +809,49 @@ fn run_step(lab: &mut Lab, index: usize, t: &Traffic, timeout: Duration) -> Step
     }
     r.passed = r.failures.is_empty();
     r
+}
+
+/// A ping, TCP or traceroute item started: its sender, target address, app and TCP server.
+struct Launched {
+    from: NodeId,
+    dst: Ipv4Addr,
+    app: usize,
+    server: Server,
+}
+
+/// Start item `t` now; a TCP stream gives up after `give_up` without progress.
+fn launch(lab: &mut Lab, t: &Traffic, give_up: Duration) -> Launched {
+    let now = lab.sim.now();
+    let from = lab.id(t.from()).expect("checked");
+    let dst = lab.resolve(t.to()).expect("checked");
+    let server = tcp_server(lab, t);
+    let ep: &mut Endpoint = lab.sim.get_mut(from).expect("endpoint");
+    let app = match t {
+        Traffic::Ping {
+            count,
+            interval,
+            size,
+            ..
+        } => ep.ping(now, dst, *count, *interval, *size),
+        Traffic::Tcp { port, rate, .. } => ep.tcp_stream(
+            now,
+            dst,
+            *port,
+            TcpStream {
+                bytes: t.tcp_bytes().expect("checked"),
+                rate_bps: rate.map(|r| r.bits_per_sec()),
+                give_up,
+            },
+        ),
+        Traffic::Traceroute { max_hops, .. } => ep.traceroute(now, dst, *max_hops),
+        Traffic::Probe { .. } => unreachable!("a probe is set up on its own"),
+    };
+    Launched {
+        from,
+        dst,
+        app,
+        server,
+    }
 }
 
 /// Where a TCP item's server listens: its endpoint, port, and the connections it had before.
