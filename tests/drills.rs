@@ -634,3 +634,45 @@ fn a_ping_in_a_timed_drill_loses_what_the_outages_cover() {
     // Its replies that came back took a real round trip.
     assert!(p.rtts.iter().all(|d| !d.is_zero()));
 }
+
+#[test]
+fn bfd_split_brain_makes_both_edges_active_until_healed() {
+    let topo = default_topo();
+    let r = run(&topo, &drill("bfd-split-brain"));
+    assert!(r.passed, "{r}");
+    let t = &topo.timing;
+    let took = |what: &str| {
+        r.timeline
+            .iter()
+            .find(|e| e.action.to_string() == what)
+            .and_then(|e| e.took_effect_at)
+            .unwrap_or_else(|| panic!("{what} in {r}"))
+    };
+    // The cut at 1 s falls on a BFD instant: edge-2 last heard edge-1 one interval before.
+    let cut = vmcnet::time::Instant::from_millis(1_000);
+    let promoted = cut + t.bfd_interval * (t.bfd_multiplier - 1) + t.promotion;
+    assert_eq!(took("edge-2 takes the active role"), promoted);
+    // Nothing made edge-1 step down until BFD came back: then one interval later.
+    let healed = vmcnet::time::Instant::from_millis(20_000);
+    assert_eq!(
+        took("edge-1 steps down to standby"),
+        healed + t.bfd_interval
+    );
+    assert!(!r
+        .timeline
+        .iter()
+        .any(|e| e.action.to_string().contains("make edge-")));
+    // The reconciler followed the newer active Edge.
+    assert_eq!(
+        took("assign secondary IP 172.31.0.30 to eni-3"),
+        promoted + t.control_plane_notice + t.move_secondary_ip
+    );
+    let [there, back] = outages(&r);
+    assert_eq!(there, Duration::ZERO);
+    assert_eq!(back, t.replace_route - t.move_secondary_ip);
+    // With the IP and the routes moving at once, split brain costs nothing either way.
+    let mut even = topo.clone();
+    even.timing.move_secondary_ip = even.timing.replace_route;
+    let [there, back] = outages(&run(&even, &drill("bfd-split-brain")));
+    assert_eq!((there, back), (Duration::ZERO, Duration::ZERO));
+}

@@ -71,6 +71,18 @@ pub enum Action {
     SetActiveEdge {
         edge: String,
     },
+    /// `edge` takes the active role on its own, having lost BFD to its peer; a peer that still
+    /// runs keeps its role too (dual active), and the control plane follows the newer one.
+    PromoteEdge {
+        edge: String,
+    },
+    /// `edge` steps down to standby: the older of two actives once BFD is back.
+    StandbyEdge {
+        edge: String,
+    },
+    /// BFD between the Edges stops getting through (both keep running).
+    CutBfd,
+    HealBfd,
     /// The Edge VM stops (its host stays up): it forwards nothing.
     StopEdge {
         edge: String,
@@ -153,6 +165,8 @@ impl Action {
             Action::Reconcile => "reconciler".into(),
             Action::HaRestart { vm, .. } => vm.clone(),
             Action::BreakReconciler | Action::HealReconciler => "reconciler".into(),
+            Action::PromoteEdge { edge } | Action::StandbyEdge { edge } => edge.clone(),
+            Action::CutBfd | Action::HealBfd => "bfd".into(),
             Action::Maintenance { host } => host.clone(),
         }
     }
@@ -173,7 +187,8 @@ impl Action {
             Action::DetachEni { .. } | Action::AttachEni { .. } => t.eni_reattach / 2,
             Action::StunVm { .. } => Duration::ZERO,
             Action::ResumeVm { .. } => t.vmotion_stun,
-            Action::SetActiveEdge { .. } => t.promotion,
+            Action::SetActiveEdge { .. } | Action::PromoteEdge { .. } => t.promotion,
+            Action::StandbyEdge { .. } | Action::CutBfd | Action::HealBfd => Duration::ZERO,
             Action::StopEdge { .. }
             | Action::FailHost { .. }
             | Action::RecoverHost { .. }
@@ -202,6 +217,10 @@ impl fmt::Display for Action {
             Action::StunVm { vm } => write!(f, "stun {vm}"),
             Action::ResumeVm { vm, host } => write!(f, "resume {vm} on {host}"),
             Action::SetActiveEdge { edge } => write!(f, "make {edge} the active Edge"),
+            Action::PromoteEdge { edge } => write!(f, "{edge} takes the active role"),
+            Action::StandbyEdge { edge } => write!(f, "{edge} steps down to standby"),
+            Action::CutBfd => write!(f, "cut BFD between the Edges"),
+            Action::HealBfd => write!(f, "heal BFD between the Edges"),
             Action::StopEdge { edge } => write!(f, "stop {edge}"),
             Action::FailHost { host } => write!(f, "fail {host}"),
             Action::RecoverHost { host } => write!(f, "recover {host}"),
@@ -339,6 +358,40 @@ impl Lab {
                 let last = now.as_nanos().div_ceil(i) * i - i;
                 let dead = Instant::from_nanos(last) + t.bfd_interval * t.bfd_multiplier;
                 self.request(dead.max(now), Action::SetActiveEdge { edge })
+                    .expect("a known Edge");
+            }
+        }
+        if matches!(a, Action::CutBfd) {
+            // The standby stops hearing the active one: it declares it dead as if it had
+            // stopped, and takes the role too (dual active).
+            let standby = self
+                .model
+                .edges
+                .iter()
+                .find(|e| !e.active && self.model.edge_runs(e) && !e.stunned)
+                .map(|e| e.name.clone());
+            if let (Some(edge), true) = (standby, self.model.active_edge().is_some()) {
+                let i = t.bfd_interval.as_nanos().max(1) as u64;
+                let last = now.as_nanos().div_ceil(i) * i - i;
+                let dead = Instant::from_nanos(last) + t.bfd_interval * t.bfd_multiplier;
+                self.request(dead.max(now), Action::PromoteEdge { edge })
+                    .expect("a known Edge");
+            }
+        }
+        if matches!(a, Action::HealBfd) {
+            // BFD's first packet through tells each Edge of the other: the one that has been
+            // active longer steps down (assumed: the newer active keeps the role, as the
+            // control plane already follows it).
+            let actives: Vec<_> = self
+                .model
+                .edges
+                .iter()
+                .filter(|e| e.active && self.model.edge_runs(e))
+                .map(|e| (e.promoted, e.name.clone()))
+                .collect();
+            if actives.len() > 1 {
+                let older = actives.iter().min().expect("two").1.clone();
+                self.request(now + t.bfd_interval, Action::StandbyEdge { edge: older })
                     .expect("a known Edge");
             }
         }
@@ -731,7 +784,11 @@ impl Lab {
                 .any(|s| s.name == *name)
                 .then_some(())
                 .ok_or_else(|| ActionError::UnknownSegment(name.clone())),
-            Action::SetActiveEdge { edge } | Action::StopEdge { edge } => m
+            Action::CutBfd | Action::HealBfd => Ok(()),
+            Action::SetActiveEdge { edge }
+            | Action::StopEdge { edge }
+            | Action::PromoteEdge { edge }
+            | Action::StandbyEdge { edge } => m
                 .edge(edge)
                 .map(|_| ())
                 .ok_or_else(|| ActionError::UnknownEdge(edge.clone())),
@@ -757,7 +814,19 @@ impl Lab {
             Action::AttachEni { eni, host } => self.attach_eni(eni, host),
             Action::StunVm { vm } => self.stun_vm(vm),
             Action::ResumeVm { vm, host } => self.resume_vm(vm, host),
-            Action::SetActiveEdge { edge } => self.set_active_edge(edge),
+            Action::SetActiveEdge { edge } => self.set_active_edge(edge, true),
+            Action::PromoteEdge { edge } => self.set_active_edge(edge, false),
+            Action::StandbyEdge { edge } => self.standby_edge(edge),
+            Action::CutBfd if self.bfd_cut => Err("BFD is cut already".into()),
+            Action::CutBfd => {
+                self.bfd_cut = true;
+                Ok(())
+            }
+            Action::HealBfd if !self.bfd_cut => Err("BFD is not cut".into()),
+            Action::HealBfd => {
+                self.bfd_cut = false;
+                Ok(())
+            }
             Action::StopEdge { edge } => self.stop_edge(edge),
             Action::FailHost { host } => self.set_host_failed(host, true),
             Action::RecoverHost { host } => self.set_host_failed(host, false),
@@ -1387,15 +1456,24 @@ impl Lab {
         Ok(())
     }
 
-    fn set_active_edge(&mut self, edge: &str) -> Result<(), String> {
+    /// `edge` becomes active; `exclusive`, the other steps down (NSX's failover), otherwise
+    /// it keeps whatever role it has (an Edge that lost BFD to a peer that still runs).
+    fn set_active_edge(&mut self, edge: &str, exclusive: bool) -> Result<(), String> {
         if !self
             .model
             .edge_runs(self.model.edge(edge).expect("checked"))
         {
             return Err(format!("{edge} does not run"));
         }
+        self.model.promotions += 1;
+        let promoted = self.model.promotions;
         for e in &mut self.model.edges {
-            e.active = e.name == edge;
+            if e.name == edge {
+                e.active = true;
+                e.promoted = promoted;
+            } else if exclusive {
+                e.active = false;
+            }
         }
         let changes: Vec<_> = self
             .model
@@ -1411,6 +1489,20 @@ impl Lab {
         Ok(())
     }
 
+    /// `edge` steps down to standby.
+    fn standby_edge(&mut self, edge: &str) -> Result<(), String> {
+        let e = self.model.edge_mut(edge).expect("checked");
+        if !e.active {
+            return Err(format!("{edge} is standby already"));
+        }
+        e.active = false;
+        let node = e.node;
+        self.configure(node, Change::EdgeActive(false));
+        self.program_uplink_owners();
+        self.program_directory();
+        Ok(())
+    }
+
     /// Program every host with the directory of the model as it is now.
     pub(crate) fn program_directory(&mut self) {
         let dir = std::sync::Arc::new(self.model.directory());
@@ -1421,24 +1513,25 @@ impl Lab {
     }
 
     /// Tell every host which local vNIC owns each address of its ENI: the uplink address
-    /// belongs to the active Edge's uplink, on the host it runs on, if that host's ENI holds it.
+    /// belongs to the uplink of an active Edge that runs there, if that host's ENI holds it
+    /// (two hosts may, for a moment, while both Edges are active).
     fn program_uplink_owners(&mut self) {
         let ip = self.model.uplink_ip;
-        let owner = self.model.active_edge().and_then(|e| {
-            let eni = self.model.eni_of_host(&e.host)?;
-            eni.secondary_ips
-                .contains(&ip)
-                .then(|| (e.host.clone(), e.uplink_port))
-        });
-        let hosts: Vec<_> = self
-            .model
+        let m = &self.model;
+        let hosts: Vec<_> = m
             .hosts
             .iter()
             .map(|h| {
-                let port = owner
-                    .as_ref()
-                    .filter(|(oh, _)| *oh == h.name)
-                    .map(|(_, p)| *p);
+                let holds = m
+                    .eni_of_host(&h.name)
+                    .is_some_and(|e| e.secondary_ips.contains(&ip));
+                let port = m
+                    .edges
+                    .iter()
+                    .filter(|e| e.host == h.name && e.active && m.edge_runs(e))
+                    .max_by_key(|e| e.promoted)
+                    .filter(|_| holds)
+                    .map(|e| e.uplink_port);
                 (h.node, port)
             })
             .collect();

@@ -74,6 +74,8 @@ pub struct Lab {
     reconciler_broken: bool,
     /// NSX's and vSphere's own reactions run: BFD failover, vSphere HA, the replacement host.
     automation: bool,
+    /// BFD between the Edges does not get through.
+    bfd_cut: bool,
     /// Hosts on their way in that take an available ENI when they join.
     joining: Vec<String>,
     /// ENIs an attachment has been requested for, not yet in effect.
@@ -126,6 +128,7 @@ impl Lab {
             reconciler: None,
             reconciler_broken: false,
             automation: false,
+            bfd_cut: false,
             joining: Vec::new(),
             attaching: Vec::new(),
             maintenance: Vec::new(),
@@ -179,6 +182,7 @@ impl<'t> Builder<'t> {
                 main_table: Vec::new(),
                 route_quota: topo.timing.route_table_quota,
                 custom_tables: Vec::new(),
+                promotions: 1,
                 uplink_ip: topo.sddc.edges.uplink_ip,
                 macs_used: 0,
                 hosts_created: 0,
@@ -628,6 +632,7 @@ impl<'t> Builder<'t> {
                 name: vm.name.clone(),
                 host: vm.host.clone(),
                 active,
+                promoted: u64::from(active),
                 stopped: false,
                 stunned: false,
                 links,

@@ -39,6 +39,8 @@ pub struct Model {
     pub hosts_created: usize,
     /// The VNI the next segment takes: VNIs are never reused.
     pub next_vni: Vni,
+    /// Edges made active so far: each takes the next number as its `promoted`.
+    pub promotions: u64,
 }
 
 /// An ESXi host.
@@ -81,6 +83,9 @@ pub struct EdgeFact {
     pub name: String,
     pub host: String,
     pub active: bool,
+    /// When it last became active, as a count of promotions: of two active Edges, the control
+    /// plane follows the higher.
+    pub promoted: u64,
     /// The Edge VM was stopped (it forwards nothing, active or not).
     pub stopped: bool,
     /// Stunned: a vMotion's switchover, until it resumes (it keeps its role).
@@ -195,6 +200,14 @@ impl Model {
     /// interface's MAC lives, each VM's address, the CGW segments the distributed router routes,
     /// and the active Edge's interface on each segment.
     pub fn directory(&self) -> Directory {
+        // The Edge the control plane programs as the gateway: of the active ones (running or
+        // not: traffic to a stopped one is lost until another takes over), the newest.
+        let gateway = self
+            .edges
+            .iter()
+            .filter(|e| e.active)
+            .max_by_key(|e| e.promoted)
+            .map(|e| e.name.as_str());
         let tep_of = |host: &str| self.host(host).map(|h| h.tep);
         let teps = self
             .hosts
@@ -217,7 +230,7 @@ impl Model {
                 if let Some(tep) = tep_of(&e.host) {
                     d.place(seg.vni, ifc.mac, tep);
                 }
-                if e.active {
+                if gateway == Some(e.name.as_str()) {
                     d.edge_interface(seg.vni, ifc.mac);
                     d.address(seg.vni, seg.gateway_ip, ifc.mac);
                 }
@@ -261,9 +274,12 @@ impl Model {
         self.enis.iter_mut().find(|e| e.id == id)
     }
 
-    /// The active Edge, if one runs.
+    /// The active Edge, if one runs; of two (BFD lost between them), the newer.
     pub fn active_edge(&self) -> Option<&EdgeFact> {
-        self.edges.iter().find(|e| e.active && self.edge_runs(e))
+        self.edges
+            .iter()
+            .filter(|e| e.active && self.edge_runs(e))
+            .max_by_key(|e| e.promoted)
     }
 
     /// Whether a VM runs: not stunned, its host up.

@@ -152,6 +152,16 @@ pub enum DrillAction {
         #[serde(with = "humantime_serde")]
         at: Duration,
     },
+    /// BFD between the Edges stops getting through while both run: the standby takes the
+    /// active role too (split brain) until it is healed.
+    CutBfd {
+        #[serde(with = "humantime_serde")]
+        at: Duration,
+    },
+    HealBfd {
+        #[serde(with = "humantime_serde")]
+        at: Duration,
+    },
 }
 
 fn default_gateway() -> vmcnet_topo::Gateway {
@@ -169,7 +179,9 @@ impl DrillAction {
             | DrillAction::AddSegment { at, .. }
             | DrillAction::DelSegment { at, .. }
             | DrillAction::BreakReconciler { at }
-            | DrillAction::HealReconciler { at } => *at,
+            | DrillAction::HealReconciler { at }
+            | DrillAction::CutBfd { at }
+            | DrillAction::HealBfd { at } => *at,
         }
     }
 }

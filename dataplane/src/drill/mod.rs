@@ -24,6 +24,7 @@
 //! [[action]]
 //! kind = "vmotion"         # vmotion | fail-host | recover-host | fail-edge | maintenance
 //!                          # | add-segment | del-segment | break-reconciler | heal-reconciler
+//!                          # | cut-bfd | heal-bfd
 //! at = "1s"
 //! vm = "edge-1"
 //! to = "esxi-3"

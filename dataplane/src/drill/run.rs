@@ -441,6 +441,8 @@ fn request_actions(lab: &mut Lab, drill: &DrillFile) -> Result<(), DrillError> {
             }
             DrillAction::BreakReconciler { .. } => vec![Action::BreakReconciler],
             DrillAction::HealReconciler { .. } => vec![Action::HealReconciler],
+            DrillAction::CutBfd { .. } => vec![Action::CutBfd],
+            DrillAction::HealBfd { .. } => vec![Action::HealBfd],
         };
         for action in actions {
             lab.request(at, action).map_err(|e| {
