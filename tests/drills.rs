@@ -201,6 +201,12 @@ fn drill_file_errors_name_the_field_on_its_own_line() {
         assert!(e.starts_with(&format!("d.toml:{last}: {field}: ")), "{e}");
         assert!(e.contains(word), "{e}");
     }
+    let tcp = "name = \"t\"\n[[traffic]]\nkind = \"tcp\"\nfrom = \"web-1\"\nto = \"ec2-1\"\nbytes = 10\nport = 0\n";
+    let e = DrillFile::parse(tcp, "d.toml").unwrap_err();
+    assert!(e.starts_with("d.toml:7: traffic[0].port: "), "{e}");
+    let seg = "name = \"t\"\n[[action]]\nkind = \"add-segment\"\nat = \"1s\"\nname = \"../x\"\ncidr = \"192.168.9.0/24\"\n";
+    let e = DrillFile::parse(seg, "d.toml").unwrap_err();
+    assert!(e.starts_with("d.toml:5: action[0].name: "), "{e}");
     let probe = "name = \"t\"\n[[traffic]]\nkind = \"probe\"\nfrom = \"web-1\"\nto = \"ec2-1\"\nduration = \"5ms\"\ninterval = \"10ms\"\n";
     let e = DrillFile::parse(probe, "d.toml").unwrap_err();
     assert!(e.starts_with("d.toml:6: traffic[0].duration: "), "{e}");

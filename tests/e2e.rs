@@ -639,3 +639,61 @@ fn cli_json_views_match_their_golden_files_and_speak_aws_and_nsx() {
     assert_eq!(pl[0]["GatewayId"], "vpce-s3");
     assert_eq!(routes["RouteTables"][0]["Associations"][0]["Main"], true);
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let dir = std::env::temp_dir().join(format!("vmcnet-pipe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // The JSON report is larger than a pipe holds: the writer meets the closed pipe.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmcnet"))
+        .args([
+            "drill",
+            "default",
+            "scripts/drills/edge-vmotion.toml",
+            "--json",
+        ])
+        .arg("--report")
+        .arg(&dir)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"{");
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "status {:?}: {err}", out.status);
+    assert!(err.is_empty(), "{err}");
+    // The report files were written before the output began.
+    let json = std::fs::read_to_string(dir.join("report.json")).unwrap();
+    assert!(json.len() > 64 * 1024, "larger than a pipe");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_output_path_that_cannot_be_written_is_an_error_before_the_drill_runs() {
+    let file = std::env::temp_dir().join(format!("vmcnet-not-a-dir-{}", std::process::id()));
+    std::fs::write(&file, b"x").unwrap();
+    let out = vmcnet(&[
+        "drill",
+        "default",
+        "scripts/drills/maintenance-rolling.toml",
+        "--report",
+        file.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--report") && err.contains("cannot create"),
+        "{err}"
+    );
+    // Nothing was printed: the drill did not run.
+    assert!(out.stdout.is_empty());
+    std::fs::remove_file(&file).unwrap();
+}

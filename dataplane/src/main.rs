@@ -89,10 +89,35 @@ enum ShowWhat {
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `println!` that returns the write's error (a closed pipe) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` likewise.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // A reader that went away (`vmcnet show … | head`) ends the output quietly.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("vmcnet: {e:#}");
             ExitCode::from(2)
@@ -104,14 +129,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { topo } => {
             let t = load_topo(&topo)?;
-            println!("{}: valid: {}", t.name, t.summary());
+            outln!("{}: valid: {}", t.name, t.summary())?;
             let lab = Lab::build(&t, 1);
-            println!(
+            outln!(
                 "{} routes in the VPC main route table, {} of its quota of {}",
                 lab.vpc_routes().len(),
                 lab.model.routes_used(),
                 lab.model.route_quota
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { topo, what, json } => {
@@ -135,21 +160,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 stop: Some(stop_on_ctrl_c()?),
                 ..RunOptions::default()
             };
-            let r = run_drill(&t, &d, &opts)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                print!("{r}");
+            // Every output path is checked before the drill runs.
+            if let Some(dir) = &report {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("--report {}: cannot create", dir.display()))?;
             }
+            if let Some(file) = &svg {
+                std::fs::File::create(file)
+                    .with_context(|| format!("--svg {}: cannot create", file.display()))?;
+            }
+            let r = run_drill(&t, &d, &opts)?;
+            // The files first: a reader of stdout that goes away does not lose them.
             if let Some(dir) = report {
-                std::fs::create_dir_all(&dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
                 write(&dir.join("report.json"), &serde_json::to_string_pretty(&r)?)?;
                 write(&dir.join("report.txt"), &r.to_string())?;
                 write(&dir.join("timeline.svg"), &vmcnet::drill::svg::render(&r))?;
             }
             if let Some(file) = svg {
                 write(&file, &vmcnet::drill::svg::render(&r))?;
+            }
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&r)?)?;
+            } else {
+                out!("{r}")?;
             }
             Ok(if r.interrupted {
                 ExitCode::from(130)
@@ -239,7 +272,7 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
                     r.subnet_id,
                 ]);
             }
-            println!("{t}");
+            outln!("{t}")?;
         }
         ShowWhat::Routes => {
             if json {
@@ -252,21 +285,21 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
                     .filter_map(|a| a.subnet_id.as_deref())
                     .collect();
                 if rt.associations.iter().any(|a| a.main) {
-                    println!("VPC {} main route table", lab.topo.vpc.id);
+                    outln!("VPC {} main route table", lab.topo.vpc.id)?;
                 } else {
-                    println!(
+                    outln!(
                         "VPC {} route table {} (subnets: {}; not programmed by VMC)",
                         lab.topo.vpc.id,
                         rt.route_table_id,
                         subnets.join(", ")
-                    );
+                    )?;
                 }
                 let mut t = table(&["Destination", "Target", "State"]);
                 for r in rt.routes {
                     t.add_row(vec![r.destination(), r.target(), r.state]);
                 }
-                println!("{t}");
-                println!();
+                outln!("{t}")?;
+                outln!()?;
             }
             show(lab, ShowWhat::Tier0, false)?;
         }
@@ -275,7 +308,7 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
                 return print_json(&lab.tier0_routing_table());
             }
             let edge = lab.model.active_edge().map_or("-", |e| e.name.as_str());
-            println!("Edge {edge} (Tier-0, CGW, MGW) route table");
+            outln!("Edge {edge} (Tier-0, CGW, MGW) route table")?;
             let mut t = table(&["Destination", "Next hop", "Type", "Interface", "SNAT"]);
             for r in lab.tier0_routes() {
                 t.add_row(vec![
@@ -290,7 +323,7 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
                     if r.snat { "yes" } else { "" }.into(),
                 ]);
             }
-            println!("{t}");
+            outln!("{t}")?;
         }
         ShowWhat::Hosts => {
             let rows = lab.hosts();
@@ -308,7 +341,7 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
                     r.edges.join(", "),
                 ]);
             }
-            println!("{t}");
+            outln!("{t}")?;
         }
         ShowWhat::Segments => {
             let rows = lab.segments();
@@ -326,7 +359,7 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
                     r.vms.join("\n"),
                 ]);
             }
-            println!("{t}");
+            outln!("{t}")?;
         }
     }
     Ok(())
@@ -340,6 +373,6 @@ fn table(header: &[&str]) -> Table {
 }
 
 fn print_json<T: Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?)?;
     Ok(())
 }

@@ -19,7 +19,7 @@ pub use links::{
     UNDERLAY, VPC_ROUTER,
 };
 pub use model::*;
-pub use validate::{FieldPath, TopoError, Violation};
+pub use validate::{name_ok, FieldPath, TopoError, Violation};
 
 use std::path::Path;
 

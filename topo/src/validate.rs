@@ -436,19 +436,50 @@ fn names(topo: &Topology) -> Check {
             return Err(FieldPath::new(field).violation("empty name"));
         }
     }
-    let mut seen: HashMap<&str, FieldPath> = HashMap::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for reserved in [crate::links::UNDERLAY, crate::links::VPC_ROUTER] {
+        seen.insert(reserved.to_string(), "a node of every lab".to_string());
+    }
     for (field, name) in node_names(topo) {
         if name.trim().is_empty() {
             return Err(field.violation("empty name"));
         }
-        if let Some(first) = seen.get(name) {
+        if !name_ok(name) {
             return Err(field.violation(format!(
-                "`{name}` already names {first}; every node name must be unique"
+                "{name:?}: a name is 1 to 63 letters, digits, `.`, `_` or `-`, starting with a \
+                 letter or a digit"
             )));
         }
-        seen.insert(name, field);
+        if let Some(first) = seen.get(name) {
+            return Err(field.violation(format!(
+                "`{name}` already names {first}; every name must be unique"
+            )));
+        }
+        seen.insert(name.to_string(), field.to_string());
+    }
+    // Each instance's ENI takes a name of its own: `eni-<instance>`.
+    for (i, instance) in topo.vpc.instances.iter().enumerate() {
+        let field = FieldPath::new("vpc.instances").index(i).key("name");
+        let eni = crate::links::instance_eni_id(&instance.name);
+        if let Some(first) = seen.get(&eni) {
+            return Err(field.violation(format!(
+                "instance `{}` has an ENI named `{eni}`, which already names {first}",
+                instance.name
+            )));
+        }
+        seen.insert(eni, format!("the ENI of instance {}", instance.name));
     }
     Ok(())
+}
+
+/// A name is 1 to 63 of `[A-Za-z0-9._-]`, the first a letter or a digit: safe in a file
+/// name, a table and a terminal.
+pub fn name_ok(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=63).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 /// Every node name with the field that holds it, in file order.

@@ -767,7 +767,7 @@ fn rejects_an_edge_outside_cluster_1() {
 
 #[test]
 fn rejects_duplicate_names() {
-    let unique = "every node name must be unique";
+    let unique = "every name must be unique";
     let text = edit("name = \"web-1\"", "name = \"esxi-1\"");
     let message = format!("`esxi-1` already names sddc.clusters[0].hosts[0]; {unique}");
     rejects(&text, "sddc.segments[0].vms[0].name", 22, &message);
@@ -1146,5 +1146,50 @@ fn rejects_a_custom_route_table_that_breaks_a_rule() {
             .count()
             + 1,
         "names two route tables",
+    );
+}
+
+#[test]
+fn rejects_names_that_are_not_safe_or_that_the_lab_takes() {
+    let field = "sddc.segments[0].vms[0].name";
+    for bad in [
+        "../../../escaped",
+        "a/b",
+        "-lead",
+        ".hidden",
+        "tab\\there",
+        "esc\\u001b[31m",
+        "sp ace",
+    ] {
+        let text = edit("name = \"web-1\"", &format!("name = \"{bad}\""));
+        rejects(&text, field, 22, "a name is 1 to 63 letters");
+    }
+    let long = "a".repeat(64);
+    let text = edit("name = \"web-1\"", &format!("name = \"{long}\""));
+    rejects(&text, field, 22, "a name is 1 to 63 letters");
+    accepts(&edit(
+        "name = \"web-1\"",
+        &format!("name = \"{}\"", &long[1..]),
+    ));
+    accepts(&edit("name = \"web-1\"", "name = \"Web_1.a-b\""));
+
+    // Names every lab gives its own nodes.
+    for reserved in ["underlay", "vpc-router"] {
+        let text = edit("\"esxi-3\"]", &format!("\"{reserved}\"]"));
+        rejects(
+            &text,
+            "sddc.clusters[0].hosts[2]",
+            10,
+            &format!("`{reserved}` already names a node of every lab"),
+        );
+    }
+    // An instance's ENI is `eni-<instance>`: it may not clash with an ENI id or another name.
+    let text = edit("id = \"eni-1\"", "id = \"eni-ec2-1\"");
+    let line = line_of(&text, "instances = [");
+    rejects(
+        &text,
+        "vpc.instances[0].name",
+        line,
+        "instance `ec2-1` has an ENI named `eni-ec2-1`, which already names vpc.enis[0].id",
     );
 }

@@ -399,6 +399,19 @@ impl DrillFile {
     /// a check that cannot fail (nothing sent, nothing expected of it).
     fn check(&self) -> Result<(), vmcnet_topo::Violation> {
         use vmcnet_topo::FieldPath;
+        for (i, a) in self.actions.iter().enumerate() {
+            if let DrillAction::AddSegment { name, .. } = a {
+                if !vmcnet_topo::name_ok(name) {
+                    return Err(FieldPath::new("action")
+                        .index(i)
+                        .key("name")
+                        .violation(format!(
+                        "{name:?}: a name is 1 to 63 letters, digits, `.`, `_` or `-`, starting \
+                         with a letter or a digit"
+                    )));
+                }
+            }
+        }
         for (i, t) in self.traffic.iter().enumerate() {
             let item = FieldPath::new("traffic").index(i);
             let ex = t.expect();
@@ -450,8 +463,14 @@ impl DrillFile {
                     }
                 }
                 Traffic::Probe {
-                    duration, interval, ..
+                    duration,
+                    interval,
+                    port,
+                    ..
                 } => {
+                    if *port == 0 {
+                        return zero("port", "0 is no port a sink can listen on");
+                    }
                     if interval.is_zero() {
                         return zero("interval", "must be more than 0");
                     }
@@ -464,6 +483,9 @@ impl DrillFile {
                 }
                 Traffic::Traceroute { max_hops: 0, .. } => {
                     return zero("max_hops", "0 hops probe nothing");
+                }
+                Traffic::Tcp { port: 0, .. } => {
+                    return zero("port", "0 is no port a server can listen on");
                 }
                 _ => {}
             }
