@@ -390,6 +390,12 @@ fn clusters(topo: &Topology) -> Check {
         )));
     }
     for (i, cluster) in clusters.iter().enumerate() {
+        if cluster.hosts.is_empty() {
+            return Err(field.clone().index(i).key("hosts").violation(format!(
+                "{} has no host; a cluster holds at least one",
+                cluster.name
+            )));
+        }
         if cluster.hosts.len() > MAX_HOSTS_PER_CLUSTER {
             return Err(field.clone().index(i).key("hosts").violation(format!(
                 "{} has {} hosts; a cluster holds at most {MAX_HOSTS_PER_CLUSTER}",
@@ -652,9 +658,22 @@ fn management_cidr(topo: &Topology) -> Check {
 /// The connected subnet and the other subnets: inside the VPC CIDR, clear of each other.
 fn vpc_subnets(topo: &Topology) -> Check {
     let vpc_cidr = topo.vpc.cidr;
+    if !(16..=28).contains(&vpc_cidr.prefix_len()) {
+        return Err(FieldPath::new("vpc.cidr").violation(format!(
+            "{vpc_cidr} is a /{}; a VPC CIDR is a /16 to a /28 (AWS)",
+            vpc_cidr.prefix_len()
+        )));
+    }
     let subnets = vpc_subnet_fields(topo);
     for (i, (field, subnet)) in subnets.iter().enumerate() {
         let field = field.clone().key("cidr");
+        if !(16..=28).contains(&subnet.cidr.prefix_len()) {
+            return Err(field.violation(format!(
+                "{} is a /{}; a subnet is a /16 to a /28 (AWS)",
+                subnet.cidr,
+                subnet.cidr.prefix_len()
+            )));
+        }
         if !vpc_cidr.contains(&subnet.cidr) {
             return Err(field.violation(format!(
                 "{} of subnet {} is not inside the VPC CIDR {vpc_cidr}",
@@ -695,6 +714,14 @@ fn segments(topo: &Topology) -> Check {
     for (i, segment) in segments.iter().enumerate() {
         let field = FieldPath::new("sddc.segments").index(i).key("cidr");
         let cidr = segment.cidr;
+        if cidr.prefix_len() > 30 {
+            return Err(field.violation(format!(
+                "{cidr} is a /{}: no room for its gateway ({} would lie outside) and a VM; a \
+                 segment is a /30 or larger",
+                cidr.prefix_len(),
+                segment.gateway_ip()
+            )));
+        }
         if overlaps(cidr, vpc_cidr) {
             return Err(field.violation(format!(
                 "{cidr} overlaps the VPC CIDR {vpc_cidr}; SDDC segments may not"

@@ -1193,3 +1193,41 @@ fn rejects_names_that_are_not_safe_or_that_the_lab_takes() {
         "instance `ec2-1` has an ENI named `eni-ec2-1`, which already names vpc.enis[0].id",
     );
 }
+
+#[test]
+fn rejects_vpc_and_subnet_sizes_aws_does_not_allow_an_empty_cluster_and_a_tiny_segment() {
+    let text = edit("cidr = \"172.31.0.0/16\"", "cidr = \"172.0.0.0/8\"");
+    rejects(
+        &text,
+        "vpc.cidr",
+        line_of(&text, "cidr = \"172.0.0.0/8\""),
+        "a /16 to a /28",
+    );
+    let text = edit(
+        "{ name = \"subnet-ec2\", cidr = \"172.31.16.0/20\" }",
+        "{ name = \"subnet-ec2\", cidr = \"172.31.16.0/29\" }",
+    );
+    rejects(
+        &text,
+        "vpc.subnets[0].cidr",
+        line_of(&text, "subnet-ec2\", cidr"),
+        "a subnet is a /16 to a /28",
+    );
+    let text = edit(
+        "hosts = [\"esxi-1\", \"esxi-2\", \"esxi-3\"]",
+        "hosts = [\"esxi-1\", \"esxi-2\", \"esxi-3\"]\n\n[[sddc.clusters]]\nname = \"cluster-2\"\nhosts = []",
+    );
+    rejects(
+        &text,
+        "sddc.clusters[1].hosts",
+        line_of(&text, "hosts = []"),
+        "cluster-2 has no host",
+    );
+    let text = edit("cidr = \"192.168.1.0/24\"", "cidr = \"192.168.1.0/32\"");
+    rejects(
+        &text,
+        "sddc.segments[0].cidr",
+        line_of(&text, "192.168.1.0/32"),
+        "no room for its gateway",
+    );
+}
