@@ -17,6 +17,10 @@ pub const RETRY: Duration = Duration::from_secs(1);
 /// meanwhile (Linux's STALE state), so a wrong entry (a spoofed reply) heals within this time of
 /// use.
 pub const REACHABLE: Duration = Duration::from_secs(60);
+/// An entry not confirmed for this long is forgotten when next used: the frame waits for a
+/// fresh answer (Linux collects such stale entries after `gc_stale_time`). The lab's aging
+/// time, as the hosts' MAC tables: past it, nothing a spoofed frame taught is used again.
+pub const EXPIRE: Duration = Duration::from_secs(300);
 pub const MAX_TRIES: u8 = 3;
 pub const MAX_QUEUED: usize = 16;
 
@@ -75,7 +79,8 @@ impl ArpCache {
     }
 
     /// The MAC to send to now, and whether to ask the neighbour again (its entry is older than
-    /// [`REACHABLE`] and it was not asked in the last [`RETRY`]).
+    /// [`REACHABLE`] and it was not asked in the last [`RETRY`]). An entry older than
+    /// [`EXPIRE`] is forgotten: none.
     #[inline]
     pub fn lookup_for_use(
         &mut self,
@@ -84,6 +89,10 @@ impl ArpCache {
         ip: Ipv4Addr,
     ) -> Option<(MacAddr, bool)> {
         let e = self.entries.get_mut(&(iface, ip))?;
+        if now >= e.confirmed + EXPIRE {
+            self.entries.remove(&(iface, ip));
+            return None;
+        }
         let ask = now >= e.confirmed + REACHABLE && e.asked.is_none_or(|a| now >= a + RETRY);
         if ask {
             e.asked = Some(now);
@@ -221,6 +230,21 @@ mod tests {
         assert_eq!(
             c.lookup_for_use(stale + RETRY * 2, 1, IP),
             Some((mac, false))
+        );
+    }
+
+    #[test]
+    fn an_entry_past_expire_is_forgotten_and_the_next_frame_waits_for_an_answer() {
+        let mut c = ArpCache::default();
+        let (spoofed, t0) = (MacAddr::local(9, 9), Instant::from_millis(5));
+        c.learn(t0, 1, IP, spoofed);
+        let before = t0 + (EXPIRE - std::time::Duration::from_nanos(1));
+        assert_eq!(c.lookup_for_use(before, 1, IP).map(|e| e.0), Some(spoofed));
+        assert_eq!(c.lookup_for_use(t0 + EXPIRE, 1, IP), None);
+        assert_eq!(c.lookup(1, IP), None);
+        assert_eq!(
+            c.enqueue(t0 + EXPIRE, 1, IP, Frame::copy_from_slice(b"a")),
+            Enqueued::SendRequest
         );
     }
 
