@@ -697,3 +697,69 @@ fn an_output_path_that_cannot_be_written_is_an_error_before_the_drill_runs() {
     assert!(out.stdout.is_empty());
     std::fs::remove_file(&file).unwrap();
 }
+
+#[test]
+fn one_pcapng_file_captures_every_link_of_a_lab_with_more_links_than_open_files() {
+    let dir = std::env::temp_dir().join(format!("vmcnet-pcapng-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // 16 hosts and 300 VMs: far more links than the 64 files the drill may open.
+    let topo = vmcnet_topo::scale::scaled(1, 16, 300);
+    let links = Lab::build(&topo, 1).sim.links().len();
+    assert!(links > 300, "{links} links");
+    let topo_path = dir.join("lab.toml");
+    std::fs::write(&topo_path, toml::to_string(&topo).unwrap()).unwrap();
+    let drill_path = dir.join("ping.toml");
+    std::fs::write(
+        &drill_path,
+        "name = \"ping\"\n[[traffic]]\nkind = \"ping\"\nfrom = \"vm-1\"\nto = \"ec2-1\"\ncount = 2\n",
+    )
+    .unwrap();
+    let under_ulimit = |pcap: &Path| {
+        Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -n 64 && exec \"$0\" drill \"$1\" \"$2\" --pcap \"$3\"")
+            .arg(env!("CARGO_BIN_EXE_vmcnet"))
+            .arg(&topo_path)
+            .arg(&drill_path)
+            .arg(pcap)
+            .output()
+            .unwrap()
+    };
+    // A file per link runs out of files...
+    let out = under_ulimit(&dir.join("per-link"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pcap"));
+    // ...one pcapng file does not.
+    let file = dir.join("all.pcapng");
+    let out = under_ulimit(&file);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // An interface per link, named after it; the pings on vm-1's own link, both ways.
+    let names = read_pcap(
+        "tshark",
+        &file,
+        &["-T", "fields", "-e", "frame.interface_name"],
+    );
+    let seen: std::collections::BTreeSet<&str> = names.lines().collect();
+    assert!(seen.contains("vm-1--esxi-1"), "{seen:?}");
+    let pings = read_pcap(
+        "tshark",
+        &file,
+        &["-Y", "frame.interface_name == \"vm-1--esxi-1\" && icmp"],
+    );
+    assert_eq!(pings.lines().count(), 4, "{pings}");
+    // Nanosecond timestamps, and said so: the second echo request leaves 200 ms into the
+    // drill, and the last frame shortly after (read as microseconds, it would be 200 s).
+    let times = read_pcap(
+        "tshark",
+        &file,
+        &["-T", "fields", "-e", "frame.time_relative"],
+    );
+    let last = times
+        .lines()
+        .map(|t| t.trim().parse::<f64>().unwrap())
+        .fold(0.0, f64::max);
+    assert!((0.2..1.0).contains(&last), "last frame at {last} s");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -4,12 +4,19 @@
 //! files. The snap length is [`wire::MAX_FRAME_LEN`]: a GSO super-frame is never truncated.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, Endianness};
 
 use crate::time::Instant;
@@ -87,6 +94,93 @@ impl FrameSink for PcapFile {
         }
         match self.writer.take() {
             Some(w) => w.into_writer().flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One pcapng file for the links of a lab: an interface per link, named after it, with
+/// nanosecond timestamps (`if_tsresol` 9: pcap-file writes nanoseconds but does not say so).
+/// Thousands of links need one open file. Each link writes through its own [`PcapNgSink`].
+#[derive(Clone)]
+pub struct PcapNgFile {
+    inner: Arc<Mutex<NgInner>>,
+}
+
+struct NgInner {
+    writer: Option<PcapNgWriter<BufWriter<File>>>,
+    /// The first write error: reported once, by the first sink to finish.
+    error: Option<std::io::Error>,
+}
+
+impl PcapNgFile {
+    /// Create `path` with an interface for each of `links`, in order.
+    pub fn create(path: &Path, links: &[String]) -> std::io::Result<Self> {
+        let file = BufWriter::new(File::create(path)?);
+        let mut writer = PcapNgWriter::new(file).map_err(std::io::Error::other)?;
+        for name in links {
+            let idb = InterfaceDescriptionBlock {
+                linktype: DataLink::ETHERNET,
+                snaplen: wire::MAX_FRAME_LEN as u32,
+                options: vec![
+                    InterfaceDescriptionOption::IfName(Cow::Owned(name.clone())),
+                    InterfaceDescriptionOption::IfTsResol(9),
+                ],
+            };
+            writer
+                .write_pcapng_block(idb)
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(PcapNgFile {
+            inner: Arc::new(Mutex::new(NgInner {
+                writer: Some(writer),
+                error: None,
+            })),
+        })
+    }
+
+    /// The sink of interface `interface` (the link's index in `links`).
+    pub fn sink(&self, interface: u32) -> PcapNgSink {
+        PcapNgSink {
+            file: self.clone(),
+            interface,
+        }
+    }
+}
+
+/// What one link writes into a [`PcapNgFile`].
+pub struct PcapNgSink {
+    file: PcapNgFile,
+    interface: u32,
+}
+
+impl FrameSink for PcapNgSink {
+    fn write(&mut self, now: Instant, frame: &[u8]) {
+        let mut inner = self.file.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(w) = inner.writer.as_mut() else {
+            return;
+        };
+        let epb = EnhancedPacketBlock {
+            interface_id: self.interface,
+            timestamp: Duration::from_nanos(now.as_nanos()),
+            original_len: frame.len() as u32,
+            data: Cow::Borrowed(frame),
+            options: Vec::new(),
+        };
+        if let Err(e) = w.write_pcapng_block(epb) {
+            inner.error.get_or_insert(std::io::Error::other(e));
+            inner.writer = None;
+        }
+    }
+
+    /// Flush the file (the first sink to finish does); report the first write error once.
+    fn finish(&mut self) -> std::io::Result<()> {
+        let mut inner = self.file.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = inner.error.take() {
+            return Err(e);
+        }
+        match inner.writer.as_mut() {
+            Some(w) => w.get_mut().flush(),
             None => Ok(()),
         }
     }

@@ -53,8 +53,10 @@ enum Command {
         topo: String,
         /// Drill file (e.g. scripts/drills/smoke.toml).
         drill: PathBuf,
-        /// Write a pcap of every link into DIR (read them with tcpdump -r or tshark -r).
-        #[arg(long, value_name = "DIR")]
+        /// Capture every link: a pcap per link into DIR, or, for a path ending in .pcapng, one
+        /// file with an interface per link, named after it (read them with tcpdump -r or
+        /// tshark -r).
+        #[arg(long, value_name = "DIR|FILE.pcapng")]
         pcap: Option<PathBuf>,
         /// Write report.json, report.txt and timeline.svg (the drill as one picture) into DIR.
         #[arg(long, value_name = "DIR")]

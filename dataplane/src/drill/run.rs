@@ -1,7 +1,7 @@
 //! The drill runner: builds the lab in the sim runtime, sends each traffic item, checks it.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use super::formula;
 use super::report::{
     DrillReport, DropCount, ExpectedOutage, ProbeResult, StepResult, StrategyComparison, Tables,
 };
-use crate::capture::PcapFile;
+use crate::capture::{PcapFile, PcapNgFile};
 use crate::control::action::{Action, Strategy};
 use crate::control::Lab;
 use crate::node::endpoint::probe;
@@ -26,7 +26,8 @@ use crate::time::Instant;
 /// How to run a drill.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Write a pcap of every link into this directory (created if missing).
+    /// Capture every link: a pcap per link into this directory (created if missing), or, for
+    /// a path ending in `.pcapng`, one pcapng file with an interface per link.
     pub pcap_dir: Option<PathBuf>,
     /// Virtual time a traffic item may take, past the time its own schedule needs (a ping's
     /// `count - 1` intervals), before it counts as failed.
@@ -742,26 +743,37 @@ fn endpoint_named_or_at(lab: &Lab, name: &str) -> Option<NodeId> {
         .map(|(id, _)| id)
 }
 
-/// Capture every link into its own file; returns each captured link with its file.
+/// Capture every link, into a file of its own or one pcapng file; returns each captured link
+/// with its file.
 fn start_pcaps(lab: &mut Lab, opts: &RunOptions) -> Result<Vec<(usize, PathBuf)>, DrillError> {
-    let Some(dir) = &opts.pcap_dir else {
+    let Some(path) = &opts.pcap_dir else {
         return Ok(Vec::new());
     };
-    std::fs::create_dir_all(dir).map_err(|source| DrillError::Pcap {
-        path: dir.clone(),
-        source,
-    })?;
-    let mut links = Vec::new();
-    for (i, link) in lab.sim.links().to_vec().iter().enumerate() {
-        let path = dir.join(format!("{}.pcap", link.name));
-        let f = PcapFile::create(&path).map_err(|source| DrillError::Pcap {
-            path: path.clone(),
-            source,
-        })?;
-        lab.sim.capture(i, Box::new(f));
-        links.push((i, path));
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DrillError::Pcap { path, source }
+    };
+    let links = lab.sim.links().to_vec();
+    if path.extension().is_some_and(|x| x == "pcapng") {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err(dir))?;
+        }
+        let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
+        let file = PcapNgFile::create(path, &names).map_err(err(path))?;
+        for i in 0..links.len() {
+            lab.sim.capture(i, Box::new(file.sink(i as u32)));
+        }
+        return Ok((0..links.len()).map(|i| (i, path.clone())).collect());
     }
-    Ok(links)
+    std::fs::create_dir_all(path).map_err(err(path))?;
+    let mut captured = Vec::new();
+    for (i, link) in links.iter().enumerate() {
+        let file = path.join(format!("{}.pcap", link.name));
+        let f = PcapFile::create(&file).map_err(err(&file))?;
+        lab.sim.capture(i, Box::new(f));
+        captured.push((i, file));
+    }
+    Ok(captured)
 }
 
 fn finish_pcaps(lab: &mut Lab, links: Vec<(usize, PathBuf)>) -> Result<(), DrillError> {
