@@ -76,6 +76,8 @@ enum Step {
 pub struct Violation {
     pub field: FieldPath,
     pub message: String,
+    /// The other field of a clash (an overlap), whose line the error names too.
+    pub other: Option<FieldPath>,
 }
 
 /// What a rule returns: nothing, or the first violation it found.
@@ -106,25 +108,45 @@ impl TopoError {
             })
             .map(|path| path.to_string())
             .unwrap_or_default();
+        let mut message = one_line(err.message());
+        // Name the key a duplicate is of: its text at the error's span.
+        if message == "duplicate key" {
+            if let Some(key) = err.span().and_then(|s| src.get(s)) {
+                let key = key.trim();
+                if !key.is_empty() && key.len() <= 64 {
+                    message = format!("duplicate key `{key}`: it is set above already");
+                }
+            }
+        }
         TopoError {
             origin: origin.to_string(),
             line: start.map(|offset| line_at(src, offset)),
             field,
-            message: one_line(err.message()),
+            message,
         }
     }
 
-    /// A broken rule, at the line of its field in `src` (or of the nearest parent in the file).
+    /// A broken rule, at the line of its field in `src` (or of the nearest parent in the file);
+    /// the field it clashes with, if any, is named with its line.
     pub fn from_violation(violation: Violation, src: &str, origin: &str) -> Self {
-        let line = Document::parse(src)
-            .ok()
-            .and_then(|doc| violation.field.span_in(&doc))
-            .map(|span| line_at(src, span.start));
+        let doc = Document::parse(src).ok();
+        let line_of = |field: &FieldPath| {
+            doc.as_ref()
+                .and_then(|doc| field.span_in(doc))
+                .map(|span| line_at(src, span.start))
+        };
+        let mut message = violation.message;
+        if let Some(other) = &violation.other {
+            match line_of(other) {
+                Some(line) => message += &format!(" ({other}, line {line})"),
+                None => message += &format!(" ({other})"),
+            }
+        }
         TopoError {
             origin: origin.to_string(),
-            line,
+            line: line_of(&violation.field),
             field: violation.field.to_string(),
-            message: violation.message,
+            message,
         }
     }
 }
@@ -149,7 +171,14 @@ impl Violation {
         Violation {
             field,
             message: message.into(),
+            other: None,
         }
+    }
+
+    /// The violation names `other` too: the value this one clashes with.
+    pub fn with(mut self, other: FieldPath) -> Self {
+        self.other = Some(other);
+        self
     }
 }
 
@@ -615,10 +644,13 @@ fn route_tables(topo: &Topology) -> Check {
             let field = field.clone().key("routes").index(j);
             let dest = route.destination;
             if overlaps(dest, vpc.cidr) {
-                return Err(field.key("destination").violation(format!(
-                    "{dest} overlaps the VPC CIDR {}, which the local route holds",
-                    vpc.cidr
-                )));
+                return Err(field
+                    .key("destination")
+                    .violation(format!(
+                        "{dest} overlaps the VPC CIDR {}, which the local route holds",
+                        vpc.cidr
+                    ))
+                    .with(FieldPath::new("vpc.cidr")));
             }
             if table.routes[..j].iter().any(|r| r.destination == dest) {
                 return Err(field
@@ -650,7 +682,9 @@ fn management_cidr(topo: &Topology) -> Check {
         return Err(field.violation(format!("{net} overlaps {reserved}, which VMC reserves")));
     }
     if overlaps(net, topo.vpc.cidr) {
-        return Err(field.violation(format!("{net} overlaps the VPC CIDR {}", topo.vpc.cidr)));
+        return Err(field
+            .violation(format!("{net} overlaps the VPC CIDR {}", topo.vpc.cidr))
+            .with(FieldPath::new("vpc.cidr")));
     }
     Ok(())
 }
@@ -680,14 +714,16 @@ fn vpc_subnets(topo: &Topology) -> Check {
                 subnet.cidr, subnet.name
             )));
         }
-        if let Some((_, other)) = subnets[..i]
+        if let Some((other_field, other)) = subnets[..i]
             .iter()
             .find(|(_, other)| overlaps(subnet.cidr, other.cidr))
         {
-            return Err(field.violation(format!(
-                "{} overlaps subnet {} ({})",
-                subnet.cidr, other.name, other.cidr
-            )));
+            return Err(field
+                .violation(format!(
+                    "{} overlaps subnet {} ({})",
+                    subnet.cidr, other.name, other.cidr
+                ))
+                .with(other_field.clone().key("cidr")));
         }
     }
     Ok(())
@@ -723,21 +759,29 @@ fn segments(topo: &Topology) -> Check {
             )));
         }
         if overlaps(cidr, vpc_cidr) {
-            return Err(field.violation(format!(
-                "{cidr} overlaps the VPC CIDR {vpc_cidr}; SDDC segments may not"
-            )));
+            return Err(field
+                .violation(format!(
+                    "{cidr} overlaps the VPC CIDR {vpc_cidr}; SDDC segments may not"
+                ))
+                .with(FieldPath::new("vpc.cidr")));
         }
-        if let Some(other) = segments[..i].iter().find(|o| overlaps(cidr, o.cidr)) {
-            return Err(field.violation(format!(
-                "{cidr} overlaps segment {} ({})",
-                other.name, other.cidr
-            )));
+        if let Some(j) = segments[..i].iter().position(|o| overlaps(cidr, o.cidr)) {
+            let other = &segments[j];
+            let other_field = FieldPath::new("sddc.segments").index(j).key("cidr");
+            return Err(field
+                .violation(format!(
+                    "{cidr} overlaps segment {} ({})",
+                    other.name, other.cidr
+                ))
+                .with(other_field));
         }
         match segment.gateway {
             Gateway::Cgw if overlaps(cidr, management) => {
-                return Err(field.violation(format!(
-                    "{cidr} overlaps the management CIDR {management}; a CGW segment may not"
-                )));
+                return Err(field
+                    .violation(format!(
+                        "{cidr} overlaps the management CIDR {management}; a CGW segment may not"
+                    ))
+                    .with(FieldPath::new("sddc.management_cidr")));
             }
             Gateway::Mgw if !management.contains(&cidr) => {
                 return Err(field.violation(format!(
@@ -761,20 +805,29 @@ fn s3_endpoint(topo: &Topology) -> Check {
     for (i, &prefix) in s3.prefix_list.iter().enumerate() {
         let field = FieldPath::new("vpc.s3_endpoint.prefix_list").index(i);
         if overlaps(prefix, vpc_cidr) {
-            return Err(field.violation(format!(
-                "{prefix} overlaps the VPC CIDR {vpc_cidr}; the S3 prefix list may not"
-            )));
+            return Err(field
+                .violation(format!(
+                    "{prefix} overlaps the VPC CIDR {vpc_cidr}; the S3 prefix list may not"
+                ))
+                .with(FieldPath::new("vpc.cidr")));
         }
         if overlaps(prefix, management) {
-            return Err(field.violation(format!(
-                "{prefix} overlaps the management CIDR {management}; the S3 prefix list may not"
-            )));
+            return Err(field
+                .violation(format!(
+                    "{prefix} overlaps the management CIDR {management}; the S3 prefix list \
+                     may not"
+                ))
+                .with(FieldPath::new("sddc.management_cidr")));
         }
-        if let Some(segment) = topo.sddc.segments.iter().find(|s| overlaps(prefix, s.cidr)) {
-            return Err(field.violation(format!(
-                "{prefix} overlaps segment {} ({}); the S3 prefix list may not",
-                segment.name, segment.cidr
-            )));
+        let segments = &topo.sddc.segments;
+        if let Some(k) = segments.iter().position(|s| overlaps(prefix, s.cidr)) {
+            let segment = &segments[k];
+            return Err(field
+                .violation(format!(
+                    "{prefix} overlaps segment {} ({}); the S3 prefix list may not",
+                    segment.name, segment.cidr
+                ))
+                .with(FieldPath::new("sddc.segments").index(k).key("cidr")));
         }
     }
     if !s3.prefix_list.iter().any(|prefix| prefix.contains(&s3.ip)) {

@@ -1231,3 +1231,41 @@ fn rejects_vpc_and_subnet_sizes_aws_does_not_allow_an_empty_cluster_and_a_tiny_s
         "no room for its gateway",
     );
 }
+
+#[test]
+fn an_overlap_names_both_values_and_both_lines_and_a_duplicate_key_is_named() {
+    let text = edit("cidr = \"172.31.0.0/16\"", "cidr = \"10.2.0.0/16\"");
+    let vpc_line = line_of(&text, "\ncidr = \"10.2.0.0/16\"") + 1;
+    let err = rejects(
+        &text,
+        "sddc.management_cidr",
+        line_of(&text, "management_cidr"),
+        "10.2.0.0/16 overlaps the VPC CIDR 10.2.0.0/16",
+    );
+    assert!(
+        err.message
+            .ends_with(&format!("(vpc.cidr, line {vpc_line})")),
+        "{err}"
+    );
+    // Two segments: the second names the first, and its line.
+    let text = edit("cidr = \"192.168.2.0/24\"", "cidr = \"192.168.1.0/25\"");
+    let err = rejects(
+        &text,
+        "sddc.segments[1].cidr",
+        line_of(&text, "192.168.1.0/25"),
+        "overlaps segment sddc-cgw-network-1 (192.168.1.0/24)",
+    );
+    let first = line_of(&text, "cidr = \"192.168.1.0/24\"");
+    assert!(
+        err.message
+            .ends_with(&format!("(sddc.segments[0].cidr, line {first})")),
+        "{err}"
+    );
+    let text = edit("name = \"default\"", "name = \"default\"\nname = \"again\"");
+    rejects(
+        &text,
+        "",
+        line_of(&text, "name = \"again\""),
+        "duplicate key `name`",
+    );
+}
