@@ -48,7 +48,8 @@ pub const BFD_MULTIPLIERS: RangeInclusive<u32> = 2..=16;
 // ---------------------------------------------------------------------------------------------
 
 /// A topology error: one line naming the origin, the line, the field and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.one_line())]
 pub struct TopoError {
     pub origin: String,
     /// 1-based line of the offending field, when known.
@@ -72,7 +73,8 @@ enum Step {
 }
 
 /// A broken rule, before it is placed in a file: the field and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
 pub struct Violation {
     pub field: FieldPath,
     pub message: String,
@@ -151,20 +153,19 @@ impl TopoError {
     }
 }
 
-impl fmt::Display for TopoError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.origin)?;
+impl TopoError {
+    /// `origin:line: field: message`, leaving out what is not known.
+    fn one_line(&self) -> String {
+        let mut s = self.origin.clone();
         if let Some(line) = self.line {
-            write!(f, ":{line}")?;
+            s += &format!(":{line}");
         }
         if !self.field.is_empty() {
-            write!(f, ": {}", self.field)?;
+            s += &format!(": {}", self.field);
         }
-        write!(f, ": {}", self.message)
+        s + ": " + &self.message
     }
 }
-
-impl std::error::Error for TopoError {}
 
 impl Violation {
     pub fn new(field: FieldPath, message: impl Into<String>) -> Self {
@@ -181,14 +182,6 @@ impl Violation {
         self
     }
 }
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-impl std::error::Error for Violation {}
 
 /// The 1-based line of a byte offset (clamped to the text).
 /// For an unknown field, `toml` may span the whole table that holds it (always so inside an
