@@ -150,7 +150,7 @@ fn a_bad_formula_is_an_error_naming_the_item_and_field() {
     );
     assert_ne!(bad, src);
     let line = bad.lines().position(|l| l.contains("\"stun +")).unwrap() + 1;
-    let e = DrillFile::parse(&bad, "d.toml").unwrap_err();
+    let e = DrillFile::parse(&bad, "d.toml").unwrap_err().to_string();
     assert!(
         e.starts_with(&format!("d.toml:{line}: traffic[0].expect.outage_back:"))
             && e.contains("`stun`"),
@@ -197,18 +197,18 @@ fn drill_file_errors_name_the_field_on_its_own_line() {
     for (body, field, word) in cases {
         let src = item(body);
         let last = src.lines().count();
-        let e = DrillFile::parse(&src, "d.toml").unwrap_err();
+        let e = DrillFile::parse(&src, "d.toml").unwrap_err().to_string();
         assert!(e.starts_with(&format!("d.toml:{last}: {field}: ")), "{e}");
         assert!(e.contains(word), "{e}");
     }
     let tcp = "name = \"t\"\n[[traffic]]\nkind = \"tcp\"\nfrom = \"web-1\"\nto = \"ec2-1\"\nbytes = 10\nport = 0\n";
-    let e = DrillFile::parse(tcp, "d.toml").unwrap_err();
+    let e = DrillFile::parse(tcp, "d.toml").unwrap_err().to_string();
     assert!(e.starts_with("d.toml:7: traffic[0].port: "), "{e}");
     let seg = "name = \"t\"\n[[action]]\nkind = \"add-segment\"\nat = \"1s\"\nname = \"../x\"\ncidr = \"192.168.9.0/24\"\n";
-    let e = DrillFile::parse(seg, "d.toml").unwrap_err();
+    let e = DrillFile::parse(seg, "d.toml").unwrap_err().to_string();
     assert!(e.starts_with("d.toml:5: action[0].name: "), "{e}");
     let probe = "name = \"t\"\n[[traffic]]\nkind = \"probe\"\nfrom = \"web-1\"\nto = \"ec2-1\"\nduration = \"5ms\"\ninterval = \"10ms\"\n";
-    let e = DrillFile::parse(probe, "d.toml").unwrap_err();
+    let e = DrillFile::parse(probe, "d.toml").unwrap_err().to_string();
     assert!(e.starts_with("d.toml:6: traffic[0].duration: "), "{e}");
     // Names the topology lacks are found when the drill runs, at their own line too.
     let src = item("to = \"nowhere\"");
@@ -476,7 +476,7 @@ fn a_tcp_item_must_say_what_it_sends_and_start_only_in_a_timed_drill() {
         let src = format!(
             "name = \"t\"\n{action}[[traffic]]\nkind = \"tcp\"\nfrom = \"web-1\"\nto = \"ec2-1\"\n{fields}\n"
         );
-        let d = DrillFile::parse(&src, "t.toml")?;
+        let d = DrillFile::parse(&src, "t.toml").map_err(|e| e.to_string())?;
         run_drill(&topo, &d, &RunOptions::default())
             .map(|r| r.passed)
             .map_err(|e| e.to_string())

@@ -156,7 +156,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let t = load_topo(&topo)?;
-            let d = DrillFile::load(&drill).map_err(anyhow::Error::msg)?;
+            let d = DrillFile::load(&drill)?;
             let opts = RunOptions {
                 pcap_dir: pcap,
                 stop: Some(stop_on_ctrl_c()?),

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use vmcnet_topo::TopoError;
 
 /// A drill: traffic, and what must hold.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -384,13 +385,13 @@ impl DrillFile {
     }
 
     /// Parse a drill; errors name the origin and line.
-    pub fn parse(src: &str, origin: &str) -> Result<DrillFile, String> {
-        let mut d: DrillFile = toml::from_str(src)
-            .map_err(|e| vmcnet_topo::TopoError::from_toml(&e, src, origin).to_string())?;
+    pub fn parse(src: &str, origin: &str) -> Result<DrillFile, TopoError> {
+        let mut d: DrillFile =
+            toml::from_str(src).map_err(|e| TopoError::from_toml(&e, src, origin))?;
         d.origin = origin.to_string();
         d.source = src.to_string();
         if let Err(v) = d.check() {
-            return Err(vmcnet_topo::TopoError::from_violation(v, src, origin).to_string());
+            return Err(TopoError::from_violation(v, src, origin));
         }
         Ok(d)
     }
@@ -518,9 +519,8 @@ impl DrillFile {
         })
     }
 
-    pub fn load(path: &Path) -> Result<DrillFile, String> {
-        let src = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<DrillFile, TopoError> {
+        let src = std::fs::read_to_string(path).map_err(|e| TopoError::io(path, e))?;
         Self::parse(&src, &path.display().to_string())
     }
 }
@@ -566,17 +566,21 @@ expect = { hops = ["192.168.1.1", "*"], within = "5s" }
 
     #[test]
     fn errors_name_the_line() {
-        let e =
-            DrillFile::parse("name = \"t\"\n[[traffic]]\nkind = \"pong\"\n", "d.toml").unwrap_err();
+        let e = DrillFile::parse("name = \"t\"\n[[traffic]]\nkind = \"pong\"\n", "d.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("d.toml:"), "{e}");
         assert!(e.contains("pong"), "{e}");
-        let e = DrillFile::parse("name = \"t\"\nbogus = 1\n", "d.toml").unwrap_err();
+        let e = DrillFile::parse("name = \"t\"\nbogus = 1\n", "d.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("d.toml:2:"), "{e}");
         let e = DrillFile::parse(
             "name = \"t\"\n[[traffic]]\nkind = \"ping\"\nfrom = \"a\"\nto = \"b\"\ncuont = 3\n",
             "d.toml",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("d.toml:6:"), "{e}");
     }
 }
