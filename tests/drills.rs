@@ -682,3 +682,81 @@ fn bfd_split_brain_makes_both_edges_active_until_healed() {
     let [there, back] = outages(&run(&even, &drill("bfd-split-brain")));
     assert_eq!((there, back), (Duration::ZERO, Duration::ZERO));
 }
+
+/// Every shipped drill file, cut short anywhere, missing any line, or with any value replaced
+/// by a hostile one: read without a panic, and what is accepted runs without one.
+#[test]
+fn hostile_drill_files_are_errors_or_drills_never_panics() {
+    let dir = root().join("scripts/drills");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let topo = default_topo();
+    let mut accepted = Vec::new();
+    for path in &files {
+        let src = std::fs::read_to_string(path).unwrap();
+        for (end, _) in src.char_indices().step_by(7) {
+            let _ = DrillFile::parse(&src[..end], "d.toml");
+        }
+        let lines: Vec<&str> = src.lines().collect();
+        for skip in 0..lines.len() {
+            let text: Vec<&str> = lines
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != skip)
+                .map(|(_, l)| *l)
+                .collect();
+            if let Err(e) = DrillFile::parse(&text.join("\n"), "d.toml") {
+                assert!(!e.message.is_empty());
+            }
+        }
+        // Each `key = value` line's value replaced by a hostile one.
+        let hostile = [
+            "0",
+            "-1",
+            "4294967296",
+            "1e309",
+            "\"\"",
+            "\"0s\"",
+            "\"../x\"",
+            "\"18446744073709551615s\"",
+            "[]",
+            "{}",
+        ];
+        for (i, line) in lines.iter().enumerate() {
+            let Some((key, _)) = line.split_once(" = ") else {
+                continue;
+            };
+            if key.starts_with('#') || key.contains('{') {
+                continue;
+            }
+            for h in hostile {
+                let mut text = lines.clone();
+                let new = format!("{key} = {h}");
+                text[i] = &new;
+                let Ok(d) = DrillFile::parse(&text.join("\n"), "d.toml") else {
+                    continue;
+                };
+                // Accepted: kept to run below if it acts at 0 s (where underflows hide).
+                if h == "\"0s\"" && key == "at" {
+                    accepted.push(d);
+                }
+            }
+        }
+    }
+    // Every action moved to 0 s, on the default lab, probes shortened: runs to a report
+    // (cut-bfd at 0 s once underflowed the BFD arithmetic).
+    for mut d in accepted {
+        for t in &mut d.traffic {
+            if let vmcnet::drill::Traffic::Probe { duration, .. } = t {
+                *duration = (*duration).min(Duration::from_secs(2));
+            }
+        }
+        d.traffic
+            .retain(|t| matches!(t, vmcnet::drill::Traffic::Probe { .. }));
+        let _ = run_drill(&topo, &d, &RunOptions::default());
+    }
+}

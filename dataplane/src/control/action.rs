@@ -205,6 +205,19 @@ impl Action {
     }
 }
 
+/// When the standby declares its peer dead if BFD stops getting through at `now`: BFD packets
+/// go at the multiples of `bfd_interval` (one due at `now` is lost), and the peer is dead
+/// `bfd_multiplier` intervals after the last one received (the session's start, at 0, if none).
+fn bfd_declared_dead(now: Instant, t: &Timing) -> Instant {
+    let i = t.bfd_interval.as_nanos().clamp(1, u128::from(u64::MAX)) as u64;
+    let last = now
+        .as_nanos()
+        .div_ceil(i)
+        .saturating_mul(i)
+        .saturating_sub(i);
+    (Instant::from_nanos(last) + t.bfd_interval * t.bfd_multiplier).max(now)
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -354,10 +367,8 @@ impl Lab {
                 .find(|e| self.model.edge_runs(e) && !e.stunned)
                 .map(|e| e.name.clone());
             if let Some(edge) = standby {
-                let i = t.bfd_interval.as_nanos().max(1) as u64;
-                let last = now.as_nanos().div_ceil(i) * i - i;
-                let dead = Instant::from_nanos(last) + t.bfd_interval * t.bfd_multiplier;
-                self.request(dead.max(now), Action::SetActiveEdge { edge })
+                let dead = bfd_declared_dead(now, &t);
+                self.request(dead, Action::SetActiveEdge { edge })
                     .expect("a known Edge");
             }
         }
@@ -371,10 +382,8 @@ impl Lab {
                 .find(|e| !e.active && self.model.edge_runs(e) && !e.stunned)
                 .map(|e| e.name.clone());
             if let (Some(edge), true) = (standby, self.model.active_edge().is_some()) {
-                let i = t.bfd_interval.as_nanos().max(1) as u64;
-                let last = now.as_nanos().div_ceil(i) * i - i;
-                let dead = Instant::from_nanos(last) + t.bfd_interval * t.bfd_multiplier;
-                self.request(dead.max(now), Action::PromoteEdge { edge })
+                let dead = bfd_declared_dead(now, &t);
+                self.request(dead, Action::PromoteEdge { edge })
                     .expect("a known Edge");
             }
         }

@@ -307,6 +307,9 @@ fn default_probe_port() -> u16 {
     7000
 }
 
+/// The virtual time a drill may span: any instant, duration or schedule in it at most.
+pub const MAX_SPAN: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// A TCP stream in a timed drill gives up after this long without progress: about what Linux
 /// takes with its default `tcp_retries2` (15 retransmissions, 924.6 s at the minimum RTO).
 pub const TCP_GIVE_UP: Duration = Duration::from_secs(15 * 60);
@@ -400,7 +403,19 @@ impl DrillFile {
     /// a check that cannot fail (nothing sent, nothing expected of it).
     fn check(&self) -> Result<(), vmcnet_topo::Violation> {
         use vmcnet_topo::FieldPath;
+        let too_long = |path: FieldPath, d: Duration| {
+            (d > MAX_SPAN).then(|| {
+                path.violation(format!(
+                    "{}: a drill spans at most {} of virtual time",
+                    humantime::format_duration(d),
+                    humantime::format_duration(MAX_SPAN)
+                ))
+            })
+        };
         for (i, a) in self.actions.iter().enumerate() {
+            if let Some(v) = too_long(FieldPath::new("action").index(i).key("at"), a.at()) {
+                return Err(v);
+            }
             if let DrillAction::AddSegment { name, .. } = a {
                 if !vmcnet_topo::name_ok(name) {
                     return Err(FieldPath::new("action")
@@ -415,6 +430,37 @@ impl DrillFile {
         }
         for (i, t) in self.traffic.iter().enumerate() {
             let item = FieldPath::new("traffic").index(i);
+            let spans: [(&str, Option<Duration>); 3] = match t {
+                Traffic::Ping {
+                    start,
+                    interval,
+                    count,
+                    ..
+                } => [
+                    ("start", *start),
+                    ("interval", Some(interval.saturating_mul(*count))),
+                    ("", None),
+                ],
+                Traffic::Tcp {
+                    start, duration, ..
+                } => [("start", *start), ("duration", *duration), ("", None)],
+                Traffic::Probe {
+                    start,
+                    duration,
+                    interval,
+                    ..
+                } => [
+                    ("start", Some(*start)),
+                    ("duration", Some(*duration)),
+                    ("interval", Some(*interval)),
+                ],
+                Traffic::Traceroute { start, .. } => [("start", *start), ("", None), ("", None)],
+            };
+            for (key, d) in spans {
+                if let Some(v) = d.and_then(|d| too_long(item.clone().key(key), d)) {
+                    return Err(v);
+                }
+            }
             let ex = t.expect();
             let set: [(&str, bool); 9] = [
                 ("received", ex.received.is_some()),

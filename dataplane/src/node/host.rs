@@ -451,7 +451,7 @@ impl Host {
             return;
         }
         let epoch = (now.as_nanos() / HALF_AGING_NS) as u32;
-        self.epoch_end = (u64::from(epoch) + 1) * HALF_AGING_NS;
+        self.epoch_end = (u64::from(epoch) + 1).saturating_mul(HALF_AGING_NS);
         self.epoch = epoch;
         let before = self.l2.len();
         self.l2.retain(|_, (_, seen)| epoch < *seen + 2);
