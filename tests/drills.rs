@@ -236,25 +236,18 @@ fn edge_host_failure_fails_over_by_bfd_and_the_enis_go_3_2_3() {
     // ENIs in use: 3, then 2 once vSphere HA declares esxi-2 dead and its ENI is detached, then
     // 3 when the replacement host takes an available one.
     assert_eq!(r.before.sddc_enis_in_use(), 3);
-    let took = |what: &str| {
-        r.timeline
-            .iter()
-            .find(|e| e.action.to_string().starts_with(what))
-            .and_then(|e| e.took_effect_at)
-            .unwrap_or_else(|| panic!("{what} in {:?}", r.timeline))
-    };
     let failed = vmcnet::time::Instant::from_millis(1_000);
     assert_eq!(
-        took("detach eni-2"),
+        took(&r, "detach eni-2"),
         failed + t.ha_host_dead + t.eni_reattach / 2
     );
-    assert_eq!(took("add esxi-4"), failed + t.replacement_host);
+    assert_eq!(took(&r, "add esxi-4"), failed + t.replacement_host);
     assert_eq!(
-        took("attach eni-2 to esxi-4"),
+        took(&r, "attach eni-2 to esxi-4"),
         failed + t.replacement_host + t.eni_reattach / 2
     );
     assert_eq!(
-        took("HA restarts edge-1"),
+        took(&r, "HA restarts edge-1"),
         failed + t.ha_host_dead + t.ha_restart
     );
     assert_eq!(r.after.sddc_enis_in_use(), 3);
@@ -337,6 +330,18 @@ fn a_broken_reconciler_leaves_the_vpc_sending_to_the_old_host_until_healed() {
     );
 }
 
+/// When the first action whose text is `what` (or `what` and more words) took effect.
+fn took(r: &DrillReport, what: &str) -> vmcnet::time::Instant {
+    r.timeline
+        .iter()
+        .find(|e| {
+            let s = e.action.to_string();
+            s == what || s.starts_with(&format!("{what} "))
+        })
+        .and_then(|e| e.took_effect_at)
+        .unwrap_or_else(|| panic!("{what} in {r}"))
+}
+
 /// ENIs of the SDDC in use after each attach or detach took effect, in the order they did,
 /// starting from `start`.
 fn enis_in_use_over_time(r: &DrillReport, start: usize) -> Vec<usize> {
@@ -378,19 +383,15 @@ fn maintenance_rolling_takes_a_spare_each_time_and_the_enis_go_3_4_3() {
     assert_eq!(enis_in_use_over_time(&r, 3), [3, 4, 3, 4, 3, 4, 3]);
     assert_eq!(r.after.sddc_enis_in_use(), 3);
     // Every original host left, each after its spare took an ENI.
-    let took = |what: &str| {
-        r.timeline
-            .iter()
-            .find(|e| e.action.to_string() == what)
-            .and_then(|e| e.took_effect_at)
-            .unwrap_or_else(|| panic!("{what} in {:?}", r.timeline))
-    };
     let first = vmcnet::time::Instant::from_millis(1_000);
     let spare_ready = first + t.replacement_host + t.eni_reattach / 2;
-    assert_eq!(took("resume web-1 on esxi-4"), spare_ready + t.vmotion_stun);
+    assert_eq!(
+        took(&r, "resume web-1 on esxi-4"),
+        spare_ready + t.vmotion_stun
+    );
     // esxi-1 held no Edge: its ENI goes as soon as it is empty.
     assert_eq!(
-        took("remove esxi-1"),
+        took(&r, "remove esxi-1"),
         spare_ready + t.vmotion_stun + t.eni_reattach / 2
     );
     for old in ["esxi-1", "esxi-2", "esxi-3"] {
@@ -444,22 +445,18 @@ fn maintenance_on_a_full_cluster_uses_the_17th_eni_and_waits_for_a_free_one() {
     assert_eq!(enis_in_use_over_time(&r, 16), [16, 17, 16, 17, 16], "{r}");
     assert_eq!(r.after.sddc_enis_in_use(), 16);
     let t = &topo.timing;
-    let at = |what: &str| {
-        r.timeline
-            .iter()
-            .find(|e| e.action.to_string().starts_with(what))
-            .and_then(|e| e.took_effect_at)
-            .unwrap_or_else(|| panic!("{what} in {:?}", r.timeline))
-    };
     // What ran on esxi-5 moves to the spare once it has its ENI; then esxi-5's ENI goes.
-    let evacuated = at("attach eni-17") + t.vmotion_stun;
-    assert_eq!(at("resume vm-5 on esxi-17"), evacuated);
-    assert_eq!(at("detach eni-5"), evacuated + t.eni_reattach / 2);
-    assert_eq!(at("remove esxi-5"), at("detach eni-5"));
-    assert_eq!(at("add esxi-18"), at("remove esxi-5") + t.replacement_host);
+    let evacuated = took(&r, "attach eni-17") + t.vmotion_stun;
+    assert_eq!(took(&r, "resume vm-5 on esxi-17"), evacuated);
+    assert_eq!(took(&r, "detach eni-5"), evacuated + t.eni_reattach / 2);
+    assert_eq!(took(&r, "remove esxi-5"), took(&r, "detach eni-5"));
     assert_eq!(
-        at("attach eni-5 to esxi-18"),
-        at("add esxi-18") + t.eni_reattach / 2
+        took(&r, "add esxi-18"),
+        took(&r, "remove esxi-5") + t.replacement_host
+    );
+    assert_eq!(
+        took(&r, "attach eni-5 to esxi-18"),
+        took(&r, "add esxi-18") + t.eni_reattach / 2
     );
     assert!(r.timeline.iter().all(|e| e.error.is_none()), "{r}");
 }
@@ -647,21 +644,14 @@ fn bfd_split_brain_makes_both_edges_active_until_healed() {
     let r = run(&topo, &drill("bfd-split-brain"));
     assert!(r.passed, "{r}");
     let t = &topo.timing;
-    let took = |what: &str| {
-        r.timeline
-            .iter()
-            .find(|e| e.action.to_string() == what)
-            .and_then(|e| e.took_effect_at)
-            .unwrap_or_else(|| panic!("{what} in {r}"))
-    };
     // The cut at 1 s falls on a BFD instant: edge-2 last heard edge-1 one interval before.
     let cut = vmcnet::time::Instant::from_millis(1_000);
     let promoted = cut + t.bfd_interval * (t.bfd_multiplier - 1) + t.promotion;
-    assert_eq!(took("edge-2 takes the active role"), promoted);
+    assert_eq!(took(&r, "edge-2 takes the active role"), promoted);
     // Nothing made edge-1 step down until BFD came back: then one interval later.
     let healed = vmcnet::time::Instant::from_millis(20_000);
     assert_eq!(
-        took("edge-1 steps down to standby"),
+        took(&r, "edge-1 steps down to standby"),
         healed + t.bfd_interval
     );
     assert!(!r
@@ -670,7 +660,7 @@ fn bfd_split_brain_makes_both_edges_active_until_healed() {
         .any(|e| e.action.to_string().contains("make edge-")));
     // The reconciler followed the newer active Edge.
     assert_eq!(
-        took("assign secondary IP 172.31.0.30 to eni-3"),
+        took(&r, "assign secondary IP 172.31.0.30 to eni-3"),
         promoted + t.control_plane_notice + t.move_secondary_ip
     );
     let [there, back] = outages(&r);
