@@ -424,21 +424,7 @@ impl Lab {
                 .filter(|h| h.cluster == cluster && h.name != *host && !h.failed)
                 .map(|h| h.name.clone())
                 .collect();
-            let victims: Vec<String> = self
-                .model
-                .vms
-                .iter()
-                .filter(|v| v.host == *host)
-                .map(|v| v.name.clone())
-                .chain(
-                    self.model
-                        .edges
-                        .iter()
-                        .filter(|e| e.host == *host)
-                        .map(|e| e.name.clone()),
-                )
-                .collect();
-            for (k, vm) in victims.into_iter().enumerate() {
+            for (k, vm) in self.runs_on(host).into_iter().enumerate() {
                 if let Some(to) = others.get(k % others.len().max(1)) {
                     let restart = Action::HaRestart {
                         vm,
@@ -511,12 +497,11 @@ impl Lab {
                 .model
                 .enis
                 .iter()
-                .find(|e| e.sddc && e.attachment.is_none() && !self.attaching.contains(&e.id))
+                .find(|e| e.sddc && e.attachment.is_none() && !self.attach_pending(&e.id))
                 .map(|e| e.id.clone());
             match (self.model.host(&host).is_some(), free) {
                 (true, Some(eni)) => {
                     self.joining.remove(k);
-                    self.attaching.push(eni.clone());
                     self.request(now, Action::AttachEni { eni, host })
                         .expect("known names");
                 }
@@ -580,6 +565,15 @@ impl Lab {
                 }
             }
         }
+    }
+
+    /// Whether an attachment of `eni` was asked for and has yet to take effect (or fail).
+    fn attach_pending(&self, eni: &str) -> bool {
+        self.timeline.iter().any(|e| {
+            matches!(&e.action, Action::AttachEni { eni: x, .. } if x == eni)
+                && e.took_effect_at.is_none()
+                && e.error.is_none()
+        })
     }
 
     /// The VMs and Edges placed on `host`.
@@ -860,9 +854,6 @@ impl Lab {
             }
             Action::Maintenance { host } => self.start_maintenance(host),
         };
-        if let Action::AttachEni { eni, .. } = &action {
-            self.attaching.retain(|e| e != eni);
-        }
         if result.is_ok() {
             self.progress_hosts();
         }

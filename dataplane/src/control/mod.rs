@@ -78,8 +78,6 @@ pub struct Lab {
     bfd_cut: bool,
     /// Hosts on their way in that take an available ENI when they join.
     joining: Vec<String>,
-    /// ENIs an attachment has been requested for, not yet in effect.
-    attaching: Vec<String>,
     /// Hosts in maintenance.
     maintenance: Vec<Maintenance>,
     /// Host names handed out to hosts on their way in (`esxi-<n>`).
@@ -130,7 +128,6 @@ impl Lab {
             automation: false,
             bfd_cut: false,
             joining: Vec::new(),
-            attaching: Vec::new(),
             maintenance: Vec::new(),
             host_names: topo.hosts().count(),
         }
