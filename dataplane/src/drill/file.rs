@@ -401,7 +401,7 @@ impl DrillFile {
 
     /// What needs no topology to reject: an expectation that does not apply to its item, and
     /// a check that cannot fail (nothing sent, nothing expected of it).
-    fn check(&self) -> Result<(), vmcnet_topo::Violation> {
+    pub(crate) fn check(&self) -> Result<(), vmcnet_topo::Violation> {
         use vmcnet_topo::FieldPath;
         let too_long = |path: FieldPath, d: Duration| {
             (d > MAX_SPAN).then(|| {
@@ -531,8 +531,45 @@ impl DrillFile {
                 Traffic::Traceroute { max_hops: 0, .. } => {
                     return zero("max_hops", "0 hops probe nothing");
                 }
-                Traffic::Tcp { port: 0, .. } => {
-                    return zero("port", "0 is no port a server can listen on");
+                Traffic::Tcp {
+                    port,
+                    bytes,
+                    rate,
+                    duration,
+                    ..
+                } => {
+                    if *port == 0 {
+                        return zero("port", "0 is no port a server can listen on");
+                    }
+                    if rate.is_some_and(|r| r.is_unlimited()) {
+                        return zero(
+                            "rate",
+                            "a stream's rate cannot be unlimited: leave `rate` out for a bulk \
+                             transfer",
+                        );
+                    }
+                    if duration.is_some() && rate.is_none() {
+                        return zero("duration", "needs `rate`: a stream written at a rate");
+                    }
+                    if duration.is_some() && bytes.is_some() {
+                        return zero(
+                            "bytes",
+                            "give `bytes` or `duration`, not both (`rate` for `duration` makes \
+                             the bytes)",
+                        );
+                    }
+                    match t.tcp_bytes() {
+                        None => {
+                            return zero("bytes", "missing: give `bytes`, or `rate` and `duration`")
+                        }
+                        Some(0) => {
+                            return zero(
+                                "bytes",
+                                "sends nothing: a transfer of 0 bytes checks nothing",
+                            )
+                        }
+                        Some(_) => {}
+                    }
                 }
                 _ => {}
             }

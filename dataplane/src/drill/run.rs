@@ -20,7 +20,7 @@ use crate::node::endpoint::probe;
 use crate::node::endpoint::{
     AppReport, Endpoint, TcpConnStats, TcpStream, PING_TIMEOUT, TCP_STALL_TIMEOUT,
 };
-use crate::runtime::sim::{NodeId, Stop};
+use crate::runtime::sim::{NodeId, Sim, Stop};
 use crate::time::Instant;
 
 /// How to run a drill.
@@ -136,7 +136,10 @@ fn run_once(
     check_names(&lab, drill)?;
     let formulas = check_formulas(topo, drill)?;
     let timed = drill.is_timed();
-    check_tcp(drill)?;
+    // Read from a file, it passed these already; built or edited in code, it may not have.
+    drill
+        .check()
+        .map_err(|v| DrillError::input(v.field, v.message))?;
     lab.set_reconciler(match drill.reconciler {
         Reconciler::IpMove => Some(Strategy::IpMove),
         Reconciler::EniReattach => Some(Strategy::EniReattach),
@@ -322,57 +325,6 @@ fn timing_used(drill: &DrillFile) -> Vec<String> {
         .collect()
 }
 
-/// TCP items say how much they send.
-fn check_tcp(drill: &DrillFile) -> Result<(), DrillError> {
-    for (index, t) in drill.traffic.iter().enumerate() {
-        let Traffic::Tcp {
-            bytes,
-            rate,
-            duration,
-            ..
-        } = t
-        else {
-            continue;
-        };
-        let field =
-            |field: &str, message: &str| DrillError::input(traffic(index).key(field), message);
-        if rate.is_some_and(|r| r.is_unlimited()) {
-            return Err(field(
-                "rate",
-                "a stream's rate cannot be unlimited: leave `rate` out for a bulk transfer",
-            ));
-        }
-        if duration.is_some() && rate.is_none() {
-            return Err(field(
-                "duration",
-                "needs `rate`: a stream written at a rate",
-            ));
-        }
-        if duration.is_some() && bytes.is_some() {
-            return Err(field(
-                "bytes",
-                "give `bytes` or `duration`, not both (`rate` for `duration` makes the bytes)",
-            ));
-        }
-        match t.tcp_bytes() {
-            None => {
-                return Err(field(
-                    "bytes",
-                    "missing: give `bytes`, or `rate` and `duration`",
-                ))
-            }
-            Some(0) => {
-                return Err(field(
-                    "bytes",
-                    "sends nothing: a transfer of 0 bytes checks nothing",
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
-}
-
 /// Every outage expectation evaluated under the topology's timing: per traffic item, the
 /// outage from `from` to `to` and back, with the formula each came from; `None` for `open`
 /// (still out when the probes end).
@@ -546,10 +498,9 @@ fn run_timed(
         let l = launch(lab, &drill.traffic[index], super::file::TCP_GIVE_UP);
         started.push((index, l.from, l.dst, l.app, l.server, lab.sim.now()));
     }
-    let streams_done = |lab: &Lab| {
+    let streams_done = |sim: &Sim| {
         started.iter().all(|(_, from, _, app, _, _)| {
-            lab.sim
-                .get::<Endpoint>(*from)
+            sim.get::<Endpoint>(*from)
                 .is_some_and(|e| e.app(*app).done())
         })
     };
@@ -558,20 +509,15 @@ fn run_timed(
     let settle = Duration::from_secs(1).min(timeout);
     lab.run_until(end + settle);
     let cap = lab.sim.now() + Duration::from_secs(24 * 3600);
-    while (lab.pending_actions() || !streams_done(lab))
+    while (lab.pending_actions() || !streams_done(&lab.sim))
         && lab.sim.now() < cap
         && !lab.sim.interrupted()
     {
         let next = lab.sim.now() + Duration::from_secs(60);
-        if streams_done(lab) {
+        if streams_done(&lab.sim) {
             lab.run_until(next.min(cap));
         } else {
-            let _ = lab.run_while(next.min(cap), |sim| {
-                started.iter().all(|(_, from, _, app, _, _)| {
-                    sim.get::<Endpoint>(*from)
-                        .is_some_and(|e| e.app(*app).done())
-                })
-            });
+            lab.run_while(next.min(cap), streams_done);
         }
     }
     let interrupted = lab.sim.interrupted();
