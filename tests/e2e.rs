@@ -456,7 +456,18 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn ctrl_c_stops_a_drill_with_a_report_and_whole_pcaps() {
-    let dir = TempDir::new("ctrl-c");
+    signal_stops_a_drill("INT", 130);
+}
+
+#[test]
+fn sigterm_stops_a_drill_likewise_with_status_143() {
+    signal_stops_a_drill("TERM", 143);
+}
+
+/// `kill -SIGNAL` in the middle of a drill: it stops where it is, prints its report, closes its
+/// pcaps whole and exits with `code` (128 + the signal's number).
+fn signal_stops_a_drill(signal: &str, code: i32) {
+    let dir = TempDir::new(&format!("sig-{signal}"));
     let drill = dir.0.join("endless.toml");
     std::fs::write(
         &drill,
@@ -490,7 +501,7 @@ fn ctrl_c_stops_a_drill_with_a_report_and_whole_pcaps() {
     }
     std::thread::sleep(std::time::Duration::from_millis(50));
     let kill = Command::new("kill")
-        .args(["-INT", &child.0.id().to_string()])
+        .args([&format!("-{signal}"), &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
@@ -501,13 +512,13 @@ fn ctrl_c_stops_a_drill_with_a_report_and_whole_pcaps() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "vmcnet did not stop on Ctrl-C"
+            "vmcnet did not stop on SIG{signal}"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut stdout).unwrap();
-    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert_eq!(status.code(), Some(code), "{stdout}");
     assert!(stdout.contains("FAIL  tcp"), "{stdout}");
     assert!(stdout.contains("! interrupted after"), "{stdout}");
     assert!(

@@ -12,10 +12,13 @@
 //! - [`runtime`]: runs the nodes: `sim`, one thread under a virtual clock, deterministic.
 //! - [`capture`]: pcap files of any link.
 //! - [`drill`]: drill files (traffic and assertions), the runner and its report.
+//! - `live` (Linux): the live lab, each endpoint a kernel in a network namespace over a TAP.
 
 pub mod capture;
 pub mod control;
 pub mod drill;
+#[cfg(target_os = "linux")]
+pub mod live;
 pub mod node;
 pub mod runtime;
 pub mod time;

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -47,7 +47,7 @@ enum Command {
     /// Run a drill: send its traffic across the emulated network and check what it expects.
     ///
     /// Exits with status 1 when an expectation fails. Ctrl-C stops it where it is, still
-    /// printing the report and closing the pcaps whole (status 130).
+    /// printing the report and closing the pcaps whole (status 130; SIGTERM 143).
     Drill {
         /// Topology file, or `default`.
         topo: String,
@@ -68,6 +68,37 @@ enum Command {
         /// Print the report as JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Bring a lab up live: each VM, EC2 instance and S3 endpoint becomes a network namespace
+    /// whose interface is a TAP served by this process, so ping, iperf3, traceroute and tcpdump
+    /// run across the emulated SDDC and VPC. Needs root and /dev/net/tun.
+    ///
+    /// Prints what runs where, then serves the lab until Ctrl-C (status 130), SIGTERM (143) or
+    /// `vmcnet down LAB`, and removes everything it created on the way out. Every name it
+    /// gives the kernel starts with vmc-LAB-; what it created is recorded in
+    /// /run/vmcnet/LAB.json, so that `vmcnet down LAB` cleans up after a crash too.
+    Up {
+        /// Topology file, or `default`.
+        topo: String,
+        /// The lab's name: 1 to 6 lowercase letters and digits.
+        #[arg(long, default_value = "lab")]
+        lab: String,
+    },
+    /// Run a command in a live endpoint's namespace: `vmcnet exec lab web-1 -- ping 172.31.16.10`.
+    Exec {
+        /// The lab's name.
+        lab: String,
+        /// The endpoint (a VM, EC2 instance or S3 endpoint of the topology).
+        node: String,
+        /// The command and its arguments, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Stop a live lab and remove everything it created (namespaces, the processes in them,
+    /// TAPs, its state file), whether its process runs or died.
+    Down {
+        /// The lab's name.
+        lab: String,
     },
 }
 
@@ -106,6 +137,9 @@ macro_rules! out {
         write!(std::io::stdout().lock(), $($arg)*)
     }};
 }
+
+#[path = "cli/live.rs"]
+mod live;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -147,6 +181,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             show(&lab, what, json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Up { topo, lab } => live::up(&topo, &lab),
+        Command::Exec { lab, node, cmd } => live::exec(&lab, &node, &cmd),
+        Command::Down { lab } => live::down(&lab),
         Command::Drill {
             topo,
             drill,
@@ -157,9 +194,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let t = load_topo(&topo)?;
             let d = DrillFile::load(&drill)?;
+            let signals = StopSignals::install()?;
             let opts = RunOptions {
                 pcap_dir: pcap,
-                stop: Some(stop_on_ctrl_c()?),
+                stop: Some(signals.stop.clone()),
                 ..RunOptions::default()
             };
             // Every output path is checked before the drill runs.
@@ -187,7 +225,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out!("{r}")?;
             }
             Ok(if r.interrupted {
-                ExitCode::from(130)
+                signals.exit_code()
             } else if r.passed {
                 ExitCode::SUCCESS
             } else {
@@ -197,19 +235,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// A flag that the first Ctrl-C (SIGINT; SIGTERM and SIGHUP too) sets, so that a drill stops where it is and
-/// still writes its report and closes its pcaps whole; a second one exits at once.
-fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::Relaxed) {
-            std::process::exit(130);
+/// The signal that stops a drill: the first SIGINT (Ctrl-C), SIGTERM or SIGHUP sets `stop`, so
+/// that the drill stops where it is and still writes its report and closes its pcaps whole, and
+/// notes which it was in `signal`; a second one exits at once.
+struct StopSignals {
+    stop: Arc<AtomicBool>,
+    signal: Arc<AtomicUsize>,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let stop = Arc::new(AtomicBool::new(false));
+        let signal = Arc::new(AtomicUsize::new(0));
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            // Registered first, so it sees the flag as the previous signal left it.
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, stop.clone())
+                .context("installing the signal handlers")?;
+            signal_hook::flag::register(sig, stop.clone())
+                .context("installing the signal handlers")?;
+            signal_hook::flag::register_usize(sig, signal.clone(), sig as usize)
+                .context("installing the signal handlers")?;
         }
-        eprintln!("vmcnet: interrupted; finishing the report (Ctrl-C again to quit at once)");
-    })
-    .context("installing the Ctrl-C handler")?;
-    Ok(stop)
+        Ok(StopSignals { stop, signal })
+    }
+
+    /// The exit status of a run the signal stopped: 128 + its number (130 for Ctrl-C, 143 for
+    /// SIGTERM).
+    fn exit_code(&self) -> ExitCode {
+        let sig = self.signal.load(Ordering::SeqCst);
+        ExitCode::from(128 + if sig == 0 { 2 } else { sig as u8 })
+    }
 }
 
 fn write(path: &Path, contents: &str) -> Result<()> {

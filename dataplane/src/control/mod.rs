@@ -114,6 +114,12 @@ impl Lab {
     /// TCP/IP stack.
     pub fn build(topo: &Topology, seed: u64) -> Lab {
         let (plan, model) = Lab::plan(topo, seed);
+        Lab::from_plan(topo, plan, model)
+    }
+
+    /// The lab of a plan made by [`Lab::plan`], once a runtime has swapped nodes for its own
+    /// (the live runtime puts a TAP where an endpoint was; names and ports stay).
+    pub fn from_plan(topo: &Topology, plan: LabPlan, model: Model) -> Lab {
         let router = plan
             .node_id(VPC_ROUTER)
             .expect("the plan has the VPC router");

@@ -257,6 +257,12 @@ impl Sim {
         self.interrupt = Some(flag);
     }
 
+    /// When the timeline's next event (a timer, a frame on a timed link, a control action) is
+    /// due, if any: a live runtime waits until then.
+    pub fn next_event_at(&self) -> Option<Instant> {
+        self.events.peek().map(|e| e.at)
+    }
+
     /// Whether the interrupt flag is set.
     pub fn interrupted(&self) -> bool {
         self.interrupt
@@ -447,6 +453,14 @@ impl Sim {
     /// already sent at this instant.
     pub fn inject(&mut self, node: NodeId, port: Port, frame: Frame) {
         self.outbox.arrive(node, port, frame);
+    }
+
+    /// Send a frame out of a node's port now, as if the node had sent it (a live runtime's
+    /// kernel endpoint, whose frames come from a TAP): it takes the node's link, with its
+    /// capture, delay and rate.
+    pub fn emit(&mut self, node: NodeId, port: Port, frame: Frame) {
+        self.outbox.set_from(node);
+        self.outbox.send(port, frame);
     }
 
     /// Put a control action on the timeline at `at` (not before now): a run that reaches it

@@ -1,0 +1,418 @@
+//! The engine of a live lab: one thread runs every node as a direct call, as the sim does, with
+//! the monotonic clock for time, and waits in epoll on every TAP, on a timerfd set to the
+//! timeline's next event (link delays and rates are the timeline's timestamped queues, never a
+//! sleep) and on the signals that end it.
+
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use vmcnet_topo::Topology;
+
+use super::netns::{self, IfaceConfig};
+use super::port::KernelPort;
+use super::state::{self, LabState};
+use super::tap::{Tap, VnetHdr, VNET_HDR_LEN};
+use super::LabName;
+use crate::control::action::Strategy;
+use crate::control::Lab;
+use crate::node::endpoint::{Endpoint, EndpointConfig};
+use crate::runtime::sim::NodeId;
+use crate::time::Instant;
+use crate::wire::Frame;
+
+/// Frames read from one TAP before the others get their turn.
+pub const BATCH: usize = 32;
+/// The engine wakes at least this often with nothing to do (to notice a stop request).
+const IDLE_WAKE: Duration = Duration::from_millis(500);
+
+/// Why the live runtime failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("lab {lab} is up already (pid {pid}); `vmcnet down {lab}` stops it")]
+    Busy { lab: String, pid: u32 },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LiveError {
+    let what = what.into();
+    move |source| LiveError::Io { what, source }
+}
+
+fn nix_err(what: &str) -> impl FnOnce(nix::Error) -> LiveError + '_ {
+    move |e| LiveError::Io {
+        what: what.to_string(),
+        source: io::Error::from(e),
+    }
+}
+
+/// The runtime's clock: the monotonic clock, from the lab's start. Nodes never read it; the
+/// runtime passes its readings in.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(std::time::Instant);
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock(std::time::Instant::now())
+    }
+
+    pub fn now(&self) -> Instant {
+        Instant::from_nanos(self.0.elapsed().as_nanos() as u64)
+    }
+}
+
+/// One live endpoint: its node in the lab, its namespace and its TAP.
+pub struct LivePort {
+    pub node: NodeId,
+    pub name: String,
+    pub netns: String,
+    pub tap: Tap,
+    pub config: EndpointConfig,
+}
+
+/// Why [`LiveLab::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM (`vmcnet down`, or a service manager).
+    Terminate,
+}
+
+impl Ended {
+    /// The exit status a shell expects: 128 + the signal's number.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Ended::Interrupt => 130,
+            Ended::Terminate => 143,
+        }
+    }
+}
+
+/// The flags the signals that end a lab set, and a pipe that wakes the engine.
+pub struct Signals {
+    pub interrupt: Arc<AtomicBool>,
+    pub terminate: Arc<AtomicBool>,
+    wake: UnixStream,
+}
+
+impl Signals {
+    /// Catch SIGINT, SIGTERM and SIGHUP (which ends a lab as SIGTERM does).
+    pub fn install() -> io::Result<Signals> {
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let terminate = Arc::new(AtomicBool::new(false));
+        let (wake, writer) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        writer.set_nonblocking(true)?;
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        signal_hook::flag::register(SIGINT, interrupt.clone())?;
+        signal_hook::flag::register(SIGTERM, terminate.clone())?;
+        signal_hook::flag::register(SIGHUP, terminate.clone())?;
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal_hook::low_level::pipe::register(sig, writer.try_clone()?)?;
+        }
+        Ok(Signals {
+            interrupt,
+            terminate,
+            wake,
+        })
+    }
+
+    /// The signal that arrived, if any.
+    pub fn ended(&self) -> Option<Ended> {
+        if self.interrupt.load(Ordering::Relaxed) {
+            Some(Ended::Interrupt)
+        } else if self.terminate.load(Ordering::Relaxed) {
+            Some(Ended::Terminate)
+        } else {
+            None
+        }
+    }
+}
+
+/// A lab whose endpoints are kernels in namespaces.
+pub struct LiveLab {
+    pub name: LabName,
+    pub lab: Lab,
+    pub ports: Vec<LivePort>,
+    state: LabState,
+    clock: Clock,
+    torn_down: bool,
+}
+
+/// What `up` found left by a lab whose owner died, and removed.
+pub type Cleaned = Vec<String>;
+
+impl LiveLab {
+    /// Build the lab of `topo` with every endpoint (VMs, EC2 instances, S3) live: a namespace
+    /// each, a TAP in it served by this process. First removes what a dead owner of the same lab
+    /// left. On failure, removes what it created.
+    pub fn up(
+        topo: &Topology,
+        topo_path: &str,
+        name: LabName,
+        seed: u64,
+    ) -> Result<(LiveLab, Cleaned), LiveError> {
+        let cleaned = take_over(&name)?;
+        let (mut plan, model) = Lab::plan(topo, seed);
+        let mut configs = Vec::new();
+        for id in 0..plan.nodes.len() {
+            let Some(ep) = plan.get_mut::<Endpoint>(id) else {
+                continue;
+            };
+            let config = ep.config().clone();
+            plan.nodes[id] = Box::new(KernelPort::new(config.clone()));
+            configs.push((id, config));
+        }
+        let mut lab = Lab::from_plan(topo, plan, model);
+        // The SDDC as VMC runs it: the reconciler keeps the uplink and the routes on the
+        // active Edge's host; NSX and vSphere react to failures.
+        lab.set_reconciler(Some(Strategy::IpMove));
+        lab.set_sddc_automation(true);
+
+        let mut live = LiveLab {
+            state: LabState {
+                lab: name.to_string(),
+                pid: std::process::id(),
+                topology: topo_path.to_string(),
+                namespaces: Vec::new(),
+                socket: state::socket_path(&name).display().to_string(),
+            },
+            name,
+            lab,
+            ports: Vec::new(),
+            clock: Clock::start(),
+            torn_down: false,
+        };
+        for (i, (node, config)) in configs.into_iter().enumerate() {
+            live.add_port(i, node, config)?;
+        }
+        live.clock = Clock::start();
+        Ok((live, cleaned))
+    }
+
+    /// Record, create and configure the namespace of one endpoint, with its TAP.
+    fn add_port(
+        &mut self,
+        i: usize,
+        node: NodeId,
+        config: EndpointConfig,
+    ) -> Result<(), LiveError> {
+        let ns = self.name.netns(&config.name);
+        self.state
+            .namespaces
+            .push((config.name.clone(), ns.clone()));
+        state::write(&self.name, &self.state).map_err(io_err(format!(
+            "writing {}",
+            state::path(&self.name).display()
+        )))?;
+        netns::create(&ns)?;
+        let tap_name = self.name.tap(i);
+        let iface = IfaceConfig {
+            ifname: tap_name.clone(),
+            mac: config.mac.0,
+            mtu: config.ip_mtu as u32,
+            addr: config.ip,
+            prefix_len: config.prefix_len,
+            gateway: (!config.gateway.is_unspecified()).then_some(config.gateway),
+            gso_max_size: None,
+        };
+        let tap = netns::run_in(&ns, move || -> Result<Tap, LiveError> {
+            let tap =
+                Tap::open(&tap_name, 0).map_err(io_err(format!("creating TAP {tap_name}")))?;
+            netns::configure_iface(&iface)?;
+            Ok(tap)
+        })??;
+        self.ports.push(LivePort {
+            node,
+            name: config.name.clone(),
+            netns: ns,
+            tap,
+            config,
+        });
+        Ok(())
+    }
+
+    /// Run until a signal ends the lab.
+    pub fn run(&mut self, signals: &Signals) -> Result<Ended, LiveError> {
+        const SIGNAL: u64 = u64::MAX;
+        const TIMER: u64 = u64::MAX - 1;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(nix_err("epoll"))?;
+        for (i, p) in self.ports.iter().enumerate() {
+            epoll
+                .add(
+                    p.tap.as_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, i as u64),
+                )
+                .map_err(nix_err("epoll_ctl"))?;
+        }
+        epoll
+            .add(
+                signals.wake.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL),
+            )
+            .map_err(nix_err("epoll_ctl"))?;
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .map_err(nix_err("timerfd"))?;
+        epoll
+            .add(timer.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TIMER))
+            .map_err(nix_err("epoll_ctl"))?;
+
+        let mut buf = vec![0u8; VNET_HDR_LEN + 65_535 + 14];
+        let mut events = vec![EpollEvent::empty(); 64];
+        loop {
+            let now = self.clock.now();
+            self.lab.run_until(now);
+            self.flush();
+            if let Some(ended) = signals.ended() {
+                return Ok(ended);
+            }
+            let wait = match self.lab.sim.next_event_at() {
+                Some(at) => at.saturating_since(now).min(IDLE_WAKE),
+                None => IDLE_WAKE,
+            };
+            let timeout = if wait.is_zero() {
+                EpollTimeout::ZERO
+            } else {
+                timer
+                    .set(
+                        Expiration::OneShot(TimeSpec::from_duration(wait)),
+                        TimerSetTimeFlags::empty(),
+                    )
+                    .map_err(nix_err("timerfd_settime"))?;
+                EpollTimeout::NONE
+            };
+            let n = match epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::Error::EINTR) => 0,
+                Err(e) => return Err(nix_err("epoll_wait")(e)),
+            };
+            // Frames are handed in at the instant they were read, once the timeline has
+            // caught up with it.
+            let now = self.clock.now();
+            self.lab.run_until(now);
+            for ev in &events[..n] {
+                match ev.data() {
+                    SIGNAL => drain(&signals.wake),
+                    TIMER => {
+                        let _ = timer.unset();
+                    }
+                    i => self.receive(i as usize, &mut buf),
+                }
+            }
+        }
+    }
+
+    /// Read up to [`BATCH`] frames from port `i`'s TAP into the lab.
+    fn receive(&mut self, i: usize, buf: &mut [u8]) {
+        let Some(p) = self.ports.get(i) else {
+            return;
+        };
+        let node = p.node;
+        for _ in 0..BATCH {
+            let n = match self.ports[i].tap.recv(buf) {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            let Some(hdr) = VnetHdr::parse(&buf[..n]) else {
+                continue;
+            };
+            let port = self.lab.sim.get_mut::<KernelPort>(node);
+            let Some(port) = port else { return };
+            if hdr.flags & super::tap::VNET_F_NEEDS_CSUM != 0 || hdr.gso_type != 0 {
+                port.counters.rx_dropped_offload += 1;
+                continue;
+            }
+            port.counters.rx_frames += 1;
+            port.counters.rx_bytes += (n - VNET_HDR_LEN) as u64;
+            let frame = Frame::copy_from_slice(&buf[VNET_HDR_LEN..n]);
+            self.lab.sim.emit(node, 0, frame);
+        }
+    }
+
+    /// Write what the lab sent each kernel to its TAP.
+    fn flush(&mut self) {
+        for p in &self.ports {
+            let Some(port) = self.lab.sim.get_mut::<KernelPort>(p.node) else {
+                continue;
+            };
+            while let Some(mut frame) = port.pop() {
+                let len = frame.len();
+                VnetHdr::default().write(frame.prepend(VNET_HDR_LEN));
+                match p.tap.send(&frame) {
+                    Ok(_) => {
+                        port.counters.tx_frames += 1;
+                        port.counters.tx_bytes += len as u64;
+                    }
+                    // The kernel's queue is full, or the interface is down: dropped, as a NIC
+                    // drops.
+                    Err(_) => port.counters.tx_dropped += 1,
+                }
+            }
+        }
+    }
+
+    /// The state file's record.
+    pub fn state(&self) -> &LabState {
+        &self.state
+    }
+
+    /// Remove the lab's namespaces (and every process in them), its TAPs, its state file and
+    /// its control socket.
+    pub fn down(mut self) -> Result<state::Removed, LiveError> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<state::Removed, LiveError> {
+        self.torn_down = true;
+        // TAPs go when their file descriptor closes.
+        self.ports.clear();
+        state::remove(&self.name).map_err(io_err(format!("removing lab {}", self.name)))
+    }
+}
+
+impl Drop for LiveLab {
+    fn drop(&mut self) {
+        if !self.torn_down {
+            if let Err(e) = self.teardown() {
+                eprintln!("vmcnet: removing lab {}: {e}", self.name);
+            }
+        }
+    }
+}
+
+/// Refuse a lab whose owner runs; remove what a dead owner left. Returns what was removed.
+fn take_over(name: &LabName) -> Result<Cleaned, LiveError> {
+    let st = state::read(name).map_err(io_err(format!("reading the state of lab {name}")))?;
+    if let Some(st) = &st {
+        if st.pid != std::process::id() && state::alive(st.pid) {
+            return Err(LiveError::Busy {
+                lab: name.to_string(),
+                pid: st.pid,
+            });
+        }
+    }
+    let removed = state::remove(name).map_err(io_err(format!("removing lab {name}")))?;
+    Ok(removed.namespaces)
+}
+
+fn drain(mut s: &UnixStream) {
+    let mut b = [0u8; 64];
+    while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+}

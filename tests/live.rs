@@ -1,0 +1,466 @@
+//! The live lab, end to end: `vmcnet up` on the default topology, real ping, iperf3,
+//! traceroute and tcpdump in its namespaces, and nothing left behind afterwards, even after a
+//! `kill -9`.
+//!
+//! These need root and /dev/net/tun; where either is missing, each test says so and returns.
+//! Every lab is named `tNNNNN` (unique to this process and test), so its namespaces are
+//! `vmc-tNNNNN-*`; every test removes its lab, and checks that nothing of it is left.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use vmcnet::control::Lab;
+
+const VMCNET: &str = env!("CARGO_BIN_EXE_vmcnet");
+
+/// Why this machine cannot run a live lab, if it cannot.
+fn cannot_run() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root".into());
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return Some("no /dev/net/tun".into());
+    }
+    for tool in ["ip", "ping", "iperf3", "tcpdump", "traceroute"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map_or(true, |o| !o.status.success())
+        {
+            return Some(format!("{tool} is not installed (make deps installs it)"));
+        }
+    }
+    None
+}
+
+macro_rules! live_or_skip {
+    () => {
+        if let Some(why) = cannot_run() {
+            eprintln!("SKIPPED: the live lab needs root, /dev/net/tun and its tools: {why}");
+            return;
+        }
+    };
+}
+
+/// A unique lab name: `t`, this process's id and a counter, in base 36 (6 characters).
+fn lab_name() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = (std::process::id() as usize % 36usize.pow(3)) * 36 * 36
+        + N.fetch_add(1, Ordering::Relaxed) % (36 * 36);
+    let mut s = String::new();
+    let mut v = n;
+    for _ in 0..5 {
+        s.insert(0, char::from_digit((v % 36) as u32, 36).unwrap());
+        v /= 36;
+    }
+    format!("t{s}")
+}
+
+/// What of lab `name` the kernel and /run/vmcnet still hold.
+fn leftovers(name: &str) -> Vec<String> {
+    let prefix = format!("vmc-{name}-");
+    let mut left = Vec::new();
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    for line in String::from_utf8_lossy(&ns.stdout).lines() {
+        if line.starts_with(&prefix) {
+            left.push(format!("netns {line}"));
+        }
+    }
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    for line in String::from_utf8_lossy(&links.stdout).lines() {
+        if line.contains(&prefix) {
+            left.push(format!("link {line}"));
+        }
+    }
+    for f in [
+        format!("/run/vmcnet/{name}.json"),
+        format!("/run/vmcnet/{name}.sock"),
+    ] {
+        if std::path::Path::new(&f).exists() {
+            left.push(f);
+        }
+    }
+    left
+}
+
+/// A lab served by a `vmcnet up` child; ended and removed on drop, even when a test fails.
+struct LiveLab {
+    name: String,
+    child: Option<Child>,
+}
+
+impl LiveLab {
+    fn up() -> LiveLab {
+        let name = lab_name();
+        let topo = common::root().join("topo/default.toml");
+        let mut child = Command::new(VMCNET)
+            .args(["up", topo.to_str().unwrap(), "--lab", &name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("vmcnet up");
+        let mut lab = LiveLab { name, child: None };
+        let stdout = child.stdout.take().unwrap();
+        lab.child = Some(child);
+        let mut lines = BufReader::new(stdout).lines();
+        let mut seen = String::new();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    seen += &l;
+                    seen.push('\n');
+                    if l.starts_with(&format!("lab {} is up", lab.name)) {
+                        break;
+                    }
+                }
+                _ => panic!("vmcnet up ended before the lab was up:\n{seen}"),
+            }
+        }
+        // Keep reading its stdout, so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        lab
+    }
+
+    fn exec(&self, node: &str, cmd: &[&str]) -> Output {
+        let out = Command::new(VMCNET)
+            .args(["exec", &self.name, node, "--"])
+            .args(cmd)
+            .output()
+            .expect("vmcnet exec");
+        eprintln!(
+            "$ vmcnet exec {} {node} -- {}\n{}{}",
+            self.name,
+            cmd.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn exec_ok(&self, node: &str, cmd: &[&str]) -> String {
+        let out = self.exec(node, cmd);
+        assert!(out.status.success(), "{node}: {cmd:?}: {}", out.status);
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn spawn(&self, node: &str, cmd: &[&str]) -> Child {
+        Command::new(VMCNET)
+            .args(["exec", &self.name, node, "--"])
+            .args(cmd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vmcnet exec")
+    }
+
+    /// Send `sig` to `vmcnet up`, wait for it to end, and return how it ended.
+    fn signal(&mut self, sig: nix::sys::signal::Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("the lab runs");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        wait_for(&mut child, Duration::from_secs(20))
+    }
+}
+
+fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
+    let since = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if since.elapsed() > limit {
+            let _ = child.kill();
+            panic!("pid {} still runs after {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for LiveLab {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+        // Whatever the test did, nothing of the lab stays.
+        let _ = Command::new(VMCNET)
+            .args(["down", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The address of a default-topology endpoint, from the topology.
+fn ip(name: &str) -> String {
+    let lab = Lab::build(&common::default_topo(), 1);
+    lab.resolve(name).expect(name).to_string()
+}
+
+/// Routers between a VM of a compute segment and an EC2 instance of the default topology: the
+/// segment's gateway (the distributed router and Tier-0, one routed hop as NSX shows it); the
+/// VPC router does not decrement the TTL, as AWS's does not. A Linux reply leaves with TTL 64.
+const ROUTED_HOPS: u8 = 1;
+const LINUX_TTL: u8 = 64;
+
+/// The TTLs of the replies in ping's output.
+fn reply_ttls(out: &str) -> Vec<u8> {
+    out.lines()
+        .filter_map(|l| l.split("ttl=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn ping_crosses_both_ways_with_one_routed_hop() {
+    live_or_skip!();
+    let lab = LiveLab::up();
+    let (web, ec2) = (ip("web-1"), ip("ec2-1"));
+    let out = lab.exec_ok("web-1", &["ping", "-c", "3", "-i", "0.2", "-W", "2", &ec2]);
+    assert_eq!(reply_ttls(&out), vec![LINUX_TTL - ROUTED_HOPS; 3], "{out}");
+    let out = lab.exec_ok("ec2-1", &["ping", "-c", "3", "-i", "0.2", "-W", "2", &web]);
+    assert_eq!(reply_ttls(&out), vec![LINUX_TTL - ROUTED_HOPS; 3], "{out}");
+    // A 3,000-byte ping crosses as fragments and comes back whole.
+    let out = lab.exec_ok(
+        "web-1",
+        &[
+            "ping", "-c", "2", "-i", "0.2", "-W", "2", "-s", "3000", &ec2,
+        ],
+    );
+    assert!(out.contains("3008 bytes from"), "{out}");
+    assert_eq!(reply_ttls(&out).len(), 2, "{out}");
+}
+
+#[test]
+fn traceroute_shows_the_gateway_hop_then_the_instance() {
+    live_or_skip!();
+    let lab = LiveLab::up();
+    let ec2 = ip("ec2-1");
+    let gw = common::default_topo().sddc.segments[0]
+        .gateway_ip()
+        .to_string();
+    let out = lab.exec_ok(
+        "web-1",
+        &["traceroute", "-n", "-q", "1", "-w", "2", "-m", "5", &ec2],
+    );
+    let hops: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(hops, vec![gw.as_str(), ec2.as_str()], "{out}");
+}
+
+#[test]
+fn iperf3_moves_data_from_a_vm_to_an_instance() {
+    live_or_skip!();
+    let lab = LiveLab::up();
+    let ec2 = ip("ec2-1");
+    let mut server = lab.spawn("ec2-1", &["iperf3", "-s", "-1", "-B", &ec2]);
+    // The server listens once its socket is bound; the client retries until then.
+    let mut out = String::new();
+    for _ in 0..50 {
+        let o = lab.exec("web-1", &["iperf3", "-c", &ec2, "-t", "2", "-J"]);
+        out = String::from_utf8_lossy(&o.stdout).into_owned();
+        if o.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = wait_for(&mut server, Duration::from_secs(10));
+    let j: serde_json::Value = serde_json::from_str(&out).expect("iperf3 -J");
+    let sent = j["end"]["sum_sent"]["bytes"].as_u64().unwrap();
+    let received = j["end"]["sum_received"]["bytes"].as_u64().unwrap();
+    let bps = j["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    eprintln!(
+        "iperf3 web-1 -> ec2-1: {received} B, {:.2} Gbit/s",
+        bps / 1e9
+    );
+    assert!(
+        received > 0 && received <= sent,
+        "sent {sent}, received {received}"
+    );
+}
+
+#[test]
+fn tcpdump_in_an_instance_sees_the_echo_requests() {
+    live_or_skip!();
+    let lab = LiveLab::up();
+    let (web, ec2) = (ip("web-1"), ip("ec2-1"));
+    let tap = lab_tap(&lab, "ec2-1");
+    let mut dump = lab.spawn(
+        "ec2-1",
+        &[
+            "tcpdump",
+            "-n",
+            "-l",
+            "-c",
+            "3",
+            "-i",
+            &tap,
+            "icmp[icmptype] == icmp-echo",
+        ],
+    );
+    // tcpdump says "listening on" once it captures.
+    let mut err = BufReader::new(dump.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("listening on") {
+        assert!(
+            err.read_line(&mut said).unwrap() > 0,
+            "tcpdump ended: {said}"
+        );
+    }
+    lab.exec_ok("web-1", &["ping", "-c", "3", "-i", "0.2", "-W", "2", &ec2]);
+    let st = wait_for(&mut dump, Duration::from_secs(10));
+    assert!(st.success());
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut dump.stdout.take().unwrap(), &mut out).unwrap();
+    let requests = out
+        .lines()
+        .filter(|l| l.contains(&format!("IP {web} > {ec2}: ICMP echo request")))
+        .count();
+    assert_eq!(requests, 3, "{out}");
+}
+
+/// The TAP of an endpoint: the one interface of its namespace besides `lo`.
+fn lab_tap(lab: &LiveLab, node: &str) -> String {
+    let out = lab.exec_ok(node, &["ip", "-o", "link", "show"]);
+    let prefix = format!("vmc-{}-", lab.name);
+    out.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .find(|n| n.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no TAP in {node}:\n{out}"))
+}
+
+#[test]
+fn each_namespace_holds_the_topologys_address_mac_mtu_and_route() {
+    live_or_skip!();
+    let lab = LiveLab::up();
+    let t = common::default_topo();
+    let built = Lab::build(&t, 1);
+    for node in ["web-1", "app-1", "vcenter", "ec2-1", "s3"] {
+        let cfg = built.endpoint(node).unwrap().config().clone();
+        let tap = lab_tap(&lab, node);
+        let link = lab.exec_ok(node, &["ip", "-o", "link", "show", &tap]);
+        assert!(link.contains(&format!("mtu {} ", cfg.ip_mtu)), "{link}");
+        assert!(link.contains(&cfg.mac.to_string()), "{link}");
+        let addr = lab.exec_ok(node, &["ip", "-o", "-4", "addr", "show", &tap]);
+        assert!(
+            addr.contains(&format!("inet {}/{} ", cfg.ip, cfg.prefix_len)),
+            "{addr}"
+        );
+        let route = lab.exec_ok(node, &["ip", "route", "show", "default"]);
+        assert!(
+            route.contains(&format!("default via {} ", cfg.gateway)),
+            "{route}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_ends_the_lab_with_143_and_sigint_with_130_leaving_nothing() {
+    live_or_skip!();
+    for (sig, code) in [
+        (nix::sys::signal::Signal::SIGTERM, 143),
+        (nix::sys::signal::Signal::SIGINT, 130),
+    ] {
+        let mut lab = LiveLab::up();
+        assert!(!leftovers(&lab.name).is_empty(), "the lab is up");
+        // A process left running in a namespace goes with it.
+        let mut sleeper = lab.spawn("web-1", &["sleep", "300"]);
+        // Once it is `sleep`, it runs in the namespace.
+        let comm = format!("/proc/{}/comm", sleeper.id());
+        while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
+            assert!(sleeper.try_wait().unwrap().is_none(), "exec failed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let st = lab.signal(sig);
+        assert_eq!(st.code(), Some(code), "{sig}");
+        let slept = wait_for(&mut sleeper, Duration::from_secs(5));
+        assert_eq!(slept.signal(), Some(libc::SIGKILL), "{slept}");
+        assert_eq!(leftovers(&lab.name), Vec::<String>::new(), "after {sig}");
+    }
+}
+
+#[test]
+fn down_after_kill_9_removes_everything() {
+    live_or_skip!();
+    let mut lab = LiveLab::up();
+    let st = lab.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(!st.success());
+    let left = leftovers(&lab.name);
+    assert!(
+        left.iter().any(|l| l.starts_with("netns")),
+        "a killed lab leaves its namespaces: {left:?}"
+    );
+    // Its TAPs went with its file descriptors.
+    assert!(!left.iter().any(|l| l.starts_with("link")), "{left:?}");
+    // exec refuses a lab whose process is gone.
+    let out = lab.exec("web-1", &["true"]);
+    assert_eq!(out.status.code(), Some(2));
+    let down = Command::new(VMCNET)
+        .args(["down", &lab.name])
+        .output()
+        .unwrap();
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(leftovers(&lab.name), Vec::<String>::new());
+    // And once more: nothing to remove is an error that says so.
+    let again = Command::new(VMCNET)
+        .args(["down", &lab.name])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not up"));
+}
+
+#[test]
+fn up_after_a_killed_owner_takes_the_lab_over() {
+    live_or_skip!();
+    let mut lab = LiveLab::up();
+    lab.signal(nix::sys::signal::Signal::SIGKILL);
+    let name = lab.name.clone();
+    // A new `up` of the same name removes what the dead one left, then serves it.
+    let topo = common::root().join("topo/default.toml");
+    let mut child = Command::new(VMCNET)
+        .args(["up", topo.to_str().unwrap(), "--lab", &name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().starts_with(&format!("lab {name} is up"))));
+    lab.child = Some(child);
+    let ec2 = ip("ec2-1");
+    lab.exec_ok("web-1", &["ping", "-c", "1", "-W", "2", &ec2]);
+    // A second `up` while it runs is refused, and touches nothing.
+    let busy = Command::new(VMCNET)
+        .args(["up", topo.to_str().unwrap(), "--lab", &name])
+        .output()
+        .unwrap();
+    assert_eq!(busy.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("is up already"));
+    lab.exec_ok("web-1", &["ping", "-c", "1", "-W", "2", &ec2]);
+    let mut child = lab.child.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    lab.child = Some(child);
+    let st = lab.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(st.code(), Some(143));
+    let mut msg = String::new();
+    std::io::Read::read_to_string(&mut BufReader::new(err), &mut msg).unwrap();
+    assert!(msg.contains("its last owner died"), "{msg}");
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+}
