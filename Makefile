@@ -4,7 +4,7 @@ VMCNET := target/release/vmcnet
 TOPO ?= topo/default.toml
 DRILL ?= scripts/drills/smoke.toml
 
-.PHONY: all build run test lint unit bench fuzz deps clean
+.PHONY: all build run test lint unit bench bench-live fuzz deps clean
 
 all: build
 
@@ -34,6 +34,12 @@ unit:
 # Forwarding rate of the sim on the full VM -> EC2 path, next to a direct-call baseline.
 bench:
 	$(CARGO) bench -p vmcnet --bench forward
+
+# The live lab (topo/examples/bench-live.toml, links at no delay and unlimited rate) against a
+# direct veth pair and a chain of 2 kernel routers: iperf3 (1 and 2 streams) and ping, medians of
+# 5, as ratios to the veth pair. Root, iperf3 and ping; BENCH_LIVE_REPS, BENCH_LIVE_SECONDS.
+bench-live: build
+	VMCNET=$(VMCNET) scripts/bench-live.sh
 
 # 10 million hostile frames into every port of the default lab (release build), with frames per
 # second; VMCNET_FUZZ_FRAMES=N sets the count. `make test` runs 200,000 in the debug build.

@@ -464,3 +464,190 @@ fn up_after_a_killed_owner_takes_the_lab_over() {
     assert!(msg.contains("its last owner died"), "{msg}");
     assert_eq!(leftovers(&name), Vec::<String>::new());
 }
+
+impl LiveLab {
+    /// `vmcnet ctl LAB ARGS…`: its status and output.
+    fn ctl(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(VMCNET)
+            .args(["ctl", &self.name])
+            .args(args)
+            .output()
+            .expect("vmcnet ctl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    }
+}
+
+#[test]
+fn ctl_shows_the_views_of_vmcnet_show_in_the_same_shapes() {
+    live_or_skip!();
+    let lab = LiveLab::up();
+    let topo = common::root().join("topo/default.toml");
+    for what in ["eni", "routes", "tier0", "hosts", "segments"] {
+        let offline = Command::new(VMCNET)
+            .args(["show", topo.to_str().unwrap(), what, "--json"])
+            .output()
+            .unwrap();
+        let (code, live) = lab.ctl(&["show", what, "--json"]);
+        assert_eq!(code, 0, "{live}");
+        let a: serde_json::Value = serde_json::from_slice(&offline.stdout).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&live).unwrap();
+        assert_eq!(
+            a, b,
+            "show {what} --json: the live lab, untouched, is the topology"
+        );
+    }
+    let (code, text) = lab.ctl(&["show", "nothing"]);
+    assert_eq!(code, 2);
+    assert!(text.contains("possible values"), "{text}");
+    let (code, text) = lab.ctl(&["vmotion", "nobody", "to", "esxi-1"]);
+    assert_eq!(code, 2);
+    assert!(text.contains("nobody"), "{text}");
+}
+
+/// The ENI of the host the active Edge runs on, and whether it holds the uplink address, from
+/// `ctl show eni --json`.
+fn uplink_eni(lab: &LiveLab) -> Option<String> {
+    let uplink = common::default_topo().sddc.edges.uplink_ip.to_string();
+    let (_, out) = lab.ctl(&["show", "eni", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["NetworkInterfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["PrivateIpAddresses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|ip| ip["PrivateIpAddress"] == uplink.as_str())
+        })
+        .map(|e| e["NetworkInterfaceId"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn an_edge_vmotion_by_ctl_moves_the_uplink_ip_and_traffic_follows() {
+    live_or_skip!();
+    let lab = LiveLab::up();
+    let t = common::default_topo();
+    let ec2 = ip("ec2-1");
+    let built = Lab::build(&t, 1);
+    let eni_of = |host: &str| built.model.eni_of_host(host).unwrap().id.clone();
+    let edge = &t.sddc.edges.active;
+    assert_eq!(uplink_eni(&lab), Some(eni_of(&edge.host)));
+    // To a cluster-1 host other than the Edge's own.
+    let to = t
+        .hosts()
+        .map(|h| h.to_string())
+        .find(|h| *h != edge.host)
+        .unwrap();
+    let (code, out) = lab.ctl(&["vmotion", &edge.name, "to", &to]);
+    assert_eq!(code, 0, "{out}");
+    // The reconciler notices, moves the address, re-targets the routes: the sum of their
+    // latencies, and then some.
+    let tm = &t.timing;
+    let settle = tm.vmotion_stun
+        + tm.control_plane_notice
+        + tm.move_secondary_ip.max(tm.replace_route)
+        + Duration::from_secs(3);
+    let since = Instant::now();
+    while uplink_eni(&lab) != Some(eni_of(&to)) {
+        assert!(since.elapsed() < settle, "the uplink never moved to {to}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while lab.ctl(&["show", "timeline"]).1.contains("pending") {
+        assert!(
+            since.elapsed() < settle,
+            "{}",
+            lab.ctl(&["show", "timeline"]).1
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, routes) = lab.ctl(&["show", "routes", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&routes).unwrap();
+    let main = &v["RouteTables"][0]["Routes"];
+    for seg in &t.sddc.segments {
+        let r = main
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["DestinationCidrBlock"] == seg.cidr.to_string().as_str())
+            .unwrap_or_else(|| panic!("no route to {}: {routes}", seg.cidr));
+        assert_eq!(r["NetworkInterfaceId"], eni_of(&to).as_str(), "{routes}");
+    }
+    let out = lab.exec_ok("web-1", &["ping", "-c", "3", "-i", "0.2", "-W", "2", &ec2]);
+    assert_eq!(reply_ttls(&out).len(), 3, "{out}");
+}
+
+#[test]
+fn capture_of_the_active_eni_is_a_pcap_tshark_reads() {
+    live_or_skip!();
+    let lab = LiveLab::up();
+    let t = common::default_topo();
+    let built = Lab::build(&t, 1);
+    let eni = built
+        .model
+        .eni_of_host(&t.sddc.edges.active.host)
+        .unwrap()
+        .id
+        .clone();
+    let link = format!("{}--{eni}", t.sddc.edges.active.host);
+    let file = std::env::temp_dir().join(format!("vmcnet-{}-eni.pcap", lab.name));
+    let mut cap = Command::new(VMCNET)
+        .args(["capture", &lab.name, &link, "-w", file.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    // The capture starts with the pcap header; then the pings.
+    let since = Instant::now();
+    while std::fs::metadata(&file).map_or(0, |m| m.len()) < 24 {
+        assert!(since.elapsed() < Duration::from_secs(10), "no pcap header");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (web, ec2) = (ip("web-1"), ip("ec2-1"));
+    lab.exec_ok("web-1", &["ping", "-c", "4", "-i", "0.2", "-W", "2", &ec2]);
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(cap.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = cap.wait();
+    let out = Command::new("tshark")
+        .args([
+            "-r",
+            file.to_str().unwrap(),
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "icmp.type",
+            "-e",
+            "ip.ttl",
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Requests cross the ENI after the Tier-0 hop; replies before it.
+    let requests = text
+        .lines()
+        .filter(|l| *l == format!("{web}\t{ec2}\t8\t{}", LINUX_TTL - ROUTED_HOPS))
+        .count();
+    let replies = text
+        .lines()
+        .filter(|l| *l == format!("{ec2}\t{web}\t0\t{LINUX_TTL}"))
+        .count();
+    assert_eq!((requests, replies), (4, 4), "{text}");
+    // A link the lab does not have is refused.
+    let (code, _) = lab.ctl(&["capture", "no-such-link"]);
+    assert_eq!(code, 2);
+}

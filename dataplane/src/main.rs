@@ -94,6 +94,33 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         cmd: Vec<String>,
     },
+    /// Ask a live lab: `show eni|routes|tier0|hosts|segments [--json]` (the views and JSON
+    /// shapes of `vmcnet show`), `show stats|links|timeline`, or a drill's action, now:
+    /// `vmotion VM|EDGE [to] HOST`, `fail-host HOST`, `recover-host HOST`, `fail-edge EDGE`,
+    /// `maintenance HOST`, `add-segment NAME CIDR [--gateway cgw|mgw]`, `del-segment NAME`,
+    /// `break-reconciler`, `heal-reconciler`, `cut-bfd`, `heal-bfd`. `vmcnet ctl LAB help` lists
+    /// them.
+    Ctl {
+        /// The lab's name.
+        lab: String,
+        /// The request.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        request: Vec<String>,
+    },
+    /// Stream a link of a live lab as pcap: `vmcnet capture lab esxi-2--eni-2 | tcpdump -r -`.
+    /// Any link between two nodes (`vmcnet ctl LAB show links` lists them): an ENI
+    /// (esxi-2--eni-2, eni-2--vpc-router), a host's overlay (esxi-1--underlay), the Edge's
+    /// uplink (edge-1.uplink--esxi-2). Nanosecond timestamps; the snap length holds a whole
+    /// super-frame. Runs until Ctrl-C, the reader goes away or the lab ends.
+    Capture {
+        /// The lab's name.
+        lab: String,
+        /// The link, by name.
+        link: String,
+        /// Write the pcap to FILE (`-`: standard output, the default).
+        #[arg(short = 'w', value_name = "FILE", default_value = "-")]
+        write: String,
+    },
     /// Stop a live lab and remove everything it created (namespaces, the processes in them,
     /// TAPs, its state file), whether its process runs or died.
     Down {
@@ -103,7 +130,7 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum ShowWhat {
+pub(crate) enum ShowWhat {
     /// The ENIs of the Connected VPC: in-use (mapped to a host) or available.
     Eni,
     /// The VPC main route table and the Edge's (Tier-0) route table; with --json, the VPC's
@@ -178,12 +205,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Show { topo, what, json } => {
             let t = load_topo(&topo)?;
             let lab = Lab::build(&t, 1);
-            show(&lab, what, json)?;
+            show(&lab, what, json, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Up { topo, lab } => live::up(&topo, &lab),
         Command::Exec { lab, node, cmd } => live::exec(&lab, &node, &cmd),
         Command::Down { lab } => live::down(&lab),
+        Command::Ctl { lab, request } => live::ctl(&lab, &request),
+        Command::Capture { lab, link, write } => live::capture(&lab, &link, &write),
         Command::Drill {
             topo,
             drill,
@@ -282,7 +311,8 @@ fn load_topo(arg: &str) -> Result<Topology> {
     Ok(vmcnet_topo::load(Path::new(arg))?)
 }
 
-fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
+/// Write a view of the lab's state to `w`: `vmcnet show`'s and `vmcnet ctl LAB show`'s.
+fn show(lab: &Lab, what: ShowWhat, json: bool, w: &mut dyn std::io::Write) -> Result<()> {
     match what {
         ShowWhat::Eni => {
             let rows = lab.enis();
@@ -292,9 +322,12 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
                 struct Out<'a> {
                     network_interfaces: &'a [vmcnet::control::state::EniRow],
                 }
-                return print_json(&Out {
-                    network_interfaces: &rows,
-                });
+                return print_json(
+                    w,
+                    &Out {
+                        network_interfaces: &rows,
+                    },
+                );
             }
             let mut t = table(&[
                 "ENI",
@@ -330,11 +363,11 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
                     r.subnet_id,
                 ]);
             }
-            outln!("{t}")?;
+            writeln!(w, "{t}")?;
         }
         ShowWhat::Routes => {
             if json {
-                return print_json(&serde_json::json!({ "RouteTables": lab.route_tables() }));
+                return print_json(w, &serde_json::json!({ "RouteTables": lab.route_tables() }));
             }
             for rt in lab.route_tables() {
                 let subnets: Vec<&str> = rt
@@ -343,9 +376,10 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
                     .filter_map(|a| a.subnet_id.as_deref())
                     .collect();
                 if rt.associations.iter().any(|a| a.main) {
-                    outln!("VPC {} main route table", lab.topo.vpc.id)?;
+                    writeln!(w, "VPC {} main route table", lab.topo.vpc.id)?;
                 } else {
-                    outln!(
+                    writeln!(
+                        w,
                         "VPC {} route table {} (subnets: {}; not programmed by VMC)",
                         lab.topo.vpc.id,
                         rt.route_table_id,
@@ -356,17 +390,17 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
                 for r in rt.routes {
                     t.add_row(vec![r.destination(), r.target(), r.state]);
                 }
-                outln!("{t}")?;
-                outln!()?;
+                writeln!(w, "{t}")?;
+                writeln!(w)?;
             }
-            show(lab, ShowWhat::Tier0, false)?;
+            show(lab, ShowWhat::Tier0, false, w)?;
         }
         ShowWhat::Tier0 => {
             if json {
-                return print_json(&lab.tier0_routing_table());
+                return print_json(w, &lab.tier0_routing_table());
             }
             let edge = lab.model.active_edge().map_or("-", |e| e.name.as_str());
-            outln!("Edge {edge} (Tier-0, CGW, MGW) route table")?;
+            writeln!(w, "Edge {edge} (Tier-0, CGW, MGW) route table")?;
             let mut t = table(&["Destination", "Next hop", "Type", "Interface", "SNAT"]);
             for r in lab.tier0_routes() {
                 t.add_row(vec![
@@ -381,12 +415,12 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
                     if r.snat { "yes" } else { "" }.into(),
                 ]);
             }
-            outln!("{t}")?;
+            writeln!(w, "{t}")?;
         }
         ShowWhat::Hosts => {
             let rows = lab.hosts();
             if json {
-                return print_json(&rows);
+                return print_json(w, &rows);
             }
             let mut t = table(&["Host", "Cluster", "TEP", "ENI", "VMs", "Edges"]);
             for r in rows {
@@ -399,12 +433,12 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
                     r.edges.join(", "),
                 ]);
             }
-            outln!("{t}")?;
+            writeln!(w, "{t}")?;
         }
         ShowWhat::Segments => {
             let rows = lab.segments();
             if json {
-                return print_json(&rows);
+                return print_json(w, &rows);
             }
             let mut t = table(&["Segment", "Gateway", "CIDR", "Gateway IP", "VNI", "VMs"]);
             for r in rows {
@@ -417,7 +451,7 @@ fn show(lab: &Lab, what: ShowWhat, json: bool) -> Result<()> {
                     r.vms.join("\n"),
                 ]);
             }
-            outln!("{t}")?;
+            writeln!(w, "{t}")?;
         }
     }
     Ok(())
@@ -430,7 +464,7 @@ fn table(header: &[&str]) -> Table {
     t
 }
 
-fn print_json<T: Serialize>(v: &T) -> Result<()> {
-    outln!("{}", serde_json::to_string_pretty(v)?)?;
+fn print_json<T: Serialize>(w: &mut dyn std::io::Write, v: &T) -> Result<()> {
+    writeln!(w, "{}", serde_json::to_string_pretty(v)?)?;
     Ok(())
 }

@@ -1,16 +1,23 @@
 //! `vmcnet up`, `exec` and `down`: the live lab from the command line.
 
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use vmcnet::live::runtime::{LiveLab, Signals};
+use vmcnet::drill::file::DrillAction;
+use vmcnet::drill::run::lab_actions;
+use vmcnet::live::control;
+use vmcnet::live::runtime::{Answer, LiveLab, Signals};
 use vmcnet::live::{netns, state, LabName};
+
+use super::ShowWhat;
 
 /// How long `down` waits for a running lab to remove itself before it kills it.
 const DOWN_GRACE: Duration = Duration::from_secs(10);
@@ -74,7 +81,7 @@ pub fn up(topo: &str, lab: &str) -> Result<ExitCode> {
          Ctrl-C or `vmcnet down {name}` ends it",
         std::process::id()
     )?;
-    let ended = live.run(&signals);
+    let ended = live.serve(&signals, &mut answer);
     let removed = live.down();
     let ended = ended?;
     removed?;
@@ -148,4 +155,272 @@ fn stop_owner(name: &LabName, pid: u32) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// A request to a live lab, as `vmcnet ctl LAB …` sends it.
+#[derive(Parser)]
+#[command(
+    name = "vmcnet ctl LAB",
+    no_binary_name = true,
+    disable_version_flag = true,
+    about = "Ask a live lab for its state, or run a drill's action in it now."
+)]
+struct CtlArgs {
+    #[command(subcommand)]
+    cmd: CtlCmd,
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// The lab's state: the views and JSON shapes of `vmcnet show`, and the live lab's own.
+    Show {
+        what: CtlShow,
+        /// JSON, as `vmcnet show --json` prints it (eni, routes, tier0, hosts, segments).
+        #[arg(long)]
+        json: bool,
+    },
+    /// vMotion of a VM or an Edge to a host: `vmotion edge-1 to esxi-3`.
+    Vmotion { vm: String, host: String },
+    /// A host fails: vSphere HA restarts what ran on it, NSX promotes the standby Edge.
+    FailHost { host: String },
+    /// A failed host comes back.
+    RecoverHost { host: String },
+    /// The Edge VM dies; its host stays.
+    FailEdge { edge: String },
+    /// VMC's maintenance of a host: a spare joins, takes an ENI, the host is evacuated.
+    Maintenance { host: String },
+    /// NSX creates a segment; the reconciler adds its route.
+    AddSegment {
+        name: String,
+        cidr: String,
+        #[arg(long, default_value = "cgw")]
+        gateway: String,
+    },
+    /// NSX deletes a segment; the reconciler deletes its route.
+    DelSegment { name: String },
+    /// VMC's reconciler stops acting.
+    BreakReconciler,
+    /// The reconciler acts again, and catches up.
+    HealReconciler,
+    /// BFD between the Edges stops getting through.
+    CutBfd,
+    /// BFD gets through again.
+    HealBfd,
+    /// Stream a link as pcap (what `vmcnet capture` asks).
+    Capture { link: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CtlShow {
+    /// The ENIs of the Connected VPC.
+    Eni,
+    /// The VPC route tables and the Tier-0's.
+    Routes,
+    /// The active Edge's Tier-0 routing table.
+    Tier0,
+    /// The ESXi hosts.
+    Hosts,
+    /// The SDDC segments.
+    Segments,
+    /// Every node's counters that are not zero, and the live endpoints' TAPs.
+    Stats,
+    /// Every link, with the frames it carried each way.
+    Links,
+    /// Every control action asked for, and when it took effect.
+    Timeline,
+}
+
+/// What the lab does with a control request.
+fn answer(live: &mut LiveLab, args: &[String]) -> Answer {
+    // `vmotion VM to HOST` reads as the drill files' `vm` and `to`.
+    let mut args = args.to_vec();
+    if args.len() == 4 && args[0] == "vmotion" && args[2] == "to" {
+        args.remove(2);
+    }
+    let cmd = match CtlArgs::try_parse_from(&args) {
+        Ok(c) => c.cmd,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            return Answer::Text {
+                code,
+                text: e.render().to_string(),
+            };
+        }
+    };
+    match run_ctl(live, cmd) {
+        Ok(a) => a,
+        Err(e) => Answer::Text {
+            code: 2,
+            text: format!("vmcnet: {e:#}\n"),
+        },
+    }
+}
+
+fn run_ctl(live: &mut LiveLab, cmd: CtlCmd) -> Result<Answer> {
+    let text = |text: String| Ok(Answer::Text { code: 0, text });
+    let action = match cmd {
+        CtlCmd::Show { what, json } => {
+            let view = match what {
+                CtlShow::Eni => ShowWhat::Eni,
+                CtlShow::Routes => ShowWhat::Routes,
+                CtlShow::Tier0 => ShowWhat::Tier0,
+                CtlShow::Hosts => ShowWhat::Hosts,
+                CtlShow::Segments => ShowWhat::Segments,
+                CtlShow::Stats => return text(stats(live)),
+                CtlShow::Links => return text(links(live)),
+                CtlShow::Timeline => {
+                    let now = live.lab.sim.now();
+                    let tl = vmcnet::drill::report::timeline_text(live.lab.timeline(), "  ");
+                    return text(format!("now {now}\n{tl}"));
+                }
+            };
+            let mut out = Vec::new();
+            super::show(&live.lab, view, json, &mut out)?;
+            return text(String::from_utf8_lossy(&out).into_owned());
+        }
+        CtlCmd::Capture { link } => {
+            let sim = &live.lab.sim;
+            return match sim.link_by_name(&link) {
+                Some(id) => Ok(Answer::Capture(id)),
+                None => bail!(
+                    "no link {link:?}; `vmcnet ctl {} show links` lists them",
+                    live.name
+                ),
+            };
+        }
+        CtlCmd::Vmotion { vm, host } => {
+            serde_json::json!({"kind": "vmotion", "vm": vm, "to": host})
+        }
+        CtlCmd::FailHost { host } => serde_json::json!({"kind": "fail-host", "host": host}),
+        CtlCmd::RecoverHost { host } => serde_json::json!({"kind": "recover-host", "host": host}),
+        CtlCmd::FailEdge { edge } => serde_json::json!({"kind": "fail-edge", "edge": edge}),
+        CtlCmd::Maintenance { host } => serde_json::json!({"kind": "maintenance", "host": host}),
+        CtlCmd::AddSegment {
+            name,
+            cidr,
+            gateway,
+        } => {
+            serde_json::json!({"kind": "add-segment", "name": name, "cidr": cidr, "gateway": gateway})
+        }
+        CtlCmd::DelSegment { name } => serde_json::json!({"kind": "del-segment", "name": name}),
+        CtlCmd::BreakReconciler => serde_json::json!({"kind": "break-reconciler"}),
+        CtlCmd::HealReconciler => serde_json::json!({"kind": "heal-reconciler"}),
+        CtlCmd::CutBfd => serde_json::json!({"kind": "cut-bfd"}),
+        CtlCmd::HealBfd => serde_json::json!({"kind": "heal-bfd"}),
+    };
+    let mut action = action;
+    action["at"] = "0s".into();
+    let action: DrillAction = serde_json::from_value(action).context("the action")?;
+    let now = live.lab.sim.now();
+    let mut said = String::new();
+    for a in lab_actions(&action) {
+        let what = a.to_string();
+        live.lab.request(now, a).with_context(|| what.clone())?;
+        said += &format!("requested at {now}: {what}\n");
+    }
+    said += &format!(
+        "(`vmcnet ctl {} show timeline` tells when it takes effect)\n",
+        live.name
+    );
+    text(said)
+}
+
+/// Every node's counters that are not zero.
+fn stats(live: &LiveLab) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["node", "kind", "counter", "value"]);
+    for (_, node) in live.lab.sim.nodes() {
+        for (counter, value) in node.counters() {
+            if value != 0 {
+                t.add_row([
+                    node.name().to_string(),
+                    node.kind().to_string(),
+                    counter.to_string(),
+                    value.to_string(),
+                ]);
+            }
+        }
+    }
+    format!("{t}\n")
+}
+
+/// Every link, with what it carried each way.
+fn links(live: &LiveLab) -> String {
+    let sim = &live.lab.sim;
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["link", "frames a->b", "frames b->a", "dropped"]);
+    for (id, l) in sim.links().iter().enumerate() {
+        let [ab, ba] = sim.link_counters(id);
+        let dropped = [ab, ba]
+            .iter()
+            .map(|c| c.tx_dropped_queue_full + c.tx_dropped_too_big + c.dropped_in_flight)
+            .sum::<u64>();
+        t.add_row([
+            l.name.clone(),
+            ab.tx_frames.to_string(),
+            ba.tx_frames.to_string(),
+            dropped.to_string(),
+        ]);
+    }
+    format!("{t}\n")
+}
+
+/// The control socket of a running lab.
+fn socket_of(lab: &str) -> Result<(LabName, std::path::PathBuf)> {
+    let name = LabName::new(lab).map_err(anyhow::Error::msg)?;
+    let Some(st) = state::read(&name)? else {
+        bail!("lab {name} is not up (no {})", state::path(&name).display());
+    };
+    if !state::alive(st.pid) {
+        bail!(
+            "lab {name}: its process ({}) is gone; `vmcnet down {name}` cleans up",
+            st.pid
+        );
+    }
+    Ok((name, std::path::PathBuf::from(st.socket)))
+}
+
+pub fn ctl(lab: &str, request: &[String]) -> Result<ExitCode> {
+    let (name, path) = socket_of(lab)?;
+    let (header, mut reader) = control::request(&path, request)
+        .with_context(|| format!("asking lab {name} ({})", path.display()))?;
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut out)?;
+    if header.code == 0 {
+        std::io::stdout().lock().write_all(&out)?;
+    } else {
+        std::io::stderr().lock().write_all(&out)?;
+    }
+    Ok(ExitCode::from(header.code))
+}
+
+pub fn capture(lab: &str, link: &str, file: &str) -> Result<ExitCode> {
+    let (name, path) = socket_of(lab)?;
+    let args = ["capture".to_string(), link.to_string()];
+    let (header, mut reader) = control::request(&path, &args)
+        .with_context(|| format!("asking lab {name} ({})", path.display()))?;
+    if header.code != 0 {
+        let mut why = String::new();
+        std::io::Read::read_to_string(&mut reader, &mut why)?;
+        eprint!("{why}");
+        return Ok(ExitCode::from(header.code));
+    }
+    let mut out: Box<dyn Write> = if file == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(file).with_context(|| format!("-w {file}: cannot create"))?)
+    };
+    // Copied as it comes, so that `tcpdump -r -` reads it live.
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut reader, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

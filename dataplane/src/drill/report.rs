@@ -325,27 +325,7 @@ impl fmt::Display for DrillReport {
         )?;
         if !self.timeline.is_empty() {
             writeln!(f, "  timeline:")?;
-            // In the order they were asked for, in time; times aligned on the right.
-            let mut events: Vec<_> = self.timeline.iter().collect();
-            events.sort_by_key(|e| e.requested_at);
-            let width = events
-                .iter()
-                .map(|e| e.requested_at.to_string().len())
-                .max()
-                .unwrap_or(0);
-            for e in events {
-                let effect = match (&e.took_effect_at, &e.error) {
-                    (Some(t), _) => format!("took effect {t}"),
-                    (None, Some(why)) => format!("failed: {why}"),
-                    (None, None) => "pending".into(),
-                };
-                writeln!(
-                    f,
-                    "    {:>width$}  {:<40} {effect}",
-                    e.requested_at.to_string(),
-                    e.action.to_string()
-                )?;
-            }
+            f.write_str(&timeline_text(&self.timeline, "    "))?;
         }
         for s in &self.steps {
             let verdict = if s.passed { "PASS" } else { "FAIL" };
@@ -430,4 +410,31 @@ impl fmt::Display for DrillReport {
         )?;
         writeln!(f, "{passed} passed, {} failed", self.steps.len() - passed)
     }
+}
+
+/// Control actions one a line, each indented by `indent`, in the order they were asked for, in
+/// time, times aligned on the right: when asked, what, and when it took effect (or why it
+/// failed, or `pending`).
+pub fn timeline_text(timeline: &[crate::control::action::TimelineEvent], indent: &str) -> String {
+    let mut events: Vec<_> = timeline.iter().collect();
+    events.sort_by_key(|e| e.requested_at);
+    let width = events
+        .iter()
+        .map(|e| e.requested_at.to_string().len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for e in events {
+        let effect = match (&e.took_effect_at, &e.error) {
+            (Some(t), _) => format!("took effect {t}"),
+            (None, Some(why)) => format!("failed: {why}"),
+            (None, None) => "pending".into(),
+        };
+        out += &format!(
+            "{indent}{:>width$}  {:<40} {effect}\n",
+            e.requested_at.to_string(),
+            e.action.to_string()
+        );
+    }
+    out
 }

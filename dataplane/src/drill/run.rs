@@ -363,47 +363,51 @@ fn check_formulas(topo: &Topology, drill: &DrillFile) -> Result<Formulas, DrillE
 fn request_actions(lab: &mut Lab, drill: &DrillFile) -> Result<(), DrillError> {
     for (index, a) in drill.actions.iter().enumerate() {
         let at = Instant::ZERO + a.at();
-        let actions = match a {
-            DrillAction::Vmotion { vm, to, .. } => vec![
-                Action::StunVm { vm: vm.clone() },
-                Action::ResumeVm {
-                    vm: vm.clone(),
-                    host: to.clone(),
-                },
-            ],
-            DrillAction::FailHost { host, .. } => vec![Action::FailHost { host: host.clone() }],
-            DrillAction::RecoverHost { host, .. } => {
-                vec![Action::RecoverHost { host: host.clone() }]
-            }
-            DrillAction::Maintenance { host, .. } => {
-                vec![Action::Maintenance { host: host.clone() }]
-            }
-            DrillAction::FailEdge { edge, .. } => vec![Action::StopEdge { edge: edge.clone() }],
-            DrillAction::AddSegment {
-                name,
-                cidr,
-                gateway,
-                ..
-            } => vec![Action::AddSegment {
-                name: name.clone(),
-                cidr: *cidr,
-                gateway: *gateway,
-            }],
-            DrillAction::DelSegment { name, .. } => {
-                vec![Action::RemoveSegment { name: name.clone() }]
-            }
-            DrillAction::BreakReconciler { .. } => vec![Action::BreakReconciler],
-            DrillAction::HealReconciler { .. } => vec![Action::HealReconciler],
-            DrillAction::CutBfd { .. } => vec![Action::CutBfd],
-            DrillAction::HealBfd { .. } => vec![Action::HealBfd],
-        };
-        for action in actions {
+        for action in lab_actions(a) {
             lab.request(at, action).map_err(|e| {
                 DrillError::input(FieldPath::new("action").index(index), e.to_string())
             })?;
         }
     }
     Ok(())
+}
+
+/// The control actions a drill's action asks of the lab.
+pub fn lab_actions(a: &DrillAction) -> Vec<Action> {
+    match a {
+        DrillAction::Vmotion { vm, to, .. } => vec![
+            Action::StunVm { vm: vm.clone() },
+            Action::ResumeVm {
+                vm: vm.clone(),
+                host: to.clone(),
+            },
+        ],
+        DrillAction::FailHost { host, .. } => vec![Action::FailHost { host: host.clone() }],
+        DrillAction::RecoverHost { host, .. } => {
+            vec![Action::RecoverHost { host: host.clone() }]
+        }
+        DrillAction::Maintenance { host, .. } => {
+            vec![Action::Maintenance { host: host.clone() }]
+        }
+        DrillAction::FailEdge { edge, .. } => vec![Action::StopEdge { edge: edge.clone() }],
+        DrillAction::AddSegment {
+            name,
+            cidr,
+            gateway,
+            ..
+        } => vec![Action::AddSegment {
+            name: name.clone(),
+            cidr: *cidr,
+            gateway: *gateway,
+        }],
+        DrillAction::DelSegment { name, .. } => {
+            vec![Action::RemoveSegment { name: name.clone() }]
+        }
+        DrillAction::BreakReconciler { .. } => vec![Action::BreakReconciler],
+        DrillAction::HealReconciler { .. } => vec![Action::HealReconciler],
+        DrillAction::CutBfd { .. } => vec![Action::CutBfd],
+        DrillAction::HealBfd { .. } => vec![Action::HealBfd],
+    }
 }
 
 /// A probe item both ways, started.

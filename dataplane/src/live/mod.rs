@@ -6,12 +6,14 @@
 //! - [`netns`]: named namespaces (as `ip netns` keeps them) and their interface, over rtnetlink.
 //! - [`state`]: what a lab created in the kernel, in `/run/vmcnet/LAB.json`, so that `down`, or
 //!   the next `up` after a crash, removes all of it.
+//! - [`control`]: the control socket, `/run/vmcnet/LAB.sock`, and the capture streams.
 //! - [`runtime`]: one engine thread runs the nodes as direct calls under the monotonic clock and
 //!   polls every TAP with epoll.
 //!
 //! Every name a lab creates in the kernel starts with `vmc-LAB`: namespaces are
 //! `vmc-LAB-NODE`, the TAP inside each is `vmc-LAB-N` (at most 15 bytes, the kernel's limit).
 
+pub mod control;
 pub mod netns;
 pub mod port;
 pub mod runtime;

@@ -8,13 +8,14 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use vmcnet_topo::Topology;
 
+use super::control::{self, ControlServer};
 use super::netns::{self, IfaceConfig};
 use super::port::KernelPort;
 use super::state::{self, LabState};
@@ -23,7 +24,7 @@ use super::LabName;
 use crate::control::action::Strategy;
 use crate::control::Lab;
 use crate::node::endpoint::{Endpoint, EndpointConfig};
-use crate::runtime::sim::NodeId;
+use crate::runtime::sim::{LinkId, NodeId};
 use crate::time::Instant;
 use crate::wire::Frame;
 
@@ -62,17 +63,40 @@ fn nix_err(what: &str) -> impl FnOnce(nix::Error) -> LiveError + '_ {
 /// The runtime's clock: the monotonic clock, from the lab's start. Nodes never read it; the
 /// runtime passes its readings in.
 #[derive(Debug, Clone, Copy)]
-pub struct Clock(std::time::Instant);
+pub struct Clock {
+    start: std::time::Instant,
+    /// The wall-clock time of instant zero, for captures' timestamps.
+    epoch: SystemTime,
+}
 
 impl Clock {
     pub fn start() -> Clock {
-        Clock(std::time::Instant::now())
+        Clock {
+            start: std::time::Instant::now(),
+            epoch: SystemTime::now(),
+        }
     }
 
     pub fn now(&self) -> Instant {
-        Instant::from_nanos(self.0.elapsed().as_nanos() as u64)
+        Instant::from_nanos(self.start.elapsed().as_nanos() as u64)
+    }
+
+    /// The wall-clock time of instant zero.
+    pub fn epoch(&self) -> SystemTime {
+        self.epoch
     }
 }
+
+/// What the lab does with a control request, as its handler decides.
+pub enum Answer {
+    /// Answer with this exit status and text.
+    Text { code: u8, text: String },
+    /// Stream a pcap of this link to the client until it goes away.
+    Capture(LinkId),
+}
+
+/// Decides what each control request does: the command line's, in the binary.
+pub type Handler<'a> = dyn FnMut(&mut LiveLab, &[String]) -> Answer + 'a;
 
 /// One live endpoint: its node in the lab, its namespace and its TAP.
 pub struct LivePort {
@@ -150,6 +174,8 @@ pub struct LiveLab {
     pub ports: Vec<LivePort>,
     state: LabState,
     clock: Clock,
+    /// Captures streaming to clients, with the flag that rises when the client went away.
+    captures: Vec<(LinkId, Arc<AtomicBool>)>,
     torn_down: bool,
 }
 
@@ -195,6 +221,7 @@ impl LiveLab {
             lab,
             ports: Vec::new(),
             clock: Clock::start(),
+            captures: Vec::new(),
             torn_down: false,
         };
         for (i, (node, config)) in configs.into_iter().enumerate() {
@@ -246,10 +273,29 @@ impl LiveLab {
         Ok(())
     }
 
-    /// Run until a signal ends the lab.
-    pub fn run(&mut self, signals: &Signals) -> Result<Ended, LiveError> {
+    /// The runtime's clock.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Serve the control socket (`/run/vmcnet/LAB.sock`) and run until a signal ends the lab;
+    /// `handler` decides what each request does.
+    pub fn serve(&mut self, signals: &Signals, handler: &mut Handler) -> Result<Ended, LiveError> {
+        let path = state::socket_path(&self.name);
+        let server = ControlServer::listen(&path)
+            .map_err(io_err(format!("listening on {}", path.display())))?;
+        self.run(signals, Some((&server, handler)))
+    }
+
+    /// Run until a signal ends the lab, answering control requests if a server is given.
+    pub fn run(
+        &mut self,
+        signals: &Signals,
+        mut control: Option<(&ControlServer, &mut Handler)>,
+    ) -> Result<Ended, LiveError> {
         const SIGNAL: u64 = u64::MAX;
         const TIMER: u64 = u64::MAX - 1;
+        const CONTROL: u64 = u64::MAX - 2;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(nix_err("epoll"))?;
         for (i, p) in self.ports.iter().enumerate() {
             epoll
@@ -274,12 +320,21 @@ impl LiveLab {
             .add(timer.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TIMER))
             .map_err(nix_err("epoll_ctl"))?;
 
+        if let Some((server, _)) = &control {
+            epoll
+                .add(
+                    server.wake.as_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, CONTROL),
+                )
+                .map_err(nix_err("epoll_ctl"))?;
+        }
         let mut buf = vec![0u8; VNET_HDR_LEN + 65_535 + 14];
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
             let now = self.clock.now();
             self.lab.run_until(now);
             self.flush();
+            self.sweep_captures();
             if let Some(ended) = signals.ended() {
                 return Ok(ended);
             }
@@ -310,6 +365,14 @@ impl LiveLab {
             for ev in &events[..n] {
                 match ev.data() {
                     SIGNAL => drain(&signals.wake),
+                    CONTROL => {
+                        if let Some((server, handler)) = control.as_mut() {
+                            server.drain_wake();
+                            while let Ok(req) = server.requests.try_recv() {
+                                self.answer(req, handler);
+                            }
+                        }
+                    }
                     TIMER => {
                         let _ = timer.unset();
                     }
@@ -317,6 +380,48 @@ impl LiveLab {
                 }
             }
         }
+    }
+
+    /// Answer one control request.
+    fn answer(&mut self, req: control::Request, handler: &mut Handler) {
+        let answer = handler(self, &req.args);
+        let result = match answer {
+            Answer::Text { code, text } => control::answer(&req.conn, code, &text),
+            Answer::Capture(link) => {
+                if self.captures.iter().any(|(l, _)| *l == link) {
+                    let name = &self.lab.sim.links()[link].name;
+                    control::answer(
+                        &req.conn,
+                        2,
+                        &format!("vmcnet: {name} is captured already\n"),
+                    )
+                } else {
+                    match control::capture_stream(req.conn, self.clock.epoch()) {
+                        Ok(sink) => {
+                            self.captures.push((link, sink.closed.clone()));
+                            self.lab.sim.capture(link, Box::new(sink));
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        };
+        // A client that went away has nothing to be told.
+        let _ = result;
+    }
+
+    /// Stop the captures whose client went away.
+    fn sweep_captures(&mut self) {
+        let sim = &mut self.lab.sim;
+        self.captures.retain(|(link, closed)| {
+            if closed.load(Ordering::Relaxed) {
+                sim.take_capture(*link);
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// Read up to [`BATCH`] frames from port `i`'s TAP into the lab.
