@@ -155,13 +155,23 @@ bps() {
     fi
 }
 
+# lab_alive SETUP: for (c), stop at once if the lab's process has ended (its TAPs are gone, so a
+# client would wait for its timeout).
+lab_alive() {
+    if [ "$1" = c ] && ! kill -0 "$lab_pid" 2>/dev/null; then
+        cat "$tmp/up.log" >&2
+        die "vmcnet up (lab $LAB, pid $lab_pid) has ended"
+    fi
+}
+
 # tcp SETUP STREAMS: one iperf3 run; prints the receiver's Gbit/s. Retries twice (a server busy
 # with the end of the previous test answers "the server is busy").
 tcp() {
     local setup=$1 streams=$2 try v
     ns_of "$setup" c
     for try in 1 2 3; do
-        if timeout $((SECS + 30)) "${pre[@]}" \
+        lab_alive "$setup"
+        if timeout $((SECS + 15)) "${pre[@]}" \
             iperf3 -c "${server_ip[$setup]}" -t "$SECS" -P "$streams" -J >"$tmp/iperf.json" 2>&1; then
             v=$(bps "$tmp/iperf.json")
             if [ -n "$v" ]; then
@@ -180,6 +190,7 @@ tcp() {
 rtt() {
     local setup=$1 out
     ns_of "$setup" c
+    lab_alive "$setup"
     out=$(timeout 30 "${pre[@]}" ping -n -c "$PING_COUNT" -i "$PING_INTERVAL" -q "${server_ip[$setup]}") || {
         echo "bench-live: ping on ${setup_name[$setup]} failed:" >&2
         echo "$out" >&2

@@ -651,3 +651,105 @@ fn capture_of_the_active_eni_is_a_pcap_tshark_reads() {
     let (code, _) = lab.ctl(&["capture", "no-such-link"]);
     assert_eq!(code, 2);
 }
+
+/// A live drill's lab name, unique like a test lab's.
+fn drill_lab() -> String {
+    lab_name()
+}
+
+#[test]
+fn edge_vmotion_live_keeps_tcp_alive_and_its_outages_match_the_sims() {
+    live_or_skip!();
+    let file = common::root().join("scripts/drills/edge-vmotion.toml");
+    let drill = vmcnet::drill::DrillFile::load(&file).unwrap();
+    let topo = common::default_topo();
+    let sim = vmcnet::drill::run_drill(&topo, &drill, &Default::default()).unwrap();
+    assert!(sim.passed);
+    let lab = drill_lab();
+    let out = Command::new(VMCNET)
+        .args([
+            "drill",
+            "default",
+            file.to_str().unwrap(),
+            "--live",
+            "--json",
+            "--lab",
+            &lab,
+        ])
+        .current_dir(common::root())
+        .output()
+        .unwrap();
+    assert_eq!(leftovers(&lab), Vec::<String>::new());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let steps = r["steps"].as_array().unwrap();
+    let probe = steps.iter().find(|s| s["kind"] == "probe").unwrap();
+    let sim_probe = sim.steps.iter().find(|s| s.kind == "probe").unwrap();
+    let sim_probe = sim_probe.probe.as_ref().unwrap();
+    for (way, sim_outage) in [
+        ("there", sim_probe.there.outage),
+        ("back", sim_probe.back.outage),
+    ] {
+        let live_us = probe["probe"][way]["outage_us"].as_u64().unwrap();
+        let live_outage = Duration::from_micros(live_us);
+        eprintln!("outage {way}: live {live_outage:?}, sim {sim_outage:?}");
+        assert!(
+            live_outage.abs_diff(sim_outage) <= Duration::from_millis(50),
+            "{way}: live {live_outage:?}, sim {sim_outage:?}"
+        );
+    }
+    // The sim's outages are themselves the parameters' (the drill file says so); both runs
+    // passed them.
+    assert_eq!(probe["passed"], true, "{probe}");
+    let tcp = steps.iter().find(|s| s["kind"] == "tcp").unwrap();
+    assert_eq!(tcp["passed"], true, "{tcp}");
+    assert!(tcp["app"]["retransmits"].as_u64().unwrap() > 0, "{tcp}");
+    assert!(
+        tcp["server_connection"]["bytes"].as_u64().unwrap() > 0,
+        "{tcp}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same actions took effect, at the same instants of the drill.
+    let live_effects: Vec<f64> = r["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["took_effect_at"].as_f64().unwrap())
+        .collect();
+    let sim_effects: Vec<f64> = sim
+        .timeline
+        .iter()
+        .map(|e| e.took_effect_at.unwrap().as_secs_f64())
+        .collect();
+    assert_eq!(live_effects, sim_effects);
+}
+
+#[test]
+fn a_live_drill_refuses_what_it_cannot_run_before_building_anything() {
+    live_or_skip!();
+    let lab = drill_lab();
+    let out = Command::new(VMCNET)
+        .args([
+            "drill",
+            "default",
+            "scripts/drills/smoke.toml",
+            "--live",
+            "--lab",
+            &lab,
+        ])
+        .current_dir(common::root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("smoke.toml:") && err.contains("kind") && err.contains("traceroute"),
+        "{err}"
+    );
+    assert_eq!(leftovers(&lab), Vec::<String>::new());
+}

@@ -68,6 +68,33 @@ enum Command {
         /// Print the report as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Run the drill live (Linux, root): the lab's endpoints are network namespaces, its
+        /// traffic real programs in them (probe agents, ping -i, iperf3), its actions applied
+        /// on the lab's clock. Same drill files, same report.
+        #[arg(long)]
+        live: bool,
+        /// With --live: the lab's name (1 to 6 lowercase letters and digits).
+        #[arg(long, default_value = "drill", requires = "live")]
+        lab: String,
+    },
+    /// A live drill's probe at one end (run by `drill --live` in an endpoint's namespace):
+    /// sends sequence-numbered UDP datagrams on a schedule, records the peer's, prints JSON.
+    #[command(hide = true)]
+    ProbeAgent {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        to: std::net::Ipv4Addr,
+        #[arg(long)]
+        stream: u32,
+        #[arg(long)]
+        interval_ns: u64,
+        #[arg(long)]
+        count: u32,
+        #[arg(long)]
+        start_mono_ns: u64,
+        #[arg(long)]
+        linger_ms: u64,
     },
     /// Bring a lab up live: each VM, EC2 instance and S3 endpoint becomes a network namespace
     /// whose interface is a TAP served by this process, so ping, iperf3, traceroute and tcpdump
@@ -213,6 +240,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Down { lab } => live::down(&lab),
         Command::Ctl { lab, request } => live::ctl(&lab, &request),
         Command::Capture { lab, link, write } => live::capture(&lab, &link, &write),
+        Command::ProbeAgent {
+            port,
+            to,
+            stream,
+            interval_ns,
+            count,
+            start_mono_ns,
+            linger_ms,
+        } => {
+            let plan = vmcnet::live::probe::AgentPlan {
+                port,
+                to,
+                stream,
+                interval: std::time::Duration::from_nanos(interval_ns),
+                count,
+                start_mono_ns,
+                linger: std::time::Duration::from_millis(linger_ms),
+            };
+            let r = vmcnet::live::probe::run_agent(&plan).context("probe agent")?;
+            outln!("{}", serde_json::to_string(&r)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Drill {
             topo,
             drill,
@@ -220,6 +269,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             report,
             svg,
             json,
+            live: true,
+            lab,
+        } => {
+            if pcap.is_some() {
+                anyhow::bail!("--pcap: a live drill's links are captured with `vmcnet capture`");
+            }
+            let t = load_topo(&topo)?;
+            let d = DrillFile::load(&drill)?;
+            let (r, code) = live::drill(&t, &topo, &d, &lab, report.as_deref(), svg.as_deref())?;
+            print_report(&r, report, svg, json)?;
+            Ok(code)
+        }
+        Command::Drill {
+            topo,
+            drill,
+            pcap,
+            report,
+            svg,
+            json,
+            live: false,
+            ..
         } => {
             let t = load_topo(&topo)?;
             let d = DrillFile::load(&drill)?;
@@ -229,30 +299,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 stop: Some(signals.stop.clone()),
                 ..RunOptions::default()
             };
-            // Every output path is checked before the drill runs.
-            if let Some(dir) = &report {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("--report {}: cannot create", dir.display()))?;
-            }
-            if let Some(file) = &svg {
-                std::fs::File::create(file)
-                    .with_context(|| format!("--svg {}: cannot create", file.display()))?;
-            }
+            check_outputs(report.as_deref(), svg.as_deref())?;
             let r = run_drill(&t, &d, &opts)?;
-            // The files first: a reader of stdout that goes away does not lose them.
-            if let Some(dir) = report {
-                write(&dir.join("report.json"), &serde_json::to_string_pretty(&r)?)?;
-                write(&dir.join("report.txt"), &r.to_string())?;
-                write(&dir.join("timeline.svg"), &vmcnet::drill::svg::render(&r))?;
-            }
-            if let Some(file) = svg {
-                write(&file, &vmcnet::drill::svg::render(&r))?;
-            }
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&r)?)?;
-            } else {
-                out!("{r}")?;
-            }
+            print_report(&r, report, svg, json)?;
             Ok(if r.interrupted {
                 signals.exit_code()
             } else if r.passed {
@@ -295,6 +344,43 @@ impl StopSignals {
         let sig = self.signal.load(Ordering::SeqCst);
         ExitCode::from(128 + if sig == 0 { 2 } else { sig as u8 })
     }
+}
+
+/// A drill's report: the files first (a reader of stdout that goes away does not lose them),
+/// then text or JSON on stdout.
+fn print_report(
+    r: &vmcnet::drill::DrillReport,
+    report: Option<PathBuf>,
+    svg: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    if let Some(dir) = report {
+        write(&dir.join("report.json"), &serde_json::to_string_pretty(r)?)?;
+        write(&dir.join("report.txt"), &r.to_string())?;
+        write(&dir.join("timeline.svg"), &vmcnet::drill::svg::render(r))?;
+    }
+    if let Some(file) = svg {
+        write(&file, &vmcnet::drill::svg::render(r))?;
+    }
+    if json {
+        outln!("{}", serde_json::to_string_pretty(r)?)?;
+    } else {
+        out!("{r}")?;
+    }
+    Ok(())
+}
+
+/// Every output path is checked before a drill runs.
+fn check_outputs(report: Option<&Path>, svg: Option<&Path>) -> Result<()> {
+    if let Some(dir) = report {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--report {}: cannot create", dir.display()))?;
+    }
+    if let Some(file) = svg {
+        std::fs::File::create(file)
+            .with_context(|| format!("--svg {}: cannot create", file.display()))?;
+    }
+    Ok(())
 }
 
 fn write(path: &Path, contents: &str) -> Result<()> {

@@ -424,3 +424,30 @@ pub fn capture(lab: &str, link: &str, file: &str) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `vmcnet drill TOPO DRILL --live`: the report and the exit status.
+pub fn drill(
+    t: &vmcnet_topo::Topology,
+    topo: &str,
+    d: &vmcnet::drill::DrillFile,
+    lab: &str,
+    report: Option<&std::path::Path>,
+    svg: Option<&std::path::Path>,
+) -> Result<(vmcnet::drill::DrillReport, ExitCode)> {
+    let name = LabName::new(lab).map_err(anyhow::Error::msg)?;
+    need_root()?;
+    super::check_outputs(report, svg)?;
+    let signals = Signals::install().context("installing the signal handlers")?;
+    let opts = vmcnet::live::drill::LiveDrillOptions {
+        lab: name,
+        topo_path: topo.to_string(),
+        exe: std::env::current_exe().context("finding the vmcnet binary")?,
+    };
+    let r = vmcnet::live::drill::run_live_drill(t, d, &opts, &signals)?;
+    let code = match signals.ended() {
+        Some(ended) if r.interrupted => ExitCode::from(ended.exit_code() as u8),
+        _ if r.passed => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    };
+    Ok((r, code))
+}

@@ -58,6 +58,9 @@ pub enum DrillError {
         message: String,
         at: Option<String>,
     },
+    /// The live lab could not be built or run.
+    #[error("live lab: {0}")]
+    Live(String),
     #[error("pcap {path}: {source}")]
     Pcap {
         path: PathBuf,
@@ -74,7 +77,7 @@ fn input_message(at: &Option<String>, path: &FieldPath, message: &str) -> String
 }
 
 impl DrillError {
-    fn input(path: FieldPath, message: impl Into<String>) -> Self {
+    pub(crate) fn input(path: FieldPath, message: impl Into<String>) -> Self {
         DrillError::Input {
             path,
             message: message.into(),
@@ -83,7 +86,7 @@ impl DrillError {
     }
 
     /// The error with the file and line of its field in `drill`, when it has one.
-    fn located(self, drill: &DrillFile) -> Self {
+    pub(crate) fn located(self, drill: &DrillFile) -> Self {
         match self {
             DrillError::Input { path, message, .. } => {
                 let at = drill.locate(&path);
@@ -95,7 +98,7 @@ impl DrillError {
 }
 
 /// The path of traffic item `index`.
-fn traffic(index: usize) -> FieldPath {
+pub(crate) fn traffic(index: usize) -> FieldPath {
     FieldPath::new("traffic").index(index)
 }
 
@@ -208,7 +211,7 @@ fn run_once(
 
 /// The drill's expectations of the route tables and ENIs at the end: what differs. A route
 /// table, route or ENI the lab does not have is an error (the check could not fail).
-fn check_tables(after: &Tables, drill: &DrillFile) -> Result<Vec<String>, DrillError> {
+pub(crate) fn check_tables(after: &Tables, drill: &DrillFile) -> Result<Vec<String>, DrillError> {
     let mut failures = Vec::new();
     let bad = |field: &'static str, index: usize, message: String| {
         DrillError::input(FieldPath::new("expect").key(field).index(index), message)
@@ -302,7 +305,7 @@ fn check_tables(after: &Tables, drill: &DrillFile) -> Result<Vec<String>, DrillE
 }
 
 /// The timing parameters the drill's expected outages name (`bfd_dead` counts as its two).
-fn timing_used(drill: &DrillFile) -> Vec<String> {
+pub(crate) fn timing_used(drill: &DrillFile) -> Vec<String> {
     let formulas: Vec<&str> = drill
         .traffic
         .iter()
@@ -328,9 +331,9 @@ fn timing_used(drill: &DrillFile) -> Vec<String> {
 /// Every outage expectation evaluated under the topology's timing: per traffic item, the
 /// outage from `from` to `to` and back, with the formula each came from; `None` for `open`
 /// (still out when the probes end).
-type Formulas = Vec<[Option<(String, Option<Duration>)>; 2]>;
+pub(crate) type Formulas = Vec<[Option<(String, Option<Duration>)>; 2]>;
 
-fn check_formulas(topo: &Topology, drill: &DrillFile) -> Result<Formulas, DrillError> {
+pub(crate) fn check_formulas(topo: &Topology, drill: &DrillFile) -> Result<Formulas, DrillError> {
     drill
         .traffic
         .iter()
@@ -561,7 +564,7 @@ fn probe_result(
     let kind = |id| lab.sim.get::<Endpoint>(id).expect("endpoint").config().kind;
     let kinds = [kind(p.ends[0].0), kind(p.ends[0].1)];
     let mut losses = Vec::new();
-    let mut out_report = None;
+    let mut there = None;
     for (from, to, app) in p.ends {
         let sender = lab.sim.get::<Endpoint>(from).expect("endpoint");
         let AppReport::Probe(r) = sender.app(app).clone() else {
@@ -573,29 +576,54 @@ fn probe_result(
             .and_then(|e| e.probe_arrivals(p.port))
             .unwrap_or(&[]);
         losses.push(probe::loss(&r, arrivals));
-        out_report.get_or_insert(AppReport::Probe(r));
+        there.get_or_insert(r);
     }
-    let (dst, start) = match out_report.as_ref() {
-        Some(AppReport::Probe(r)) => (r.dst, r.started),
-        _ => unreachable!("a probe app"),
-    };
-    let last_sent = match out_report.as_ref() {
-        Some(AppReport::Probe(r)) => r.sent.checked_sub(1).map(|s| r.sent_at(s)),
-        _ => None,
-    };
-    let took = lab.sim.now() - start;
-    let mut r = StepResult::new(
-        p.index,
+    let report = there.expect("two directions");
+    probe_verdict(
+        ProbeOutcome {
+            index: p.index,
+            interval: p.interval,
+            report,
+            losses,
+            kinds,
+            now: lab.sim.now(),
+            interrupted,
+        },
         t,
-        dst,
-        start,
-        took,
-        out_report.expect("two directions"),
-    );
+        &formulas[p.index],
+    )
+}
+
+/// What a probe item found, both ways, however it ran (sim or live).
+pub(crate) struct ProbeOutcome {
+    pub index: usize,
+    pub interval: Duration,
+    /// The sender's report of the way there.
+    pub report: crate::node::endpoint::probe::ProbeReport,
+    /// Loss there and back.
+    pub losses: Vec<crate::node::endpoint::probe::ProbeLoss>,
+    pub kinds: [crate::node::endpoint::EndpointKind; 2],
+    /// When the run ended.
+    pub now: Instant,
+    pub interrupted: bool,
+}
+
+/// A probe item's step: its outages each way against what the drill expects.
+pub(crate) fn probe_verdict(
+    o: ProbeOutcome,
+    t: &Traffic,
+    want: &[Option<(String, Option<Duration>)>; 2],
+) -> StepResult {
+    let (dst, start) = (o.report.dst, o.report.started);
+    let last_sent = o.report.sent.checked_sub(1).map(|s| o.report.sent_at(s));
+    let (losses, interrupted) = (o.losses, o.interrupted);
+    let p = (o.index, o.interval);
+    let took = o.now - start;
+    let mut r = StepResult::new(p.0, t, dst, start, took, AppReport::Probe(o.report));
     if interrupted {
         r.failures.push("interrupted".into());
     }
-    for (k, (loss, want)) in losses.iter().zip(&formulas[p.index]).enumerate() {
+    for (k, (loss, want)) in losses.iter().zip(want).enumerate() {
         let way = if k == 0 { "there" } else { "back" };
         let still_out = loss.last_lost_sent.is_some() && loss.last_lost_sent == last_sent;
         let open = matches!(want, Some((_, None)));
@@ -618,21 +646,21 @@ fn probe_result(
         let met = if want.is_zero() {
             loss.lost == 0
         } else {
-            loss.outage.abs_diff(*want) <= p.interval
+            loss.outage.abs_diff(*want) <= p.1
         };
         if !met {
             r.failures.push(format!(
                 "outage {way} {:.3} s, expected {:.3} s ({formula}) within {:.3} s",
                 loss.outage.as_secs_f64(),
                 want.as_secs_f64(),
-                p.interval.as_secs_f64()
+                p.1.as_secs_f64()
             ));
         }
     }
     r.probe = Some(ProbeResult {
         there: losses[0].clone(),
         back: losses[1].clone(),
-        expected: formulas[p.index]
+        expected: want
             .iter()
             .map(|f| {
                 f.as_ref().map(|(f, d)| ExpectedOutage {
@@ -641,13 +669,13 @@ fn probe_result(
                 })
             })
             .collect(),
-        kinds,
+        kinds: o.kinds,
     });
     r.passed = r.failures.is_empty();
     r
 }
 
-fn check_names(lab: &Lab, drill: &DrillFile) -> Result<(), DrillError> {
+pub(crate) fn check_names(lab: &Lab, drill: &DrillFile) -> Result<(), DrillError> {
     for (index, t) in drill.traffic.iter().enumerate() {
         if lab.endpoint(t.from()).is_none() {
             return Err(DrillError::input(
@@ -678,7 +706,7 @@ fn check_names(lab: &Lab, drill: &DrillFile) -> Result<(), DrillError> {
 }
 
 /// The endpoint called `name`, or holding the address `name`.
-fn endpoint_named_or_at(lab: &Lab, name: &str) -> Option<NodeId> {
+pub(crate) fn endpoint_named_or_at(lab: &Lab, name: &str) -> Option<NodeId> {
     if lab.endpoint(name).is_some() {
         return lab.id(name);
     }
@@ -868,7 +896,7 @@ fn app_result(
     r
 }
 
-fn evaluate(r: &mut StepResult, t: &Traffic, conn: Option<&TcpConnStats>) {
+pub(crate) fn evaluate(r: &mut StepResult, t: &Traffic, conn: Option<&TcpConnStats>) {
     let ex = t.expect();
     if let Some(within) = ex.within {
         if r.duration_s > within.as_secs_f64() {
@@ -951,7 +979,7 @@ fn evaluate(r: &mut StepResult, t: &Traffic, conn: Option<&TcpConnStats>) {
 }
 
 /// Non-zero drop counters of every node, then of every link (by direction).
-fn drops(lab: &Lab) -> Vec<DropCount> {
+pub(crate) fn drops(lab: &Lab) -> Vec<DropCount> {
     let links = lab.sim.links().iter().enumerate().flat_map(|(i, l)| {
         let [ab, ba] = lab.sim.link_counters(i);
         let ends = |from: (usize, u16), to: (usize, u16)| {

@@ -7,6 +7,8 @@
 //! - [`state`]: what a lab created in the kernel, in `/run/vmcnet/LAB.json`, so that `down`, or
 //!   the next `up` after a crash, removes all of it.
 //! - [`control`]: the control socket, `/run/vmcnet/LAB.sock`, and the capture streams.
+//! - [`drill`]: drill files run live, by ping, iperf3 and probe agents in the namespaces.
+//! - [`probe`]: the probe agent a live drill runs in each namespace.
 //! - [`runtime`]: one engine thread runs the nodes as direct calls under the monotonic clock and
 //!   polls every TAP with epoll.
 //!
@@ -14,8 +16,10 @@
 //! `vmc-LAB-NODE`, the TAP inside each is `vmc-LAB-N` (at most 15 bytes, the kernel's limit).
 
 pub mod control;
+pub mod drill;
 pub mod netns;
 pub mod port;
+pub mod probe;
 pub mod runtime;
 pub mod state;
 pub mod tap;

@@ -18,6 +18,7 @@ use vmcnet_topo::Topology;
 use super::control::{self, ControlServer};
 use super::netns::{self, IfaceConfig};
 use super::port::KernelPort;
+use super::probe::mono_ns;
 use super::state::{self, LabState};
 use super::tap::{Tap, VnetHdr, VNET_HDR_LEN};
 use super::LabName;
@@ -64,7 +65,9 @@ fn nix_err(what: &str) -> impl FnOnce(nix::Error) -> LiveError + '_ {
 /// runtime passes its readings in.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
-    start: std::time::Instant,
+    /// `CLOCK_MONOTONIC` at instant zero, in ns: every namespace shares that clock, so a
+    /// process in one (a probe) stamps its packets on the lab's timeline.
+    start_mono_ns: u64,
     /// The wall-clock time of instant zero, for captures' timestamps.
     epoch: SystemTime,
 }
@@ -72,13 +75,23 @@ pub struct Clock {
 impl Clock {
     pub fn start() -> Clock {
         Clock {
-            start: std::time::Instant::now(),
+            start_mono_ns: mono_ns(),
             epoch: SystemTime::now(),
         }
     }
 
     pub fn now(&self) -> Instant {
-        Instant::from_nanos(self.start.elapsed().as_nanos() as u64)
+        self.of_mono(mono_ns())
+    }
+
+    /// The instant of a `CLOCK_MONOTONIC` reading (zero if before the lab began).
+    pub fn of_mono(&self, ns: u64) -> Instant {
+        Instant::from_nanos(ns.saturating_sub(self.start_mono_ns))
+    }
+
+    /// The `CLOCK_MONOTONIC` reading of an instant.
+    pub fn mono_of(&self, t: Instant) -> u64 {
+        self.start_mono_ns + t.as_nanos()
     }
 
     /// The wall-clock time of instant zero.
@@ -278,21 +291,36 @@ impl LiveLab {
         self.clock
     }
 
+    /// Start the lab's clock `lead` from now, so that its instant zero is when what a drill
+    /// sets up has started. Only before the lab first runs.
+    pub fn start_clock_in(&mut self, lead: Duration) {
+        debug_assert_eq!(self.lab.sim.now(), Instant::ZERO, "the lab has run already");
+        self.clock = Clock {
+            start_mono_ns: mono_ns() + lead.as_nanos() as u64,
+            epoch: SystemTime::now() + lead,
+        };
+    }
+
     /// Serve the control socket (`/run/vmcnet/LAB.sock`) and run until a signal ends the lab;
     /// `handler` decides what each request does.
     pub fn serve(&mut self, signals: &Signals, handler: &mut Handler) -> Result<Ended, LiveError> {
         let path = state::socket_path(&self.name);
         let server = ControlServer::listen(&path)
             .map_err(io_err(format!("listening on {}", path.display())))?;
-        self.run(signals, Some((&server, handler)))
+        match self.run(signals, Some((&server, handler)), None)? {
+            Some(ended) => Ok(ended),
+            None => unreachable!("a run without a deadline ends by a signal"),
+        }
     }
 
-    /// Run until a signal ends the lab, answering control requests if a server is given.
+    /// Run until a signal ends the lab (`Some`) or until `until` (`None`), answering control
+    /// requests if a server is given.
     pub fn run(
         &mut self,
         signals: &Signals,
         mut control: Option<(&ControlServer, &mut Handler)>,
-    ) -> Result<Ended, LiveError> {
+        until: Option<Instant>,
+    ) -> Result<Option<Ended>, LiveError> {
         const SIGNAL: u64 = u64::MAX;
         const TIMER: u64 = u64::MAX - 1;
         const CONTROL: u64 = u64::MAX - 2;
@@ -336,9 +364,16 @@ impl LiveLab {
             self.flush();
             self.sweep_captures();
             if let Some(ended) = signals.ended() {
-                return Ok(ended);
+                return Ok(Some(ended));
             }
-            let wait = match self.lab.sim.next_event_at() {
+            if until.is_some_and(|u| now >= u) {
+                return Ok(None);
+            }
+            let next = [self.lab.sim.next_event_at(), until]
+                .into_iter()
+                .flatten()
+                .min();
+            let wait = match next {
                 Some(at) => at.saturating_since(now).min(IDLE_WAKE),
                 None => IDLE_WAKE,
             };
