@@ -753,3 +753,97 @@ fn a_live_drill_refuses_what_it_cannot_run_before_building_anything() {
     );
     assert_eq!(leftovers(&lab), Vec::<String>::new());
 }
+
+impl LiveLab {
+    /// A lab of another topology file.
+    fn up_with(topo: &std::path::Path) -> LiveLab {
+        let name = lab_name();
+        let mut child = Command::new(VMCNET)
+            .args(["up", topo.to_str().unwrap(), "--lab", &name])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("vmcnet up");
+        let stdout = child.stdout.take().unwrap();
+        let lab = LiveLab {
+            name: name.clone(),
+            child: Some(child),
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        assert!(
+            lines.any(|l| l.is_ok_and(|l| l.starts_with(&format!("lab {name} is up")))),
+            "vmcnet up ended before the lab was up"
+        );
+        std::thread::spawn(move || for _ in lines {});
+        lab
+    }
+
+    /// A counter of a node, from `ctl show stats --json`.
+    fn counter(&self, node: &str, counter: &str) -> u64 {
+        let (code, out) = self.ctl(&["show", "stats", "--json"]);
+        assert_eq!(code, 0, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[node][counter].as_u64().unwrap_or(0)
+    }
+
+    /// iperf3 from web-1 to ec2-1 for a second: bytes received.
+    fn iperf3(&self) -> u64 {
+        let ec2 = ip("ec2-1");
+        let mut server = self.spawn("ec2-1", &["iperf3", "-s", "-1", "-B", &ec2]);
+        let mut out = String::new();
+        for _ in 0..50 {
+            let o = self.exec("web-1", &["iperf3", "-c", &ec2, "-t", "1", "-J"]);
+            out = String::from_utf8_lossy(&o.stdout).into_owned();
+            if o.status.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = wait_for(&mut server, Duration::from_secs(10));
+        let j: serde_json::Value = serde_json::from_str(&out).expect("iperf3 -J");
+        j["end"]["sum_received"]["bytes"].as_u64().unwrap()
+    }
+}
+
+#[test]
+fn super_frames_cross_links_that_take_no_time_whole_and_are_cut_where_links_take_time() {
+    live_or_skip!();
+    let t = common::default_topo();
+    let built = Lab::build(&t, 1);
+    let mtu = built.endpoint("ec2-1").unwrap().config().ip_mtu as u64 + 14;
+    // Links that take no time: web-1's TSO super-frames reach ec2-1's kernel whole.
+    let lab = LiveLab::up_with(&common::root().join("topo/examples/bench-live.toml"));
+    assert!(lab.iperf3() > 0);
+    let (frames, bytes) = (
+        lab.counter("ec2-1", "tx_frames"),
+        lab.counter("ec2-1", "tx_bytes"),
+    );
+    assert!(
+        bytes / frames > mtu,
+        "{bytes} B in {frames} frames to ec2-1: no super-frame"
+    );
+    assert_eq!(lab.counter("ec2-1", "rx_dropped_offload"), 0);
+    drop(lab);
+    // The default lab's links take time: each super-frame is cut at the first of them, and
+    // every frame ec2-1's kernel gets fits its MTU (none dropped as too big on the way).
+    let lab = LiveLab::up();
+    assert!(lab.iperf3() > 0);
+    let (frames, bytes) = (
+        lab.counter("ec2-1", "tx_frames"),
+        lab.counter("ec2-1", "tx_bytes"),
+    );
+    assert!(
+        frames > 0 && bytes / frames <= mtu,
+        "{bytes} B in {frames} frames"
+    );
+    let (_, links) = lab.ctl(&["show", "links"]);
+    for line in links.lines().filter(|l| l.contains("--")) {
+        let dropped = line
+            .split('┆')
+            .nth(3)
+            .unwrap()
+            .trim()
+            .trim_end_matches('│')
+            .trim();
+        assert_eq!(dropped, "0", "{line}");
+    }
+}

@@ -175,7 +175,8 @@ enum CtlCmd {
     /// The lab's state: the views and JSON shapes of `vmcnet show`, and the live lab's own.
     Show {
         what: CtlShow,
-        /// JSON, as `vmcnet show --json` prints it (eni, routes, tier0, hosts, segments).
+        /// JSON, as `vmcnet show --json` prints it (eni, routes, tier0, hosts, segments); stats
+        /// as `{"node": {"counter": value}}`.
         #[arg(long)]
         json: bool,
     },
@@ -266,7 +267,7 @@ fn run_ctl(live: &mut LiveLab, cmd: CtlCmd) -> Result<Answer> {
                 CtlShow::Tier0 => ShowWhat::Tier0,
                 CtlShow::Hosts => ShowWhat::Hosts,
                 CtlShow::Segments => ShowWhat::Segments,
-                CtlShow::Stats => return text(stats(live)),
+                CtlShow::Stats => return text(stats(live, json)),
                 CtlShow::Links => return text(links(live)),
                 CtlShow::Timeline => {
                     let now = live.lab.sim.now();
@@ -325,8 +326,23 @@ fn run_ctl(live: &mut LiveLab, cmd: CtlCmd) -> Result<Answer> {
     text(said)
 }
 
-/// Every node's counters that are not zero.
-fn stats(live: &LiveLab) -> String {
+/// Every node's counters that are not zero: a table, or JSON (`{"node": {"counter": n}}`).
+fn stats(live: &LiveLab, json: bool) -> String {
+    if json {
+        let mut nodes = serde_json::Map::new();
+        for (_, node) in live.lab.sim.nodes() {
+            let counters: serde_json::Map<String, serde_json::Value> = node
+                .counters()
+                .into_iter()
+                .filter(|(_, v)| *v != 0)
+                .map(|(k, v)| (k.to_string(), v.into()))
+                .collect();
+            if !counters.is_empty() {
+                nodes.insert(node.name().to_string(), counters.into());
+            }
+        }
+        return format!("{}\n", serde_json::Value::Object(nodes));
+    }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(["node", "kind", "counter", "value"]);

@@ -84,6 +84,7 @@ pub mod offload {
     pub const TSO4: u32 = libc::TUN_F_TSO4;
     pub const TSO6: u32 = libc::TUN_F_TSO6;
     pub const USO4: u32 = libc::TUN_F_USO4;
+    pub const USO6: u32 = libc::TUN_F_USO6;
 }
 
 impl Tap {
@@ -138,6 +139,17 @@ impl Tap {
             file,
             name: name.to_string(),
         })
+    }
+
+    /// [`Tap::open`] with every offload the lab takes: checksums, TCP segmentation, and UDP
+    /// segmentation where the kernel has it (Linux 6.2 on); without it, the rest.
+    pub fn open_with_offloads(name: &str) -> io::Result<Tap> {
+        use offload::*;
+        let base = CSUM | TSO4 | TSO6;
+        match Tap::open(name, base | USO4 | USO6) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Tap::open(name, base),
+            other => other,
+        }
     }
 
     /// The interface's name.

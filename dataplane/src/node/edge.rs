@@ -478,6 +478,15 @@ impl Edge {
             self.icmp_error(now, from, t, code, &f, out);
             return;
         };
+        // A super-frame's packets are its segments.
+        let len = f.gso().and_then(|g| g.segment_ip_len(&f)).unwrap_or(len);
+        if f.gso().is_some() && route.snat {
+            // The NAT rewrites each segment: cut the super-frame here.
+            for seg in crate::wire::gso::segment(&f) {
+                self.forward(now, in_port, seg, out);
+            }
+            return;
+        }
         let mtu = self.ifaces[route.iface].mtu;
         if len > mtu && df {
             // RFC 1191: too big to forward whole, and not to be cut: say how big fits.

@@ -10,6 +10,8 @@ use std::ops::{Deref, DerefMut};
 
 use bytes::BytesMut;
 
+use super::gso::Gso;
+
 /// Room kept in front of a frame built here, enough for the Geneve encapsulation (50 bytes),
 /// so encapsulating does not move the frame.
 pub const HEADROOM: usize = 64;
@@ -24,11 +26,15 @@ struct Buf {
     /// `bytes[head..]` is the frame; `bytes[..head]` is headroom.
     head: usize,
     bytes: Vec<u8>,
+    /// A GSO super-frame's metadata, from the kernel that sent it.
+    gso: Option<Gso>,
 }
 
 impl Clone for Buf {
     fn clone(&self) -> Self {
-        Buf::with_headroom(&self.bytes[self.head..])
+        let mut b = Buf::with_headroom(&self.bytes[self.head..]);
+        b.gso = self.gso;
+        b
     }
 }
 
@@ -40,6 +46,7 @@ impl Buf {
         Buf {
             head: HEADROOM,
             bytes,
+            gso: None,
         }
     }
 }
@@ -60,6 +67,7 @@ impl Frame {
         Frame(Box::new(Buf {
             head: HEADROOM,
             bytes: vec![0; HEADROOM + len],
+            gso: None,
         }))
     }
 
@@ -67,6 +75,21 @@ impl Frame {
     pub fn advance(&mut self, n: usize) {
         assert!(n <= self.len(), "advance past the end of a frame");
         self.0.head += n;
+        if let Some(g) = self.0.gso.as_mut() {
+            g.csum_start = g.csum_start.saturating_sub(n as u16);
+        }
+    }
+
+    /// The frame's GSO metadata, if it is a super-frame (its L4 checksum then holds only the
+    /// pseudo-header's sum).
+    #[inline]
+    pub fn gso(&self) -> Option<Gso> {
+        self.0.gso
+    }
+
+    /// Mark the frame a GSO super-frame, or (`None`) a plain frame.
+    pub fn set_gso(&mut self, gso: Option<Gso>) {
+        self.0.gso = gso;
     }
 
     /// Keep only the first `len` bytes (no-op if the frame is shorter).
@@ -89,6 +112,9 @@ impl Frame {
             buf.head = HEADROOM + n;
         }
         buf.head -= n;
+        if let Some(g) = buf.gso.as_mut() {
+            g.csum_start = g.csum_start.saturating_add(n as u16);
+        }
         let head = buf.head;
         &mut buf.bytes[head..head + n]
     }
@@ -125,7 +151,11 @@ impl AsRef<[u8]> for Frame {
 impl From<Vec<u8>> for Frame {
     /// Takes the vector's buffer as it is (no headroom): a frame built to be sent whole.
     fn from(bytes: Vec<u8>) -> Frame {
-        Frame(Box::new(Buf { head: 0, bytes }))
+        Frame(Box::new(Buf {
+            head: 0,
+            bytes,
+            gso: None,
+        }))
     }
 }
 

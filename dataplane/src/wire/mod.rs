@@ -10,11 +10,13 @@
 //! - [`arp`]: Ethernet/IPv4 ARP requests and replies.
 //! - [`icmp`]: echo, time exceeded and destination unreachable.
 //! - [`geneve`]: the overlay encapsulation between host TEPs (RFC 8926).
+//! - [`gso`]: GSO super-frames from a kernel: their metadata, and segmentation.
 
 pub mod arp;
 pub mod checksum;
 mod frame;
 pub mod geneve;
+pub mod gso;
 pub mod icmp;
 pub mod ipv4;
 
