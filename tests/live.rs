@@ -292,13 +292,13 @@ fn iperf3_moves_data_from_a_vm_to_an_instance() {
 }
 
 #[test]
-fn tcpdump_in_an_instance_sees_the_echo_requests() {
+fn tcpdump_in_a_vm_sees_the_echo_requests_an_instance_sends_it() {
     live_or_skip!();
     let lab = LiveLab::up();
     let (web, ec2) = (ip("web-1"), ip("ec2-1"));
-    let tap = lab_tap(&lab, "ec2-1");
+    let tap = lab_tap(&lab, "web-1");
     let mut dump = lab.spawn(
-        "ec2-1",
+        "web-1",
         &[
             "tcpdump",
             "-n",
@@ -319,14 +319,14 @@ fn tcpdump_in_an_instance_sees_the_echo_requests() {
             "tcpdump ended: {said}"
         );
     }
-    lab.exec_ok("web-1", &["ping", "-c", "3", "-i", "0.2", "-W", "2", &ec2]);
+    lab.exec_ok("ec2-1", &["ping", "-c", "3", "-i", "0.2", "-W", "2", &web]);
     let st = wait_for(&mut dump, Duration::from_secs(10));
     assert!(st.success());
     let mut out = String::new();
     std::io::Read::read_to_string(&mut dump.stdout.take().unwrap(), &mut out).unwrap();
     let requests = out
         .lines()
-        .filter(|l| l.contains(&format!("IP {web} > {ec2}: ICMP echo request")))
+        .filter(|l| l.contains(&format!("IP {ec2} > {web}: ICMP echo request")))
         .count();
     assert_eq!(requests, 3, "{out}");
 }
@@ -846,4 +846,55 @@ fn super_frames_cross_links_that_take_no_time_whole_and_are_cut_where_links_take
             .trim();
         assert_eq!(dropped, "0", "{line}");
     }
+}
+
+#[test]
+fn a_live_drills_ping_across_a_vm_vmotion_loses_what_the_sims_loses() {
+    live_or_skip!();
+    // Pings every 200 ms from 100 ms; web-1 is stunned from 500 ms for `vmotion_stun`.
+    let text = "name = \"ping-vmotion\"\n\
+        [[action]]\nkind = \"vmotion\"\nat = \"500ms\"\nvm = \"web-1\"\nto = \"esxi-2\"\n\
+        [[traffic]]\nkind = \"ping\"\nfrom = \"ec2-1\"\nto = \"web-1\"\ncount = 5\n\
+        interval = \"200ms\"\nstart = \"100ms\"\nexpect = { received = 2 }\n";
+    let file =
+        std::env::temp_dir().join(format!("vmcnet-ping-vmotion-{}.toml", std::process::id()));
+    std::fs::write(&file, text).unwrap();
+    let drill = vmcnet::drill::DrillFile::load(&file).unwrap();
+    let topo = common::default_topo();
+    // The expectation is the parameters': the pings sent at 500, 700 and 900 ms fall in the
+    // stun.
+    let stun = topo.timing.vmotion_stun;
+    let lost = (0..5)
+        .map(|k| Duration::from_millis(100 + 200 * k))
+        .filter(|t| *t >= Duration::from_millis(500) && *t < Duration::from_millis(500) + stun)
+        .count();
+    assert_eq!(
+        5 - lost,
+        2,
+        "the drill file's expectation matches the parameters"
+    );
+    let sim = vmcnet::drill::run_drill(&topo, &drill, &Default::default()).unwrap();
+    assert!(sim.passed, "{sim}");
+    let lab = drill_lab();
+    let out = Command::new(VMCNET)
+        .args([
+            "drill",
+            "default",
+            file.to_str().unwrap(),
+            "--live",
+            "--lab",
+            &lab,
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("PASS  ping"), "{report}");
+    assert_eq!(leftovers(&lab), Vec::<String>::new());
 }

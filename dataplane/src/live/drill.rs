@@ -338,9 +338,17 @@ fn run_inner(
 
     // The drill's schedule, then on until every program has ended and what the actions set
     // off has played out, or until the overtime runs out.
-    let mut ended: Option<Ended> = live
-        .run(signals, None, Some(end + LINGER + Duration::from_secs(1)))
-        .map_err(|e| live_err(&e))?;
+    let schedule_end = end + LINGER + Duration::from_secs(1);
+    let bar = progress(drill, schedule_end);
+    let mut ended: Option<Ended> = None;
+    while ended.is_none() && live.lab.sim.now() < schedule_end {
+        let next = (live.lab.sim.now() + PROGRESS_STEP).min(schedule_end);
+        ended = live
+            .run(signals, None, Some(next))
+            .map_err(|e| live_err(&e))?;
+        bar.set_position(live.lab.sim.now().as_millis());
+    }
+    bar.set_message("waiting for the programs to end");
     let cap = end + OVERTIME;
     while ended.is_none() && live.lab.sim.now() < cap {
         let busy = live.lab.pending_actions()
@@ -355,6 +363,7 @@ fn run_inner(
             .run(signals, None, Some(next))
             .map_err(|e| live_err(&e))?;
     }
+    bar.finish_and_clear();
     let interrupted = ended.is_some();
     let now = live.lab.sim.now();
     let clock = live.clock();
@@ -499,6 +508,25 @@ fn run_inner(
     Ok(report)
 }
 
+/// How often a live drill's progress bar moves.
+const PROGRESS_STEP: Duration = Duration::from_millis(200);
+
+/// A bar over the drill's schedule, in milliseconds of the lab's clock, on standard error;
+/// drawn only where that is a terminal.
+fn progress(drill: &DrillFile, end: Instant) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(end.as_millis()),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} ms {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(format!("drill {} (live)", drill.name));
+    bar
+}
+
 fn app_step(
     index: usize,
     drill: &DrillFile,
@@ -618,7 +646,9 @@ impl Launcher<'_> {
         at: Instant,
         cmd: &str,
     ) -> Result<Program, DrillError> {
-        let wait = at.saturating_since(self.live.clock().now());
+        // On the monotonic clock: before the lab's instant zero its clock reads zero.
+        let due = self.live.clock().mono_of(at);
+        let wait = Duration::from_nanos(due.saturating_sub(super::probe::mono_ns()));
         let script = format!("sleep {:.6}; {cmd}", wait.as_secs_f64());
         self.now(index, what, node, &["sh", "-c", &script])
     }
