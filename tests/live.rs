@@ -262,20 +262,7 @@ fn traceroute_shows_the_gateway_hop_then_the_instance() {
 fn iperf3_moves_data_from_a_vm_to_an_instance() {
     live_or_skip!();
     let lab = LiveLab::up();
-    let ec2 = ip("ec2-1");
-    let mut server = lab.spawn("ec2-1", &["iperf3", "-s", "-1", "-B", &ec2]);
-    // The server listens once its socket is bound; the client retries until then.
-    let mut out = String::new();
-    for _ in 0..50 {
-        let o = lab.exec("web-1", &["iperf3", "-c", &ec2, "-t", "2", "-J"]);
-        out = String::from_utf8_lossy(&o.stdout).into_owned();
-        if o.status.success() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = wait_for(&mut server, Duration::from_secs(10));
-    let j: serde_json::Value = serde_json::from_str(&out).expect("iperf3 -J");
+    let j = lab.iperf3(2);
     let sent = j["end"]["sum_sent"]["bytes"].as_u64().unwrap();
     let received = j["end"]["sum_received"]["bytes"].as_u64().unwrap();
     let bps = j["end"]["sum_received"]["bits_per_second"]
@@ -785,22 +772,33 @@ impl LiveLab {
         v[node][counter].as_u64().unwrap_or(0)
     }
 
-    /// iperf3 from web-1 to ec2-1 for a second: bytes received.
-    fn iperf3(&self) -> u64 {
+    /// iperf3 from web-1 to ec2-1 for `seconds`: its JSON report. The client retries until
+    /// the server listens.
+    fn iperf3(&self, seconds: u32) -> serde_json::Value {
         let ec2 = ip("ec2-1");
         let mut server = self.spawn("ec2-1", &["iperf3", "-s", "-1", "-B", &ec2]);
         let mut out = String::new();
         for _ in 0..50 {
-            let o = self.exec("web-1", &["iperf3", "-c", &ec2, "-t", "1", "-J"]);
+            let o = self.exec(
+                "web-1",
+                &["iperf3", "-c", &ec2, "-t", &seconds.to_string(), "-J"],
+            );
             out = String::from_utf8_lossy(&o.stdout).into_owned();
-            if o.status.success() {
+            // iperf3 -J exits 0 even when it could not connect; its JSON says so.
+            if o.status.success() && !out.contains("\"error\"") {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = wait_for(&mut server, Duration::from_secs(10));
-        let j: serde_json::Value = serde_json::from_str(&out).expect("iperf3 -J");
-        j["end"]["sum_received"]["bytes"].as_u64().unwrap()
+        serde_json::from_str(&out).expect("iperf3 -J")
+    }
+
+    /// Bytes an iperf3 of one second moved from web-1 to ec2-1.
+    fn iperf3_bytes(&self) -> u64 {
+        self.iperf3(1)["end"]["sum_received"]["bytes"]
+            .as_u64()
+            .unwrap()
     }
 }
 
@@ -812,7 +810,7 @@ fn super_frames_cross_links_that_take_no_time_whole_and_are_cut_where_links_take
     let mtu = built.endpoint("ec2-1").unwrap().config().ip_mtu as u64 + 14;
     // Links that take no time: web-1's TSO super-frames reach ec2-1's kernel whole.
     let lab = LiveLab::up_with(&common::root().join("topo/examples/bench-live.toml"));
-    assert!(lab.iperf3() > 0);
+    assert!(lab.iperf3_bytes() > 0);
     let (frames, bytes) = (
         lab.counter("ec2-1", "tx_frames"),
         lab.counter("ec2-1", "tx_bytes"),
@@ -826,7 +824,7 @@ fn super_frames_cross_links_that_take_no_time_whole_and_are_cut_where_links_take
     // The default lab's links take time: each super-frame is cut at the first of them, and
     // every frame ec2-1's kernel gets fits its MTU (none dropped as too big on the way).
     let lab = LiveLab::up();
-    assert!(lab.iperf3() > 0);
+    assert!(lab.iperf3_bytes() > 0);
     let (frames, bytes) = (
         lab.counter("ec2-1", "tx_frames"),
         lab.counter("ec2-1", "tx_bytes"),
@@ -897,4 +895,54 @@ fn a_live_drills_ping_across_a_vm_vmotion_loses_what_the_sims_loses() {
     );
     assert!(report.contains("PASS  ping"), "{report}");
     assert_eq!(leftovers(&lab), Vec::<String>::new());
+}
+
+#[test]
+fn only_the_endpoints_asked_for_go_live_and_they_reach_the_sims_endpoints() {
+    live_or_skip!();
+    let name = lab_name();
+    let topo = common::root().join("topo/default.toml");
+    let bad = Command::new(VMCNET)
+        .args([
+            "up",
+            topo.to_str().unwrap(),
+            "--lab",
+            &name,
+            "--only",
+            "web-1,nobody",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"nobody\" is not an endpoint"));
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+    let mut child = Command::new(VMCNET)
+        .args([
+            "up",
+            topo.to_str().unwrap(),
+            "--lab",
+            &name,
+            "--only",
+            "web-1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let lab = LiveLab {
+        name: name.clone(),
+        child: Some(child),
+    };
+    assert!(lines.any(|l| l.is_ok_and(|l| l.starts_with(&format!("lab {name} is up")))));
+    let namespaces: Vec<String> = leftovers(&name)
+        .into_iter()
+        .filter(|l| l.starts_with("netns"))
+        .collect();
+    assert_eq!(namespaces, vec![format!("netns vmc-{name}-web-1")]);
+    // ec2-1 is the sim's endpoint (smoltcp), and answers with its TTL of 64, less the hop.
+    let out = lab.exec_ok(
+        "web-1",
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", &ip("ec2-1")],
+    );
+    assert_eq!(reply_ttls(&out), vec![LINUX_TTL - ROUTED_HOPS; 2], "{out}");
 }

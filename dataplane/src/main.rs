@@ -110,6 +110,10 @@ enum Command {
         /// The lab's name: 1 to 6 lowercase letters and digits.
         #[arg(long, default_value = "lab")]
         lab: String,
+        /// Make only these endpoints live (comma-separated names); the others stay the sim's
+        /// endpoints, which answer ARP and ping. Default: every VM, EC2 instance and S3.
+        #[arg(long, value_delimiter = ',', value_name = "NODE,…")]
+        only: Option<Vec<String>>,
     },
     /// Run a command in a live endpoint's namespace: `vmcnet exec lab web-1 -- ping 172.31.16.10`.
     Exec {
@@ -235,7 +239,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             show(&lab, what, json, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { topo, lab } => live::up(&topo, &lab),
+        Command::Up { topo, lab, only } => live::up(&topo, &lab, only.as_deref()),
         Command::Exec { lab, node, cmd } => live::exec(&lab, &node, &cmd),
         Command::Down { lab } => live::down(&lab),
         Command::Ctl { lab, request } => live::ctl(&lab, &request),

@@ -184,7 +184,7 @@ fn run_inner(
     )));
     fs::create_dir_all(&scratch.0).map_err(|e| live_err(&e))?;
 
-    let (mut live, _) = LiveLab::up(topo, &opts.topo_path, opts.lab.clone(), drill.seed)
+    let (mut live, _) = LiveLab::up(topo, &opts.topo_path, opts.lab.clone(), drill.seed, None)
         .map_err(|e| live_err(&e))?;
     live.lab.set_reconciler(match drill.reconciler {
         Reconciler::IpMove => Some(Strategy::IpMove),

@@ -54,6 +54,8 @@ pub enum LiveError {
     },
     #[error(transparent)]
     Netns(#[from] netns::NetnsError),
+    #[error("{name:?} is not an endpoint of the topology; its endpoints: {endpoints}")]
+    UnknownEndpoint { name: String, endpoints: String },
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LiveError {
@@ -203,22 +205,37 @@ pub struct LiveLab {
 pub type Cleaned = Vec<String>;
 
 impl LiveLab {
-    /// Build the lab of `topo` with every endpoint (VMs, EC2 instances, S3) live: a namespace
-    /// each, a TAP in it served by this process. First removes what a dead owner of the same lab
+    /// Build the lab of `topo` with its endpoints (VMs, EC2 instances, S3; all of them, or those
+    /// named in `only`) live: a namespace each, a TAP in it served by this process; the others
+    /// stay the sim's endpoints. First removes what a dead owner of the same lab
     /// left. On failure, removes what it created.
     pub fn up(
         topo: &Topology,
         topo_path: &str,
         name: LabName,
         seed: u64,
+        only: Option<&[String]>,
     ) -> Result<(LiveLab, Cleaned), LiveError> {
-        let cleaned = take_over(&name)?;
         let (mut plan, model) = Lab::plan(topo, seed);
+        let endpoints: Vec<String> = (0..plan.nodes.len())
+            .filter_map(|id| Some(plan.get_mut::<Endpoint>(id)?.config().name.clone()))
+            .collect();
+        if let Some(unknown) = only.into_iter().flatten().find(|n| !endpoints.contains(n)) {
+            return Err(LiveError::UnknownEndpoint {
+                name: unknown.clone(),
+                endpoints: endpoints.join(", "),
+            });
+        }
+        let cleaned = take_over(&name)?;
         let mut configs = Vec::new();
         for id in 0..plan.nodes.len() {
             let Some(ep) = plan.get_mut::<Endpoint>(id) else {
                 continue;
             };
+            if only.is_some_and(|o| !o.contains(&ep.config().name)) {
+                // Not live: it stays the sim's endpoint (it answers ARP and ping).
+                continue;
+            }
             let config = ep.config().clone();
             plan.nodes[id] = Box::new(KernelPort::new(config.clone()));
             configs.push((id, config));
