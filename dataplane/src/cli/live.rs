@@ -94,7 +94,7 @@ pub fn exec(lab: &str, node: &str, cmd: &[String]) -> Result<ExitCode> {
     let Some(st) = state::read(&name)? else {
         bail!("lab {name} is not up (no {})", state::path(&name).display());
     };
-    if !state::alive(st.pid) {
+    if !state::owned(&name) {
         bail!(
             "lab {name}: its process ({}) is gone; `vmcnet down {name}` cleans up",
             st.pid
@@ -117,12 +117,20 @@ pub fn exec(lab: &str, node: &str, cmd: &[String]) -> Result<ExitCode> {
 pub fn down(lab: &str) -> Result<ExitCode> {
     let name = LabName::new(lab).map_err(anyhow::Error::msg)?;
     let st = state::read(&name)?;
-    if let Some(st) = &st {
-        if st.pid != std::process::id() && state::alive(st.pid) {
-            stop_owner(&name, st.pid)?;
+    let lock = match state::try_lock(&name)? {
+        Some(lock) => lock,
+        None => {
+            let Some(st) = &st else {
+                bail!(
+                    "lab {name} is locked ({}) by a process that left no state file",
+                    state::lock_path(&name).display()
+                );
+            };
+            stop_owner(&name, st.pid)?
         }
-    }
+    };
     let removed = state::remove(&name)?;
+    state::unlock(&name, lock)?;
     if st.is_none() && removed.namespaces.is_empty() {
         bail!(
             "lab {name} is not up (no {}, no namespace {}*)",
@@ -141,20 +149,28 @@ pub fn down(lab: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Ask a lab's process to end (it removes what it created), and kill it if it does not.
-fn stop_owner(name: &LabName, pid: u32) -> Result<()> {
+/// Ask a lab's owner to end (it removes what it created), kill it if it does not, and take
+/// the lock it lets go when it ends.
+fn stop_owner(name: &LabName, pid: u32) -> Result<state::LabLock> {
     let pid_t = Pid::from_raw(pid as i32);
+    // The lock is held, so `pid` (from the state file the owner wrote) is the owner.
     kill(pid_t, Signal::SIGTERM).with_context(|| format!("stopping lab {name} (pid {pid})"))?;
     let since = Instant::now();
-    while state::alive(pid) {
-        if since.elapsed() > DOWN_GRACE {
+    let mut killed = false;
+    loop {
+        if let Some(lock) = state::try_lock(name)? {
+            return Ok(lock);
+        }
+        if !killed && since.elapsed() > DOWN_GRACE {
             eprintln!("vmcnet: lab {name}: pid {pid} did not end in {DOWN_GRACE:?}; killing it");
             let _ = kill(pid_t, Signal::SIGKILL);
-            break;
+            killed = true;
+        }
+        if since.elapsed() > 3 * DOWN_GRACE {
+            bail!("lab {name}: pid {pid} still holds the lab's lock");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
 }
 
 /// A request to a live lab, as `vmcnet ctl LAB …` sends it.
@@ -389,7 +405,7 @@ fn socket_of(lab: &str) -> Result<(LabName, std::path::PathBuf)> {
     let Some(st) = state::read(&name)? else {
         bail!("lab {name} is not up (no {})", state::path(&name).display());
     };
-    if !state::alive(st.pid) {
+    if !state::owned(&name) {
         bail!(
             "lab {name}: its process ({}) is gone; `vmcnet down {name}` cleans up",
             st.pid

@@ -13,15 +13,16 @@
 
 use std::cell::RefCell;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, Endianness, TsResolution};
 use serde::{Deserialize, Serialize};
@@ -31,8 +32,11 @@ use crate::time::Instant;
 
 /// The longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
-/// Frames a capture holds for its writer before it drops.
+/// Frames a capture holds for its writer before it drops, and bytes (super-frames are large).
 pub const CAPTURE_QUEUE: usize = 4096;
+pub const CAPTURE_QUEUE_BYTES: usize = 16 << 20;
+/// How often an idle capture's writer looks whether its client went away.
+const HANGUP_CHECK: Duration = Duration::from_millis(250);
 /// A capture's snap length: a whole GSO super-frame, with room for a Geneve header.
 pub const CAPTURE_SNAPLEN: u32 = 65_535 + 14 + 64;
 
@@ -143,6 +147,8 @@ pub struct CaptureCounters {
 /// clock (lab start + the instant), as tcpdump stamps them.
 pub struct ChannelSink {
     tx: Sender<(Duration, Vec<u8>)>,
+    /// Bytes in the queue.
+    queued: Arc<AtomicUsize>,
     epoch: Duration,
     pub closed: Arc<AtomicBool>,
     pub counters: Arc<CaptureCounters>,
@@ -151,8 +157,13 @@ pub struct ChannelSink {
 impl FrameSink for ChannelSink {
     fn write(&mut self, now: Instant, frame: &[u8]) {
         let ts = self.epoch + Duration::from_nanos(now.as_nanos());
+        if self.queued.load(Ordering::Relaxed) + frame.len() > CAPTURE_QUEUE_BYTES {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         match self.tx.try_send((ts, frame.to_vec())) {
             Ok(()) => {
+                self.queued.fetch_add(frame.len(), Ordering::Relaxed);
                 self.counters.frames.fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Full(_)) => {
@@ -179,21 +190,29 @@ pub fn capture_stream(conn: UnixStream, epoch: SystemTime) -> io::Result<Channel
         (&conn).write_all(format!("{header}\n").as_bytes())?;
     }
     let done = closed.clone();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let taken = queued.clone();
     std::thread::Builder::new()
         .name("vmcnet-capture".into())
         .spawn(move || {
-            let _ = write_pcap(conn, rx);
+            let _ = write_pcap(conn, rx, &taken);
             done.store(true, Ordering::Relaxed);
         })?;
     Ok(ChannelSink {
         tx,
+        queued,
         epoch,
         closed,
         counters,
     })
 }
 
-fn write_pcap(conn: UnixStream, rx: Receiver<(Duration, Vec<u8>)>) -> io::Result<()> {
+fn write_pcap(
+    conn: UnixStream,
+    rx: Receiver<(Duration, Vec<u8>)>,
+    queued: &AtomicUsize,
+) -> io::Result<()> {
+    let peer = conn.try_clone()?;
     let header = PcapHeader {
         snaplen: CAPTURE_SNAPLEN,
         datalink: DataLink::ETHERNET,
@@ -206,14 +225,36 @@ fn write_pcap(conn: UnixStream, rx: Receiver<(Duration, Vec<u8>)>) -> io::Result
     let mut w = PcapWriter::with_header(out, header).map_err(io::Error::other)?;
     flush.flush()?;
     // Flushed whenever the queue runs dry, so that a live reader sees each frame at once.
-    while let Ok((ts, frame)) = rx.recv() {
+    loop {
+        let (ts, frame) = match rx.recv_timeout(HANGUP_CHECK) {
+            Ok(f) => f,
+            // An idle link writes nothing that could fail: look whether the client is gone.
+            Err(RecvTimeoutError::Timeout) if hung_up(&peer) => return Ok(()),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        queued.fetch_sub(frame.len(), Ordering::Relaxed);
         let pkt = PcapPacket::new(ts, frame.len() as u32, &frame);
         w.write_packet(&pkt).map_err(io::Error::other)?;
         if rx.is_empty() {
             flush.flush()?;
         }
     }
-    Ok(())
+}
+
+/// Whether the client at the other end of `conn` closed it: it never writes after its request,
+/// so a read that finds the end of the stream means it went away.
+fn hung_up(conn: &UnixStream) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    let mut b = [0u8; 1];
+    matches!(
+        recv(
+            conn.as_raw_fd(),
+            &mut b,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+        ),
+        Ok(0)
+    )
 }
 
 /// A buffered stream the pcap writer writes to while the loop decides when to flush it

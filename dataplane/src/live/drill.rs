@@ -15,6 +15,7 @@
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -177,14 +178,14 @@ fn run_inner(
         }
     }
     let live_err = |e: &dyn std::fmt::Display| DrillError::Live(e.to_string());
-    let scratch = Scratch(std::env::temp_dir().join(format!(
-        "vmcnet-drill-{}-{}",
-        opts.lab,
-        std::process::id()
-    )));
-    fs::create_dir_all(&scratch.0).map_err(|e| live_err(&e))?;
-
     let (mut live, _) = LiveLab::up(topo, &opts.topo_path, opts.lab.clone(), drill.seed, None)
+        .map_err(|e| live_err(&e))?;
+    // In the lab's own corner of /run/vmcnet (root's alone; `up` removed a stale one), so that
+    // nobody can plant a link where a program's output goes.
+    let scratch = Scratch(super::state::scratch_path(&opts.lab));
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&scratch.0)
         .map_err(|e| live_err(&e))?;
     live.lab.set_reconciler(match drill.reconciler {
         Reconciler::IpMove => Some(Strategy::IpMove),

@@ -93,6 +93,12 @@ pub enum NetnsError {
          (configure_iface must run within run_in)"
     )]
     InRootNamespace { ifname: String },
+    /// [`delete`] was asked to remove a name bound to init's or this process's own namespace.
+    #[error(
+        "network namespace {name} is init's or this process's own: refusing to delete it or \
+         kill what runs in it"
+    )]
+    HostNamespace { name: String },
 }
 
 impl NetnsError {
@@ -153,6 +159,14 @@ pub fn delete(name: &str) -> Result<usize, NetnsError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(NetnsError::os(name, format!("stat {}", path.display()), e)),
     };
+    // A name bound to the host's namespace (`ip netns attach NAME 1`) is not ours to kill.
+    for own in ["/proc/1/ns/net", "/proc/self/ns/net"] {
+        if fs::metadata(own).is_ok_and(|m| same_file(&m, &target)) {
+            return Err(NetnsError::HostNamespace {
+                name: name.to_string(),
+            });
+        }
+    }
     let killed = kill_members(name, &target)?;
     unmount(name, &path)?;
     match fs::remove_file(&path) {

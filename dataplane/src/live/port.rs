@@ -28,6 +28,8 @@ counters! {
         /// Frames from the kernel dropped unread: a checksum or segmentation offload this
         /// runtime did not switch on.
         pub rx_dropped_offload,
+        /// The longest frame written to the TAP, in bytes (more than the MTU: a super-frame).
+        pub tx_max_frame_bytes,
     }
 }
 

@@ -90,7 +90,8 @@ pub fn run_agent(plan: &AgentPlan) -> io::Result<AgentReport> {
     let dst = SocketAddrV4::new(plan.to, plan.port);
     let mut report = AgentReport::default();
     for seq in 0..plan.count {
-        let due = plan.start_mono_ns + plan.interval.as_nanos() as u64 * seq as u64;
+        let offset = (plan.interval.as_nanos() as u64).saturating_mul(seq as u64);
+        let due = plan.start_mono_ns.saturating_add(offset);
         let now = mono_ns();
         if due > now {
             std::thread::sleep(Duration::from_nanos(due - now));

@@ -198,7 +198,8 @@ pub struct LiveLab {
     clock: Clock,
     /// Captures streaming to clients, with the flag that rises when the client went away.
     captures: Vec<(LinkId, Arc<AtomicBool>)>,
-    torn_down: bool,
+    /// Held for the lab's life; let go last.
+    lock: Option<state::LabLock>,
 }
 
 /// What `up` found left by a lab whose owner died, and removed.
@@ -226,7 +227,7 @@ impl LiveLab {
                 endpoints: endpoints.join(", "),
             });
         }
-        let cleaned = take_over(&name)?;
+        let (lock, cleaned) = take_over(&name)?;
         let mut configs = Vec::new();
         for id in 0..plan.nodes.len() {
             let Some(ep) = plan.get_mut::<Endpoint>(id) else {
@@ -259,7 +260,7 @@ impl LiveLab {
             ports: Vec::new(),
             clock: Clock::start(),
             captures: Vec::new(),
-            torn_down: false,
+            lock: Some(lock),
         };
         for (i, (node, config)) in configs.into_iter().enumerate() {
             live.add_port(i, node, config)?;
@@ -497,7 +498,7 @@ impl LiveLab {
             let Some(hdr) = VnetHdr::parse(&buf[..n]) else {
                 continue;
             };
-            let port = self.lab.sim.get_mut::<KernelPort>(node);
+            let port = self.lab.sim.get_mut_untimed::<KernelPort>(node);
             let Some(port) = port else { return };
             let Some(frame) = from_kernel(hdr, &buf[VNET_HDR_LEN..n]) else {
                 port.counters.rx_dropped_offload += 1;
@@ -512,7 +513,7 @@ impl LiveLab {
     /// Write what the lab sent each kernel to its TAP.
     fn flush(&mut self) {
         for p in &self.ports {
-            let Some(port) = self.lab.sim.get_mut::<KernelPort>(p.node) else {
+            let Some(port) = self.lab.sim.get_mut_untimed::<KernelPort>(p.node) else {
                 continue;
             };
             while let Some(mut frame) = port.pop() {
@@ -523,6 +524,8 @@ impl LiveLab {
                     Ok(_) => {
                         port.counters.tx_frames += 1;
                         port.counters.tx_bytes += len as u64;
+                        let max = &mut port.counters.tx_max_frame_bytes;
+                        *max = (*max).max(len as u64);
                     }
                     // The kernel's queue is full, or the interface is down: dropped, as a NIC
                     // drops.
@@ -544,19 +547,22 @@ impl LiveLab {
     }
 
     fn teardown(&mut self) -> Result<state::Removed, LiveError> {
-        self.torn_down = true;
+        let Some(lock) = self.lock.take() else {
+            return Ok(state::Removed::default());
+        };
         // TAPs go when their file descriptor closes.
         self.ports.clear();
-        state::remove(&self.name).map_err(io_err(format!("removing lab {}", self.name)))
+        let what = format!("removing lab {}", self.name);
+        let removed = state::remove(&self.name).map_err(io_err(what.clone()))?;
+        state::unlock(&self.name, lock).map_err(io_err(what))?;
+        Ok(removed)
     }
 }
 
 impl Drop for LiveLab {
     fn drop(&mut self) {
-        if !self.torn_down {
-            if let Err(e) = self.teardown() {
-                eprintln!("vmcnet: removing lab {}: {e}", self.name);
-            }
+        if let Err(e) = self.teardown() {
+            eprintln!("vmcnet: removing lab {}: {e}", self.name);
         }
     }
 }
@@ -614,19 +620,19 @@ fn to_kernel(frame: &Frame) -> VnetHdr {
     }
 }
 
-/// Refuse a lab whose owner runs; remove what a dead owner left. Returns what was removed.
-fn take_over(name: &LabName) -> Result<Cleaned, LiveError> {
-    let st = state::read(name).map_err(io_err(format!("reading the state of lab {name}")))?;
-    if let Some(st) = &st {
-        if st.pid != std::process::id() && state::alive(st.pid) {
-            return Err(LiveError::Busy {
-                lab: name.to_string(),
-                pid: st.pid,
-            });
-        }
-    }
+/// Take the lab's lock, refusing a lab whose owner runs; remove what a dead owner left.
+/// Returns the lock and what was removed.
+fn take_over(name: &LabName) -> Result<(state::LabLock, Cleaned), LiveError> {
+    let lock = state::try_lock(name).map_err(io_err(format!("locking lab {name}")))?;
+    let Some(lock) = lock else {
+        let pid = state::read(name).ok().flatten().map_or(0, |s| s.pid);
+        return Err(LiveError::Busy {
+            lab: name.to_string(),
+            pid,
+        });
+    };
     let removed = state::remove(name).map_err(io_err(format!("removing lab {name}")))?;
-    Ok(removed.namespaces)
+    Ok((lock, removed.namespaces))
 }
 
 fn drain(mut s: &UnixStream) {

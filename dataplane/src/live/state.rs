@@ -6,7 +6,10 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -54,15 +57,61 @@ pub fn read(lab: &LabName) -> io::Result<Option<LabState>> {
 /// Write the state file (readable by root only), through a temporary file and a rename, so
 /// that a reader never sees half of it.
 pub fn write(lab: &LabName, state: &LabState) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(RUN_DIR)?;
+    make_run_dir()?;
     let tmp = PathBuf::from(RUN_DIR).join(format!(".{lab}.json.tmp"));
     let json = serde_json::to_string_pretty(state).map_err(io::Error::other)?;
     fs::write(&tmp, json)?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
     fs::rename(&tmp, path(lab))
+}
+
+/// The lock file of `lab`.
+pub fn lock_path(lab: &LabName) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(format!("{lab}.lock"))
+}
+
+/// Where a live drill of `lab` keeps its programs' output (inside [`RUN_DIR`], root's alone).
+pub fn scratch_path(lab: &LabName) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(format!("{lab}.drill"))
+}
+
+/// A lab's lock: its owner holds it, exclusively, for the lab's whole life, so that two
+/// `up`s of one lab cannot both build it, and `down` knows the owner runs (a PID alone could
+/// have been reused).
+pub struct LabLock(#[allow(dead_code)] Flock<fs::File>);
+
+/// Take `lab`'s lock if no one holds it; `None` if its owner does.
+pub fn try_lock(lab: &LabName) -> io::Result<Option<LabLock>> {
+    make_run_dir()?;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(lock_path(lab))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(LabLock(lock))),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(io::Error::from(e)),
+    }
+}
+
+/// Whether `lab`'s owner runs: someone holds its lock.
+pub fn owned(lab: &LabName) -> bool {
+    let Ok(file) = fs::OpenOptions::new().write(true).open(lock_path(lab)) else {
+        return false;
+    };
+    matches!(
+        Flock::lock(file, FlockArg::LockExclusiveNonblock),
+        Err((_, Errno::EWOULDBLOCK))
+    )
+}
+
+fn make_run_dir() -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(RUN_DIR)
 }
 
 /// Whether process `pid` runs (a zombie counts as gone).
@@ -86,12 +135,15 @@ pub struct Removed {
 
 /// Remove everything `lab` left in the kernel and under [`RUN_DIR`]: the namespaces of its
 /// state file and any other namespace with its prefix (with the processes in them), its
-/// control socket and its state file. The owner must be gone.
+/// control socket, a drill's scratch directory and its state file. The caller holds the lab's
+/// lock ([`try_lock`]); the lock file itself stays until the lock is let go ([`unlock`]).
 pub fn remove(lab: &LabName) -> io::Result<Removed> {
+    // Only names with the lab's prefix: a state file cannot make it delete another namespace.
     let mut names: Vec<String> = match read(lab) {
         Ok(Some(s)) => s.namespaces.into_iter().map(|(_, ns)| ns).collect(),
         Ok(None) | Err(_) => Vec::new(),
     };
+    names.retain(|n| n.starts_with(&lab.prefix()));
     for ns in netns::list_with_prefix(&lab.prefix()) {
         if !names.contains(&ns) {
             names.push(ns);
@@ -105,6 +157,10 @@ pub fn remove(lab: &LabName) -> io::Result<Removed> {
         removed.processes_killed += netns::delete(&ns).map_err(io::Error::other)?;
         removed.namespaces.push(ns);
     }
+    match fs::remove_dir_all(scratch_path(lab)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     for p in [socket_path(lab), path(lab)] {
         match fs::remove_file(&p) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -112,6 +168,16 @@ pub fn remove(lab: &LabName) -> io::Result<Removed> {
         }
     }
     Ok(removed)
+}
+
+/// Remove the lab's lock file, then let the lock go: the last thing a lab leaves.
+pub fn unlock(lab: &LabName, lock: LabLock) -> io::Result<()> {
+    let r = match fs::remove_file(lock_path(lab)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    };
+    drop(lock);
+    r
 }
 
 #[cfg(test)]

@@ -480,14 +480,15 @@ impl Edge {
         };
         // A super-frame's packets are its segments.
         let len = f.gso().and_then(|g| g.segment_ip_len(&f)).unwrap_or(len);
-        if f.gso().is_some() && route.snat {
-            // The NAT rewrites each segment: cut the super-frame here.
+        let mtu = self.ifaces[route.iface].mtu;
+        if f.gso().is_some() && (route.snat || (len > mtu && !df)) {
+            // The NAT rewrites each segment, and a router fragments each (a super-frame's
+            // checksum covers no fragment): cut the super-frame here.
             for seg in crate::wire::gso::segment(&f) {
                 self.forward(now, in_port, seg, out);
             }
             return;
         }
-        let mtu = self.ifaces[route.iface].mtu;
         if len > mtu && df {
             // RFC 1191: too big to forward whole, and not to be cut: say how big fits.
             self.counters.tx_frag_needed += 1;

@@ -1983,3 +1983,99 @@ fn dont_fragment_over_the_mtu_is_answered_with_fragmentation_needed_and_the_mtu(
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, SEG2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// GSO super-frames from a kernel: forwarded whole when each segment fits the next hop, cut
+// where a router must touch each packet (fragmentation, SNAT).
+// ---------------------------------------------------------------------------------------------
+
+/// A TCP super-frame of `n` payload bytes from VM1 to `dst`, segments of `mss`, as a kernel
+/// hands it: the pseudo-header's sum in the TCP checksum, Don't Fragment as given.
+fn super_frame(dst: Ipv4Addr, n: usize, mss: u16, df: bool) -> Frame {
+    let payload: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    let mut f = built(
+        ip_builder(VM1, dst, 64).tcp(40000, 5201, 7, 64000).ack(1),
+        &payload,
+    );
+    wire::set_macs(&mut f, EMAC[SEG1 as usize], VM1_MAC);
+    if !df {
+        f[20] &= !0x40;
+        fix_ip_checksum(&mut f);
+    }
+    let l4 = 34;
+    let ph = checksum::pseudo_header(VM1.octets(), dst.octets(), PROTO_TCP, (20 + n) as u16);
+    f[l4 + 16..l4 + 18].copy_from_slice(&(ph as u16).to_be_bytes());
+    let mut f = Frame::from(f);
+    f.set_gso(Some(crate::wire::gso::Gso {
+        kind: crate::wire::gso::GsoKind::Tcp4,
+        size: mss,
+        csum_start: l4 as u16,
+        csum_offset: 16,
+    }));
+    f
+}
+
+/// Every frame is a plain TCP segment with a right checksum; their payloads in order.
+fn tcp_payloads(out: &Out) -> Vec<u8> {
+    let mut data = Vec::new();
+    for (_, f) in out {
+        assert_eq!(f.gso(), None);
+        let p = SlicedPacket::from_ethernet(f).unwrap();
+        let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(t))) = (&p.net, &p.transport)
+        else {
+            panic!("not TCP over IPv4: {f:?}")
+        };
+        let h = ip.header();
+        let want = t
+            .to_header()
+            .calc_checksum_ipv4_raw(h.source(), h.destination(), t.payload())
+            .unwrap();
+        assert_eq!(t.checksum(), want);
+        data.extend_from_slice(t.payload());
+    }
+    data
+}
+
+#[test]
+fn a_super_frame_whose_segments_fit_the_next_hop_is_forwarded_whole() {
+    let mut lab = Lab::new();
+    lab.resolve_all();
+    let f = super_frame(EC2, 10_000, 1448, true);
+    let out = lab.rx(SEG1, f.clone());
+    assert_eq!(out.len(), 1);
+    let (port, fwd) = &out[0];
+    assert_eq!(*port, UPLINK);
+    assert_eq!(fwd.gso(), f.gso(), "still a super-frame");
+    assert_eq!(ttl_of(fwd), 63);
+    assert!(Ipv4View::parse(fwd).unwrap().checksum_ok());
+    assert_eq!(lab.e.counters.tx_frag_needed, 0);
+}
+
+#[test]
+fn a_super_frame_without_dont_fragment_over_the_mtu_is_cut_then_fragmented() {
+    let mut lab = Lab::new();
+    lab.resolve_all();
+    // Segments of 3,000 bytes do not fit the uplink's 1,500.
+    let out = lab.rx(SEG1, super_frame(EC2, 9_000, 3_000, false));
+    assert!(out
+        .iter()
+        .all(|(p, f)| *p == UPLINK && f.gso().is_none() && f.len() <= 1514));
+    assert_eq!(out.len(), 3 * 3, "three segments, each in three fragments");
+    assert_eq!(lab.e.counters.fragmented, 3);
+}
+
+#[test]
+fn a_super_frame_to_s3_is_cut_and_each_segment_source_natted() {
+    let mut lab = Lab::new();
+    lab.resolve_all();
+    let n = 5_000;
+    let out = lab.rx(SEG1, super_frame(S3, n, 1448, true));
+    assert_eq!(out.len(), n.div_ceil(1448));
+    for (port, f) in &out {
+        assert_eq!(*port, UPLINK);
+        assert_eq!(Ipv4View::parse(f).unwrap().src(), UPLINK_IP);
+    }
+    let want: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    assert_eq!(tcp_payloads(&out), want);
+    assert_eq!(lab.e.counters.snat_out, out.len() as u64);
+}

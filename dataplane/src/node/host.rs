@@ -384,12 +384,21 @@ impl Host {
                 dst_ip: to.ip,
             })
         });
-        match tunnel.encap(inner, vni) {
-            Some(f) => {
-                self.counters.tx_encapsulated += 1;
-                out.send(OVERLAY, f);
+        // A super-frame too long for one Geneve packet (its stack ignored the lab's GSO size)
+        // goes as its segments.
+        let frames = if inner.len() > geneve::MAX_INNER_LEN && inner.gso().is_some() {
+            crate::wire::gso::segment(&inner)
+        } else {
+            vec![inner]
+        };
+        for inner in frames {
+            match tunnel.encap(inner, vni) {
+                Some(f) => {
+                    self.counters.tx_encapsulated += 1;
+                    out.send(OVERLAY, f);
+                }
+                None => self.counters.tx_dropped_too_big_for_geneve += 1,
             }
-            None => self.counters.tx_dropped_too_big_for_geneve += 1,
         }
     }
 

@@ -438,6 +438,17 @@ impl Sim {
         n.downcast_mut()
     }
 
+    /// A node that has no timers (a runtime's port to the outside world, whose queue the
+    /// runtime drains) as its concrete type, to change its state without the timer re-read that
+    /// [`Sim::get_mut`] queues: a runtime that drains such ports on every turn would otherwise
+    /// always find an event due, and never wait.
+    pub fn get_mut_untimed<T: Node>(&mut self, id: NodeId) -> Option<&mut T> {
+        let n = self.nodes.get_mut(id)?;
+        debug_assert!(n.poll_at().is_none(), "{} has timers", n.name());
+        let n: &mut dyn Any = n.as_mut();
+        n.downcast_mut()
+    }
+
     /// Program a change into a node now (see [`Node::configure`]); what the node sends because
     /// of it goes out with the frames of the current instant.
     pub fn configure(&mut self, node: NodeId, change: &Change) {
