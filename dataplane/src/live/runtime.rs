@@ -38,6 +38,8 @@ pub const GSO_MAX_SIZE: u32 = 62 * 1024;
 
 /// Frames read from one TAP before the others get their turn.
 pub const BATCH: usize = 32;
+/// After frames last moved, the engine polls its TAPs this long before it sleeps.
+pub const BUSY_POLL: Duration = Duration::from_micros(100);
 /// The engine wakes at least this often with nothing to do (to notice a stop request).
 const IDLE_WAKE: Duration = Duration::from_millis(500);
 
@@ -200,6 +202,8 @@ pub struct LiveLab {
     captures: Vec<(LinkId, Arc<AtomicBool>)>,
     /// Held for the lab's life; let go last.
     lock: Option<state::LabLock>,
+    /// When frames last moved between the lab and a kernel.
+    last_busy: Instant,
 }
 
 /// What `up` found left by a lab whose owner died, and removed.
@@ -261,6 +265,7 @@ impl LiveLab {
             clock: Clock::start(),
             captures: Vec::new(),
             lock: Some(lock),
+            last_busy: Instant::ZERO,
         };
         for (i, (node, config)) in configs.into_iter().enumerate() {
             live.add_port(i, node, config)?;
@@ -402,7 +407,10 @@ impl LiveLab {
                 Some(at) => at.saturating_since(now).min(IDLE_WAKE),
                 None => IDLE_WAKE,
             };
-            let timeout = if wait.is_zero() {
+            // Busy a moment ago: poll rather than sleep, as NAPI does, so that a stream's next
+            // frames do not each pay for a wake-up. Idle, the engine sleeps.
+            let busy = now.saturating_since(self.last_busy) < BUSY_POLL;
+            let timeout = if wait.is_zero() || busy {
                 EpollTimeout::ZERO
             } else {
                 timer
@@ -506,6 +514,7 @@ impl LiveLab {
             };
             port.counters.rx_frames += 1;
             port.counters.rx_bytes += frame.len() as u64;
+            self.last_busy = self.clock.now();
             self.lab.sim.emit(node, 0, frame);
         }
     }
