@@ -732,6 +732,11 @@ fn edge_vmotion_live_keeps_tcp_alive_and_its_outages_match_the_sims() {
         tcp["server_connection"]["bytes"].as_u64().unwrap() > 0,
         "{tcp}"
     );
+    // iperf3's intervals: the stream stalled during the outage back, then moved again.
+    let intervals = tcp["intervals"].as_array().unwrap();
+    let moved = |i: &serde_json::Value| i["bytes"].as_u64().unwrap() > 0;
+    let first_stall = intervals.iter().position(|i| !moved(i)).expect("a stall");
+    assert!(intervals[first_stall..].iter().any(moved), "{tcp}");
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -171,6 +171,20 @@ pub struct StepResult {
     /// Probe: the loss each way.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeResult>,
+    /// TCP run live: what iperf3 reported, interval by interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<Vec<TcpInterval>>,
+}
+
+/// One of iperf3's intervals of a live TCP item, on the drill's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TcpInterval {
+    pub from_s: f64,
+    pub to_s: f64,
+    /// Bytes the sender handed TCP in the interval.
+    pub bytes: u64,
+    /// Segments it sent again.
+    pub retransmits: u64,
 }
 
 impl StepResult {
@@ -195,6 +209,7 @@ impl StepResult {
             app,
             server_connection: None,
             probe: None,
+            intervals: None,
         }
     }
 

@@ -28,7 +28,7 @@ use super::LabName;
 use crate::control::action::Strategy;
 use crate::control::Lab;
 use crate::drill::file::{DrillFile, Reconciler, Traffic};
-use crate::drill::report::{DrillReport, Tables};
+use crate::drill::report::{DrillReport, Tables, TcpInterval};
 use crate::drill::run::{self, DrillError, ProbeOutcome};
 use crate::node::endpoint::probe::{self, ProbeArrival, ProbeReport};
 use crate::node::endpoint::{
@@ -452,10 +452,13 @@ fn run_inner(
                 mut client,
                 mut server,
             } => {
+                let out = client.output();
                 let (report, took) =
-                    parse_iperf3_client(&client.output(), dst, port, bytes, rate_bps, start, now);
+                    parse_iperf3_client(&out, dst, port, bytes, rate_bps, start, now);
                 let conn = parse_iperf3_server(&server.output());
-                tcp_step(index, drill, start, took, report, conn)
+                let mut step = tcp_step(index, drill, start, took, report, conn);
+                step.intervals = Some(parse_iperf3_intervals(&out, start));
+                step
             }
         });
     }
@@ -788,6 +791,26 @@ pub fn parse_iperf3_client(
     )
 }
 
+/// iperf3's intervals, on the lab's clock (the client started at `start`).
+pub fn parse_iperf3_intervals(out: &str, start: Instant) -> Vec<TcpInterval> {
+    let j: serde_json::Value = serde_json::from_str(out).unwrap_or_default();
+    let at = |s: f64| (start + Duration::from_secs_f64(s.max(0.0))).as_secs_f64();
+    j["intervals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let sum = &i["sum"];
+            TcpInterval {
+                from_s: at(sum["start"].as_f64().unwrap_or(0.0)),
+                to_s: at(sum["end"].as_f64().unwrap_or(0.0)),
+                bytes: sum["bytes"].as_u64().unwrap_or(0),
+                retransmits: sum["retransmits"].as_u64().unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
 /// iperf3's server JSON as the connection the server saw: its peer (after any NAT) and the
 /// bytes it received. iperf3 does not check the payload: `pattern_ok` says the bytes arrived.
 pub fn parse_iperf3_server(out: &str) -> Option<TcpConnStats> {
@@ -843,6 +866,9 @@ mod tests {
             r.longest_stall_from,
             Some(start + Duration::from_millis(100))
         );
+        let iv = parse_iperf3_intervals(out, start);
+        assert_eq!(iv.len(), 4);
+        assert_eq!((iv[1].from_s, iv[1].to_s, iv[1].bytes), (0.6, 0.7, 0));
         let (bad, _) = parse_iperf3_client("", Ipv4Addr::LOCALHOST, 5201, 150, None, start, start);
         assert!(bad.error.is_some());
     }
