@@ -737,10 +737,19 @@ fn one_pcapng_file_captures_every_link_of_a_lab_with_more_links_than_open_files(
             .output()
             .unwrap()
     };
-    // A file per link runs out of files...
+    // A file per link runs out of files: an error that says so once and names the way out,
+    // and no half-made capture left behind...
     let out = under_ulimit(&dir.join("per-link"));
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pcap"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("each of the lab's {links} links")),
+        "{err}"
+    );
+    assert!(err.contains("FILE.pcapng"), "{err}");
+    assert_eq!(err.matches("Too many open files").count(), 1, "{err}");
+    let left = std::fs::read_dir(dir.join("per-link")).unwrap().count();
+    assert_eq!(left, 0, "pcap files left behind");
     // ...one pcapng file does not.
     let file = dir.join("all.pcapng");
     let out = under_ulimit(&file);

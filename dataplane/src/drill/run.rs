@@ -61,9 +61,20 @@ pub enum DrillError {
     /// The live lab could not be built or run.
     #[error("live lab: {0}")]
     Live(String),
-    #[error("pcap {path}: {source}")]
+    /// A pcap file could not be written (the cause is the error's source).
+    #[error("pcap {}", path.display())]
     Pcap {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file per link needs more files than the process may open.
+    #[error(
+        "--pcap DIR needs a file for each of the lab's {links} links, more than this process \
+         may open (ulimit -n); --pcap FILE.pcapng writes one file with an interface per link"
+    )]
+    PcapFiles {
+        links: usize,
         #[source]
         source: std::io::Error,
     },
@@ -747,9 +758,26 @@ fn start_pcaps(lab: &mut Lab, opts: &RunOptions) -> Result<Vec<(usize, PathBuf)>
     let mut captured = Vec::new();
     for (i, link) in links.iter().enumerate() {
         let file = path.join(format!("{}.pcap", link.name));
-        let f = PcapFile::create(&file).map_err(err(&file))?;
-        lab.sim.capture(i, Box::new(f));
-        captured.push((i, file));
+        match PcapFile::create(&file) {
+            Ok(f) => {
+                lab.sim.capture(i, Box::new(f));
+                captured.push((i, file));
+            }
+            Err(source) => {
+                // Nothing half-made is left behind: the files opened so far go.
+                for (link, made) in &captured {
+                    drop(lab.sim.take_capture(*link));
+                    let _ = std::fs::remove_file(made);
+                }
+                if source.raw_os_error() == Some(libc::EMFILE) {
+                    return Err(DrillError::PcapFiles {
+                        links: links.len(),
+                        source,
+                    });
+                }
+                return Err(err(&file)(source));
+            }
+        }
     }
     Ok(captured)
 }
