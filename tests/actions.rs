@@ -968,3 +968,61 @@ fn an_edge_vmotion_with_eni_reattach_costs_its_reattach_latency() {
         t.vmotion_stun + t.control_plane_notice + t.move_secondary_ip.max(t.replace_route);
     assert!(want_back.as_secs_f64() / ip_move.as_secs_f64() > 4.0);
 }
+
+#[test]
+fn an_edge_made_active_announces_each_of_its_addresses_with_a_gratuitous_arp() {
+    use vmcnet::capture::MemorySink;
+    use vmcnet::node::edge::Edge;
+    use vmcnet::wire::arp::Arp;
+    let t = topo();
+    let mut lab = Lab::build(&t, 1);
+    let standby = &t.sddc.edges.standby;
+    let link = lab
+        .sim
+        .link_by_name(&format!("{}.uplink--{}", standby.name, standby.host))
+        .expect("the standby's uplink link");
+    lab.sim.capture(link, Box::new(MemorySink::default()));
+    let at = Instant::from_millis(1_000);
+    lab.request(
+        at,
+        Action::SetActiveEdge {
+            edge: standby.name.clone(),
+        },
+    )
+    .unwrap();
+    lab.run_until(at + Duration::from_secs(1));
+    let took = lab
+        .timeline()
+        .iter()
+        .find(|e| matches!(e.action, Action::SetActiveEdge { .. }))
+        .and_then(|e| e.took_effect_at)
+        .expect("the promotion took effect");
+    assert_eq!(took, at + t.timing.promotion);
+    let sink = lab.sim.take_capture(link).unwrap();
+    let mem = (sink as Box<dyn std::any::Any>)
+        .downcast::<MemorySink>()
+        .unwrap();
+    let garps: Vec<_> = mem
+        .frames
+        .iter()
+        .filter_map(|(when, f)| Some((*when, Arp::parse(f)?)))
+        .filter(|(_, a)| a.sender_ip == a.target_ip)
+        .collect();
+    assert_eq!(garps.len(), 1, "{garps:?}");
+    let (when, a) = garps[0];
+    assert_eq!(when, took);
+    assert_eq!(a.sender_ip, t.sddc.edges.uplink_ip);
+    let edge: &Edge = lab.sim.get(lab.id(&standby.name).unwrap()).unwrap();
+    let uplink = &edge.ifaces()[edge.uplink().unwrap()];
+    assert_eq!(a.sender_mac, uplink.mac);
+    // One for each of its interfaces.
+    assert_eq!(edge.counters.garp_sent, edge.ifaces().len() as u64);
+    // The VPC router heard the uplink's, and neither learned from it nor answered it.
+    let router = lab.sim.node(lab.id("vpc-router").unwrap());
+    let ignored = router
+        .counters()
+        .into_iter()
+        .find(|(name, _)| *name == "rx_ignored_gratuitous_arp")
+        .map(|(_, n)| n);
+    assert_eq!(ignored, Some(1));
+}

@@ -98,6 +98,8 @@ counters! {
         pub delivered_local,
         pub arp_requests_sent,
         pub arp_replies_sent,
+        /// Gratuitous ARPs sent on becoming active, one per interface.
+        pub garp_sent,
         pub icmp_errors_sent,
         /// Packets larger than the next hop's MTU with Don't Fragment set: answered with
         /// fragmentation needed.
@@ -391,6 +393,21 @@ impl Edge {
         self.active = active;
         if !active {
             self.drop_pending();
+        }
+    }
+
+    /// A gratuitous ARP for every interface's address, as an Edge that just became active
+    /// sends, so that its neighbours learn where the addresses are now.
+    fn announce(&mut self, out: &mut Outbox) {
+        for (port, ifc) in self.ifaces.iter().enumerate() {
+            if self.removed.contains(&port) {
+                continue;
+            }
+            out.send(
+                port as Port,
+                Arp::request(ifc.mac, ifc.ip, ifc.ip).to_frame(),
+            );
+            self.counters.garp_sent += 1;
         }
     }
 
@@ -715,9 +732,15 @@ impl Node for Edge {
         &self.name
     }
 
-    fn configure(&mut self, _now: Instant, change: &Change, _out: &mut Outbox) {
+    fn configure(&mut self, _now: Instant, change: &Change, out: &mut Outbox) {
         match change {
-            Change::EdgeActive(active) => self.set_active(*active),
+            Change::EdgeActive(active) => {
+                let promoted = *active && !self.active;
+                self.set_active(*active);
+                if promoted {
+                    self.announce(out);
+                }
+            }
             Change::EdgeAddIface(ifc) => self.add_iface(ifc.clone()),
             Change::EdgeRemoveIface { port } => self.remove_iface(usize::from(*port)),
             _ => {}

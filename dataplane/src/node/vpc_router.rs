@@ -85,6 +85,8 @@ counters! {
     pub struct VpcRouterCounters {
         pub forwarded,
         pub arp_replies_sent,
+        /// Gratuitous ARPs heard and ignored: the VPC does not learn from them.
+        pub rx_ignored_gratuitous_arp,
         pub rx_dropped_no_route,
         pub rx_dropped_blackhole,
         pub rx_dropped_no_eni_for_ip,
@@ -248,6 +250,11 @@ impl VpcRouter {
 
     fn answer_arp(&mut self, port: Port, frame: &Frame, out: &mut Outbox) {
         match Arp::parse(frame) {
+            // A gratuitous ARP (an Edge announcing its address): the VPC learns nothing from
+            // it, as AWS's does not, and must not answer it as a conflict.
+            Some(a) if a.op == OP_REQUEST && a.sender_ip == a.target_ip => {
+                self.counters.rx_ignored_gratuitous_arp += 1;
+            }
             Some(a)
                 if a.op == OP_REQUEST
                     && (self.router_ips.contains(&a.target_ip)
