@@ -136,7 +136,36 @@ fn edge_vmotion_draws_each_direction_with_its_outage_to_scale() {
     xmllint_agrees(&svg, "edge-vmotion");
     let probe = r.steps[0].probe.as_ref().expect("a probe item");
     let directions = 2 * r.steps.iter().filter(|s| s.probe.is_some()).count();
-    assert_eq!(lanes.len(), directions, "a lane per probe direction");
+    let stalls: Vec<_> = r
+        .steps
+        .iter()
+        .filter_map(|s| match &s.app {
+            vmcnet::node::endpoint::AppReport::TcpSend(t) if !t.longest_stall.is_zero() => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stalls.len(), 1, "the TCP stream stalls across the move");
+    assert_eq!(
+        lanes.len(),
+        directions + stalls.len(),
+        "a lane per probe direction, and one per TCP item that stalled"
+    );
+    // The TCP lane: its longest stall, to scale.
+    let tcp = &lanes[directions];
+    assert_eq!(tcp.title, "web-1 → ec2-1 TCP");
+    let spans = loss_spans(&svg, &tcp.band);
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    let from = stalls[0].longest_stall_from.unwrap().as_secs_f64();
+    let panel = axis.panel_of(from).expect("the stall is drawn");
+    let want = stalls[0].longest_stall.as_secs_f64() * panel.pixels_per_second();
+    assert!(
+        (f64::from(spans[0].1) - want).abs() <= 1.5,
+        "{spans:?}, {want:.1} px"
+    );
+    assert!(svg.contains(&format!(
+        "longest stall {:.3} s",
+        stalls[0].longest_stall.as_secs_f64()
+    )));
     let titles = ["web-1 → ec2-1 (SDDC → VPC)", "ec2-1 → web-1 (VPC → SDDC)"];
     for (lane, title) in lanes.iter().zip(titles) {
         assert_eq!(lane.title, title);

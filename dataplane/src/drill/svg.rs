@@ -27,6 +27,7 @@
 //! sliver. Short drills come out as one window over the whole probe: edge-vmotion's 0.5–12.5 s.
 //! What a cut hides is only delay: no loss and no action ever falls in one.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
@@ -37,7 +38,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::report::DrillReport;
-use crate::node::endpoint::probe::{ProbeLoss, DELAY_BINS};
+use crate::node::endpoint::probe::{LostRun, ProbeLoss, DELAY_BINS};
 use crate::node::endpoint::AppReport;
 
 /// Instants of interest closer than this (in seconds of virtual time) share a window of the axis.
@@ -190,10 +191,13 @@ impl TimeAxis {
     }
 }
 
-/// One direction of a probe item, as the picture needs it.
+/// One direction of a probe item, or a TCP item's stall, as the picture needs it.
 struct Lane<'a> {
     title: String,
-    loss: &'a ProbeLoss,
+    /// A TCP lane's loss is made here: its one "run" is the longest stall.
+    loss: Cow<'a, ProbeLoss>,
+    /// A TCP item: the head says what stalled, and there is no delay to draw.
+    tcp: Option<TcpHead>,
     /// Seconds between two probes, and covered by one delay bin.
     interval: f64,
     bin: f64,
@@ -238,7 +242,8 @@ fn lanes(report: &DrillReport) -> Vec<Lane<'_>> {
             let per_bin = loss.sent.div_ceil(DELAY_BINS).max(1);
             lanes.push(Lane {
                 title: format!("{a} → {b} ({} → {})", ka.side(), kb.side()),
-                loss,
+                loss: Cow::Borrowed(loss),
+                tcp: None,
                 interval,
                 bin: interval * f64::from(per_bin),
                 probing: Span {
@@ -249,7 +254,61 @@ fn lanes(report: &DrillReport) -> Vec<Lane<'_>> {
             });
         }
     }
+    lanes.extend(report.steps.iter().filter_map(tcp_lane));
     lanes
+}
+
+/// What a TCP lane's head says.
+struct TcpHead {
+    stall: f64,
+    retransmits: u64,
+    survived: bool,
+}
+
+/// A TCP item's lane: the time it ran, and its longest stall (data unacknowledged and no
+/// acknowledgement advancing; live, iperf3's intervals that moved nothing) drawn as loss. Only
+/// for an item that stalled.
+fn tcp_lane(step: &super::report::StepResult) -> Option<Lane<'_>> {
+    let AppReport::TcpSend(tcp) = &step.app else {
+        return None;
+    };
+    let from = tcp.longest_stall_from?;
+    if tcp.longest_stall.is_zero() {
+        return None;
+    }
+    let stall = tcp.longest_stall;
+    let loss = ProbeLoss {
+        sent: 1,
+        received: 0,
+        lost: 1,
+        first_lost_sent: Some(from),
+        last_lost_sent: Some(from),
+        outage: stall,
+        lost_runs: vec![LostRun {
+            first_sent: from,
+            last_sent: from,
+            count: 1,
+        }],
+        lost_runs_truncated: false,
+        delay: Vec::new(),
+    };
+    let start = step.started_s;
+    Some(Lane {
+        title: format!("{} → {} TCP", step.from, step.to),
+        loss: Cow::Owned(loss),
+        tcp: Some(TcpHead {
+            stall: stall.as_secs_f64(),
+            retransmits: tcp.retransmits,
+            survived: step.passed,
+        }),
+        interval: stall.as_secs_f64(),
+        bin: stall.as_secs_f64(),
+        probing: Span {
+            from: start,
+            to: (start + step.duration_s).max(from.as_secs_f64() + stall.as_secs_f64()),
+        },
+        expected: None,
+    })
 }
 
 /// Actions at one instant: those that took effect then, or those asked for then that failed.
@@ -685,7 +744,7 @@ fn draw_key(root: &Area) -> Drawn {
         Ok(())
     };
     root.draw(&Rectangle::new([(x, y - 9), (x + 14, y)], LOSS.filled()))?;
-    say(&mut x, "probes lost")?;
+    say(&mut x, "probes lost, TCP stalled")?;
     root.draw(&PathElement::new(
         [(x, y - 2), (x + 5, y - 8), (x + 9, y - 3), (x + 14, y - 7)],
         DELAY.stroke_width(2),
@@ -878,6 +937,22 @@ fn draw_marks(
 
 /// A lane's heading: its direction and outage, its delay scale, and the expected outage.
 fn draw_lane_head(root: &Area, lane: &Lane, top: i32) -> Drawn {
+    if let Some(tcp) = &lane.tcp {
+        let first = format!(
+            "{}   longest stall {:.3} s   {} segments retransmitted",
+            lane.title, tcp.stall, tcp.retransmits
+        );
+        let note = if tcp.survived {
+            "the connection survived"
+        } else {
+            "the item failed"
+        };
+        return draw_head_lines(
+            root,
+            top,
+            &[(first, TEXT_FONT, BLACK), (note.into(), SMALL_FONT, MUTED)],
+        );
+    }
     let outage = lane.loss.outage.as_secs_f64();
     let (expected, formula) = match lane.expected {
         Some(want) => match want.seconds {
@@ -897,7 +972,27 @@ fn draw_lane_head(root: &Area, lane: &Lane, top: i32) -> Drawn {
         lane.title, lane.loss.lost, lane.loss.sent
     );
     let scale = format!("delay up to {:.3} ms", lane.max_delay_ms());
-    let lines = [(first, TEXT_FONT, BLACK), (formula, SMALL_FONT, MUTED)];
+    draw_head_lines(
+        root,
+        top,
+        &[(first, TEXT_FONT, BLACK), (formula, SMALL_FONT, MUTED)],
+    )?;
+    let y = top + 28;
+    let w = text_width(&scale, SMALL_FONT);
+    root.draw(&Rectangle::new(
+        [(PLOT_RIGHT - w - 6, y - 12), (PLOT_RIGHT, y + 2)],
+        WHITE.mix(0.85).filled(),
+    ))?;
+    text(
+        root,
+        &scale,
+        (PLOT_RIGHT - 2, y),
+        &font(SMALL_FONT, DELAY, HPos::Right),
+    )
+}
+
+/// A lane head's lines of text, each on a light backing so that the lane shows through.
+fn draw_head_lines(root: &Area, top: i32, lines: &[(String, f64, RGBColor)]) -> Drawn {
     for (k, (s, size, color)) in lines.iter().enumerate() {
         let y = top + 14 + 14 * k as i32;
         let w = text_width(s, *size);
@@ -912,18 +1007,7 @@ fn draw_lane_head(root: &Area, lane: &Lane, top: i32) -> Drawn {
             &font(*size, *color, HPos::Left),
         )?;
     }
-    let y = top + 28;
-    let w = text_width(&scale, SMALL_FONT);
-    root.draw(&Rectangle::new(
-        [(PLOT_RIGHT - w - 6, y - 12), (PLOT_RIGHT, y + 2)],
-        WHITE.mix(0.85).filled(),
-    ))?;
-    text(
-        root,
-        &scale,
-        (PLOT_RIGHT - 2, y),
-        &font(SMALL_FONT, DELAY, HPos::Right),
-    )
+    Ok(())
 }
 
 /// The list of every mark below the axis, in columns: number, instant, actions.
