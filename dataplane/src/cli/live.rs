@@ -26,6 +26,18 @@ fn need_root() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the live lab creates network namespaces and TAP devices: run it as root");
     }
+    need_tun()
+}
+
+/// A lab's namespaces, state and socket are root's alone.
+fn need_root_to(what: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("{what} a live lab needs root: its namespaces, state and control socket are root's");
+    }
+    Ok(())
+}
+
+fn need_tun() -> Result<()> {
     if !std::path::Path::new("/dev/net/tun").exists() {
         bail!("the live lab needs /dev/net/tun (the tun module): none on this machine");
     }
@@ -90,6 +102,7 @@ pub fn up(topo: &str, lab: &str, only: Option<&[String]>) -> Result<ExitCode> {
 }
 
 pub fn exec(lab: &str, node: &str, cmd: &[String]) -> Result<ExitCode> {
+    need_root_to("running a command in")?;
     let name = LabName::new(lab).map_err(anyhow::Error::msg)?;
     let Some(st) = state::read(&name)? else {
         bail!("lab {name} is not up (no {})", state::path(&name).display());
@@ -115,6 +128,7 @@ pub fn exec(lab: &str, node: &str, cmd: &[String]) -> Result<ExitCode> {
 }
 
 pub fn down(lab: &str) -> Result<ExitCode> {
+    need_root_to("taking down")?;
     let name = LabName::new(lab).map_err(anyhow::Error::msg)?;
     let st = state::read(&name)?;
     let lock = match state::try_lock(&name)? {
@@ -415,6 +429,7 @@ fn socket_of(lab: &str) -> Result<(LabName, std::path::PathBuf)> {
 }
 
 pub fn ctl(lab: &str, request: &[String]) -> Result<ExitCode> {
+    need_root_to("asking")?;
     let (name, path) = socket_of(lab)?;
     let (header, mut reader) = control::request(&path, request)
         .with_context(|| format!("asking lab {name} ({})", path.display()))?;
@@ -429,6 +444,7 @@ pub fn ctl(lab: &str, request: &[String]) -> Result<ExitCode> {
 }
 
 pub fn capture(lab: &str, link: &str, file: &str) -> Result<ExitCode> {
+    need_root_to("capturing in")?;
     let (name, path) = socket_of(lab)?;
     let args = ["capture".to_string(), link.to_string()];
     let (header, mut reader) = control::request(&path, &args)
