@@ -982,6 +982,14 @@ fn an_edge_made_active_announces_each_of_its_addresses_with_a_gratuitous_arp() {
         .link_by_name(&format!("{}.uplink--{}", standby.name, standby.host))
         .expect("the standby's uplink link");
     lab.sim.capture(link, Box::new(MemorySink::default()));
+    let segment = lab
+        .sim
+        .link_by_name(&format!(
+            "{}.{}--{}",
+            standby.name, t.sddc.segments[0].name, standby.host
+        ))
+        .expect("the standby's link on a segment");
+    lab.sim.capture(segment, Box::new(MemorySink::default()));
     let at = Instant::from_millis(1_000);
     lab.request(
         at,
@@ -1017,6 +1025,19 @@ fn an_edge_made_active_announces_each_of_its_addresses_with_a_gratuitous_arp() {
     assert_eq!(a.sender_mac, uplink.mac);
     // One for each of its interfaces.
     assert_eq!(edge.counters.garp_sent, edge.ifaces().len() as u64);
+    // On a segment, its host's ARP suppression does not answer the announcement either: the
+    // link carries the GARP and nothing back.
+    let sink = lab.sim.take_capture(segment).unwrap();
+    let mem = (sink as Box<dyn std::any::Any>)
+        .downcast::<MemorySink>()
+        .unwrap();
+    let arps: Vec<Arp> = mem
+        .frames
+        .iter()
+        .filter_map(|(_, f)| Arp::parse(f))
+        .collect();
+    assert_eq!(arps.len(), 1, "{arps:?}");
+    assert_eq!(arps[0].sender_ip, arps[0].target_ip);
     // The VPC router heard the uplink's, and neither learned from it nor answered it.
     let router = lab.sim.node(lab.id("vpc-router").unwrap());
     let ignored = router

@@ -195,6 +195,8 @@ pub struct ThreadedWriter {
     buf: Vec<u8>,
     tx: Option<crossbeam_channel::Sender<Chunk>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Raised by the thread at its first write error: writing then fails at once.
+    failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 enum Chunk {
@@ -209,21 +211,25 @@ pub const THREADED_IN_FLIGHT: usize = 8;
 impl ThreadedWriter {
     pub fn new(mut file: File) -> std::io::Result<ThreadedWriter> {
         let (tx, rx) = crossbeam_channel::bounded::<Chunk>(THREADED_IN_FLIGHT);
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let raise = failed.clone();
         let thread = std::thread::Builder::new()
             .name("vmcnet-pcap".into())
             .spawn(move || {
+                // The first error sticks: nothing is written after a torn block.
                 let mut error: Option<std::io::Error> = None;
                 for chunk in rx {
                     match chunk {
                         Chunk::Data(b) if error.is_none() => {
                             if let Err(e) = file.write_all(&b) {
                                 error = Some(e);
+                                raise.store(true, std::sync::atomic::Ordering::Relaxed);
                             }
                         }
                         Chunk::Data(_) => {}
                         Chunk::Sync(reply) => {
-                            let r = match error.take() {
-                                Some(e) => Err(e),
+                            let r = match &error {
+                                Some(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
                                 None => file.flush(),
                             };
                             let _ = reply.send(r);
@@ -235,6 +241,7 @@ impl ThreadedWriter {
             buf: Vec::with_capacity(THREADED_CHUNK),
             tx: Some(tx),
             thread: Some(thread),
+            failed,
         })
     }
 
@@ -258,6 +265,10 @@ impl ThreadedWriter {
 
 impl Write for ThreadedWriter {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.failed.load(std::sync::atomic::Ordering::Relaxed) {
+            // The thread's error, as the flush reports it.
+            self.flush()?;
+        }
         self.buf.extend_from_slice(b);
         if self.buf.len() >= THREADED_CHUNK {
             self.send_buf()?;
@@ -320,7 +331,21 @@ mod tests {
         .unwrap();
         full.write_all(&data).unwrap();
         let e = full.flush().unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(e.kind(), std::io::ErrorKind::StorageFull);
+        // The error sticks: the next write fails at once, and so does every flush.
+        assert_eq!(
+            full.write(b"x").unwrap_err().kind(),
+            std::io::ErrorKind::StorageFull
+        );
+        assert!(full.flush().is_err());
+        // Dropped without a flush, the writer still writes what it holds and ends its thread.
+        let path =
+            std::env::temp_dir().join(format!("vmcnet-threaded-drop-{}", std::process::id()));
+        let mut w = ThreadedWriter::new(File::create(&path).unwrap()).unwrap();
+        w.write_all(b"held, never flushed").unwrap();
+        drop(w);
+        assert_eq!(std::fs::read(&path).unwrap(), b"held, never flushed");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

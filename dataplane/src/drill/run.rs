@@ -769,7 +769,7 @@ fn start_pcaps(lab: &mut Lab, opts: &RunOptions) -> Result<Vec<(usize, PathBuf)>
                     drop(lab.sim.take_capture(*link));
                     let _ = std::fs::remove_file(made);
                 }
-                if source.raw_os_error() == Some(libc::EMFILE) {
+                if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
                     return Err(DrillError::PcapFiles {
                         links: links.len(),
                         source,

@@ -299,7 +299,7 @@ fn tcp_lane(step: &super::report::StepResult) -> Option<Lane<'_>> {
         tcp: Some(TcpHead {
             stall: stall.as_secs_f64(),
             retransmits: tcp.retransmits,
-            survived: step.passed,
+            survived: tcp.error.is_none() && tcp.finished.is_some(),
         }),
         interval: stall.as_secs_f64(),
         bin: stall.as_secs_f64(),
@@ -945,7 +945,7 @@ fn draw_lane_head(root: &Area, lane: &Lane, top: i32) -> Drawn {
         let note = if tcp.survived {
             "the connection survived"
         } else {
-            "the item failed"
+            "the connection failed"
         };
         return draw_head_lines(
             root,

@@ -467,7 +467,8 @@ impl Edge {
         };
         let ifc = &self.ifaces[port];
         let for_us = a.target_ip == ifc.ip;
-        if a.op == OP_REQUEST && for_us {
+        let gratuitous = a.sender_ip == a.target_ip;
+        if a.op == OP_REQUEST && for_us && !gratuitous {
             self.counters.arp_replies_sent += 1;
             out.send(port as Port, a.reply_from(ifc.mac).to_frame());
         }
