@@ -984,3 +984,71 @@ fn only_the_endpoints_asked_for_go_live_and_they_reach_the_sims_endpoints() {
     );
     assert_eq!(reply_ttls(&out), vec![LINUX_TTL - ROUTED_HOPS; 2], "{out}");
 }
+
+#[test]
+fn capture_of_the_overlay_between_two_hosts_holds_their_geneve_packets_only() {
+    live_or_skip!();
+    let lab = LiveLab::up();
+    let t = common::default_topo();
+    let built = Lab::build(&t, 1);
+    // web-1's host, and the active Edge's: web-1's traffic to EC2 crosses between them.
+    let web_host = built.model.vm("web-1").unwrap().host.clone();
+    let edge_host = t.sddc.edges.active.host.clone();
+    assert_ne!(web_host, edge_host);
+    let teps = [&web_host, &edge_host].map(|h| built.model.host(h).unwrap().tep.to_string());
+    let file = std::env::temp_dir().join(format!("vmcnet-{}-overlay.pcap", lab.name));
+    let mut cap = Command::new(VMCNET)
+        .args(["capture", &lab.name, &format!("{web_host}--{edge_host}")])
+        .args(["-w", file.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let since = Instant::now();
+    while std::fs::metadata(&file).map_or(0, |m| m.len()) < 24 {
+        assert!(since.elapsed() < Duration::from_secs(10), "no pcap header");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // web-1 also pings app-1, on a third host: those packets leave web-1's host on the same
+    // underlay link, but not between these two hosts.
+    let app_host = &built.model.vm("app-1").unwrap().host;
+    assert!(app_host != &web_host && app_host != &edge_host);
+    let ping = |to: &str| ["ping", "-c", "3", "-i", "0.2", "-W", "2", &ip(to)].map(String::from);
+    for to in ["ec2-1", "app-1"] {
+        let args = ping(to);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        lab.exec_ok("web-1", &args);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = cap.kill();
+    let _ = cap.wait();
+    let out = Command::new("tshark")
+        .args([
+            "-r",
+            file.to_str().unwrap(),
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+        ])
+        .args(["-e", "icmp.type"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut requests = 0;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        // Outer, then inner addresses; the outer pair is the two TEPs.
+        let outer_src = f[0].split(',').next().unwrap();
+        let outer_dst = f[1].split(',').next().unwrap();
+        let pair = [outer_src, outer_dst];
+        assert!(
+            pair == [teps[0].as_str(), teps[1].as_str()]
+                || pair == [teps[1].as_str(), teps[0].as_str()],
+            "{line}"
+        );
+        requests += usize::from(f[2] == "8");
+    }
+    assert_eq!(requests, 3, "web-1's three echo requests: {text}");
+}

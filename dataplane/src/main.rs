@@ -141,7 +141,8 @@ enum Command {
     /// Stream a link of a live lab as pcap: `vmcnet capture lab esxi-2--eni-2 | tcpdump -r -`.
     /// Any link between two nodes (`vmcnet ctl LAB show links` lists them): an ENI
     /// (esxi-2--eni-2, eni-2--vpc-router), a host's overlay (esxi-1--underlay), the Edge's
-    /// uplink (edge-1.uplink--esxi-2). Nanosecond timestamps; the snap length holds a whole
+    /// uplink (edge-1.uplink--esxi-2); or the overlay between two hosts (esxi-1--esxi-2: their
+    /// TEPs' Geneve packets, either way). Nanosecond timestamps; the snap length holds a whole
     /// super-frame. Runs until Ctrl-C, the reader goes away or the lab ends.
     Capture {
         /// The lab's name.

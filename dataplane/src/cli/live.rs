@@ -310,14 +310,27 @@ fn run_ctl(live: &mut LiveLab, cmd: CtlCmd) -> Result<Answer> {
             return text(String::from_utf8_lossy(&out).into_owned());
         }
         CtlCmd::Capture { link } => {
-            let sim = &live.lab.sim;
-            return match sim.link_by_name(&link) {
-                Some(id) => Ok(Answer::Capture(id)),
-                None => bail!(
-                    "no link {link:?}; `vmcnet ctl {} show links` lists them",
-                    live.name
-                ),
-            };
+            let lab = &live.lab;
+            if let Some(id) = lab.sim.link_by_name(&link) {
+                return Ok(Answer::Capture(id, None));
+            }
+            // HOST--HOST: the overlay between two hosts, on the first one's underlay link.
+            let tep = |h: &str| lab.model.host(h).map(|h| h.tep);
+            if let Some((a, b)) = link.split_once("--") {
+                let underlay = lab
+                    .sim
+                    .link_by_name(&format!("{a}--{}", vmcnet::control::UNDERLAY));
+                if let (Some(id), Some(ta), Some(tb)) = (underlay, tep(a), tep(b)) {
+                    if a != b {
+                        return Ok(Answer::Capture(id, Some((ta, tb))));
+                    }
+                }
+            }
+            bail!(
+                "no link {link:?}; `vmcnet ctl {} show links` lists them, and HOST--HOST is \
+                 the overlay between two hosts",
+                live.name
+            );
         }
         CtlCmd::Vmotion { vm, host } => {
             serde_json::json!({"kind": "vmotion", "vm": vm, "to": host})

@@ -13,6 +13,7 @@
 
 use std::cell::RefCell;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capture::FrameSink;
 use crate::time::Instant;
+use crate::wire::ipv4::Ipv4View;
 
 /// The longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -147,6 +149,8 @@ pub struct CaptureCounters {
 /// clock (lab start + the instant), as tcpdump stamps them.
 pub struct ChannelSink {
     tx: Sender<(Duration, Vec<u8>)>,
+    /// Only the IPv4 packets between these two addresses, either way.
+    between: Option<(Ipv4Addr, Ipv4Addr)>,
     /// Bytes in the queue.
     queued: Arc<AtomicUsize>,
     epoch: Duration,
@@ -156,6 +160,12 @@ pub struct ChannelSink {
 
 impl FrameSink for ChannelSink {
     fn write(&mut self, now: Instant, frame: &[u8]) {
+        if let Some((a, b)) = self.between {
+            let ends = Ipv4View::parse(frame).map(|v| (v.src(), v.dst()));
+            if ends != Some((a, b)) && ends != Some((b, a)) {
+                return;
+            }
+        }
         let ts = self.epoch + Duration::from_nanos(now.as_nanos());
         if self.queued.load(Ordering::Relaxed) + frame.len() > CAPTURE_QUEUE_BYTES {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -178,7 +188,11 @@ impl FrameSink for ChannelSink {
 /// holds a super-frame), then every frame the returned sink takes, until the client goes away
 /// (then the sink's `closed` flag rises, and the engine removes it). `epoch` is the wall-clock
 /// time of the lab's instant zero.
-pub fn capture_stream(conn: UnixStream, epoch: SystemTime) -> io::Result<ChannelSink> {
+pub fn capture_stream(
+    conn: UnixStream,
+    epoch: SystemTime,
+    between: Option<(Ipv4Addr, Ipv4Addr)>,
+) -> io::Result<ChannelSink> {
     let (tx, rx) = crossbeam_channel::bounded::<(Duration, Vec<u8>)>(CAPTURE_QUEUE);
     let closed = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(CaptureCounters::default());
@@ -200,6 +214,7 @@ pub fn capture_stream(conn: UnixStream, epoch: SystemTime) -> io::Result<Channel
         })?;
     Ok(ChannelSink {
         tx,
+        between,
         queued,
         epoch,
         closed,

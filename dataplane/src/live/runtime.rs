@@ -4,6 +4,7 @@
 //! sleep) and on the signals that end it.
 
 use std::io::{self, Read};
+use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,8 +116,10 @@ impl Clock {
 pub enum Answer {
     /// Answer with this exit status and text.
     Text { code: u8, text: String },
-    /// Stream a pcap of this link to the client until it goes away.
-    Capture(LinkId),
+    /// Stream a pcap of this link to the client until it goes away; with a pair of addresses,
+    /// only the IPv4 packets between them (the overlay between two hosts' TEPs, on one host's
+    /// underlay link).
+    Capture(LinkId, Option<(Ipv4Addr, Ipv4Addr)>),
 }
 
 /// Decides what each control request does: the command line's, in the binary.
@@ -455,7 +458,7 @@ impl LiveLab {
         let answer = handler(self, &req.args);
         let result = match answer {
             Answer::Text { code, text } => control::answer(&req.conn, code, &text),
-            Answer::Capture(link) => {
+            Answer::Capture(link, between) => {
                 if self.captures.iter().any(|(l, _)| *l == link) {
                     let name = &self.lab.sim.links()[link].name;
                     control::answer(
@@ -464,7 +467,7 @@ impl LiveLab {
                         &format!("vmcnet: {name} is captured already\n"),
                     )
                 } else {
-                    match control::capture_stream(req.conn, self.clock.epoch()) {
+                    match control::capture_stream(req.conn, self.clock.epoch(), between) {
                         Ok(sink) => {
                             self.captures.push((link, sink.closed.clone()));
                             self.lab.sim.capture(link, Box::new(sink));
