@@ -178,8 +178,27 @@ fn run_inner(
         }
     }
     let live_err = |e: &dyn std::fmt::Display| DrillError::Live(e.to_string());
-    let (mut live, _) = LiveLab::up(topo, &opts.topo_path, opts.lab.clone(), drill.seed, None)
-        .map_err(|e| live_err(&e))?;
+    // The drill's own endpoints go live; the others stay the sim's, which answer ARP and ping.
+    let mut endpoints: Vec<String> = Vec::new();
+    for t in &drill.traffic {
+        for name in [t.from(), t.to()] {
+            let id = run::endpoint_named_or_at(&sim, name);
+            if let Some(ep) = id.and_then(|id| sim.sim.get::<Endpoint>(id)) {
+                let name = ep.config().name.clone();
+                if !endpoints.contains(&name) {
+                    endpoints.push(name);
+                }
+            }
+        }
+    }
+    let (mut live, _) = LiveLab::up(
+        topo,
+        &opts.topo_path,
+        opts.lab.clone(),
+        drill.seed,
+        Some(&endpoints),
+    )
+    .map_err(|e| live_err(&e))?;
     // In the lab's own corner of /run/vmcnet (root's alone; `up` removed a stale one), so that
     // nobody can plant a link where a program's output goes.
     let scratch = Scratch(super::state::scratch_path(&opts.lab));
