@@ -605,13 +605,13 @@ fn from_kernel(hdr: VnetHdr, bytes: &[u8]) -> Option<Frame> {
     if !partial || hdr.gso_size == 0 {
         return None;
     }
-    frame.set_gso(Some(Gso {
+    let gso = Gso {
         kind,
         size: hdr.gso_size,
         csum_start: hdr.csum_start,
         csum_offset: hdr.csum_offset,
-    }));
-    Some(frame)
+    };
+    frame.set_gso(Some(gso)).then_some(frame)
 }
 
 /// The virtio-net header a frame goes to a kernel with: a super-frame's metadata, or none.

@@ -604,34 +604,7 @@ impl Sim {
         if len > self.frame_limit_min {
             let limit = (self.links[w.link()].spec.mtu as usize).saturating_add(ETH_HEADER_LEN);
             if len > limit {
-                // A GSO super-frame crosses whole if each of its segments would fit, as long
-                // as the link takes no time; a link with a queue and a rate sees the segments.
-                let segment = s
-                    .frame
-                    .gso()
-                    .and_then(|g| g.segment_ip_len(&s.frame))
-                    .map(|l| l + ETH_HEADER_LEN);
-                let fits = segment.is_some_and(|seg| seg <= limit);
-                if !fits || w.timed {
-                    // Cut where it fits; a super-frame whose headers contradict its metadata
-                    // cuts into nothing, and is dropped as too big with the rest.
-                    let segments = match fits {
-                        true => crate::wire::gso::segment(&s.frame),
-                        false => Vec::new(),
-                    };
-                    if segments.is_empty() {
-                        self.dirs[w.dir as usize].counters.tx_dropped_too_big += 1;
-                        self.counters.tx_dropped_too_big += 1;
-                    }
-                    for frame in segments {
-                        self.carry(Sent {
-                            from: s.from,
-                            port: s.port,
-                            frame,
-                        });
-                    }
-                    return;
-                }
+                return self.carry_oversized(s, w, limit);
             }
         }
         if w.timed {
@@ -647,6 +620,51 @@ impl Sim {
             self.read_due();
             return;
         }
+        if w.captured {
+            if let Some(sink) = self.captures[w.link()].as_mut() {
+                sink.write(self.now, &s.frame);
+            }
+        }
+        self.counters.delivered += 1;
+        self.handle(w.peer as NodeId, w.peer_port, s.frame);
+    }
+
+    /// A frame longer than its link's MTU: a GSO super-frame crosses whole if each of its
+    /// segments would fit, as long as the link takes no time; a link with a queue and a rate
+    /// sees the segments. Anything else is dropped as too big. Out of line: the fast path of
+    /// `carry` stays small.
+    #[cold]
+    #[inline(never)]
+    fn carry_oversized(&mut self, s: Sent, w: Wire, limit: usize) {
+        let segment = s
+            .frame
+            .gso()
+            .and_then(|g| g.segment_ip_len(&s.frame))
+            .map(|l| l + ETH_HEADER_LEN);
+        let fits = segment.is_some_and(|seg| seg <= limit);
+        if fits && !w.timed {
+            return self.carry_whole(s, w);
+        }
+        // Cut where it fits; a super-frame whose headers contradict its metadata cuts into
+        // nothing, and is dropped as too big with the rest.
+        let segments = match fits {
+            true => crate::wire::gso::segment(&s.frame),
+            false => Vec::new(),
+        };
+        if segments.is_empty() {
+            self.dirs[w.dir as usize].counters.tx_dropped_too_big += 1;
+            self.counters.tx_dropped_too_big += 1;
+        }
+        // The segments leave the same port in the next wave of this instant (not by calling
+        // `carry` again: a recursive `carry` would not be inlined into the fast path).
+        self.outbox.set_from(s.from as usize);
+        for frame in segments {
+            self.outbox.send(s.port, frame);
+        }
+    }
+
+    /// A super-frame on a link that takes no time: it arrives at once, whole.
+    fn carry_whole(&mut self, s: Sent, w: Wire) {
         if w.captured {
             if let Some(sink) = self.captures[w.link()].as_mut() {
                 sink.write(self.now, &s.frame);

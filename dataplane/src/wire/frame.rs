@@ -10,7 +10,7 @@ use std::ops::{Deref, DerefMut};
 
 use bytes::BytesMut;
 
-use super::gso::Gso;
+use super::gso::{Gso, GsoKind};
 
 /// Room kept in front of a frame built here, enough for the Geneve encapsulation (50 bytes),
 /// so encapsulating does not move the frame.
@@ -24,16 +24,28 @@ pub struct Frame(Box<Buf>);
 #[derive(Default)]
 struct Buf {
     /// `bytes[head..]` is the frame; `bytes[..head]` is headroom.
-    head: usize,
+    head: u32,
+    /// A GSO super-frame's metadata, packed so that a frame's buffer stays 32 bytes (the
+    /// fast path allocates one per frame): 0 for a plain frame; else the segment size in the
+    /// high 16 bits, [`GSO_UDP`] for a UDP one, and where the L4 checksum's coverage starts,
+    /// from the start of `bytes` (so putting a header on or taking one off moves nothing).
+    gso: u32,
     bytes: Vec<u8>,
-    /// A GSO super-frame's metadata, from the kernel that sent it.
-    gso: Option<Gso>,
 }
+
+/// In [`Buf::gso`]: a UDP super-frame (else TCP).
+const GSO_UDP: u32 = 1 << 15;
+/// In [`Buf::gso`]: the bits of the checksum's start.
+const GSO_START: u32 = GSO_UDP - 1;
 
 impl Clone for Buf {
     fn clone(&self) -> Self {
-        let mut b = Buf::with_headroom(&self.bytes[self.head..]);
-        b.gso = self.gso;
+        let mut b = Buf::with_headroom(&self.bytes[self.head as usize..]);
+        if self.gso != 0 {
+            // The copy's frame starts at HEADROOM: the checksum's start moves with it.
+            let start = (self.gso & GSO_START) + HEADROOM as u32 - self.head;
+            b.gso = (self.gso & !GSO_START) | (start & GSO_START);
+        }
         b
     }
 }
@@ -44,9 +56,9 @@ impl Buf {
         bytes.resize(HEADROOM, 0);
         bytes.extend_from_slice(data);
         Buf {
-            head: HEADROOM,
+            head: HEADROOM as u32,
+            gso: 0,
             bytes,
-            gso: None,
         }
     }
 }
@@ -65,36 +77,59 @@ impl Frame {
     /// A frame of `len` zero bytes, with [`HEADROOM`] in front (to be written in place).
     pub fn zeroed(len: usize) -> Frame {
         Frame(Box::new(Buf {
-            head: HEADROOM,
+            head: HEADROOM as u32,
+            gso: 0,
             bytes: vec![0; HEADROOM + len],
-            gso: None,
         }))
     }
 
     /// Drop the first `n` bytes (a header taken off). Panics if `n` exceeds the length.
     pub fn advance(&mut self, n: usize) {
         assert!(n <= self.len(), "advance past the end of a frame");
-        self.0.head += n;
-        if let Some(g) = self.0.gso.as_mut() {
-            g.csum_start = g.csum_start.saturating_sub(n as u16);
-        }
+        self.0.head += n as u32;
     }
 
     /// The frame's GSO metadata, if it is a super-frame (its L4 checksum then holds only the
     /// pseudo-header's sum).
     #[inline]
     pub fn gso(&self) -> Option<Gso> {
-        self.0.gso
+        let g = self.0.gso;
+        if g == 0 {
+            return None;
+        }
+        let kind = if g & GSO_UDP != 0 {
+            GsoKind::Udp4
+        } else {
+            GsoKind::Tcp4
+        };
+        Some(Gso {
+            kind,
+            size: (g >> 16) as u16,
+            csum_start: (g & GSO_START).checked_sub(self.0.head)? as u16,
+            csum_offset: kind.csum_offset(),
+        })
     }
 
-    /// Mark the frame a GSO super-frame, or (`None`) a plain frame.
-    pub fn set_gso(&mut self, gso: Option<Gso>) {
-        self.0.gso = gso;
+    /// Mark the frame a GSO super-frame, or (`None`) a plain frame. False (and a plain frame)
+    /// for metadata a frame cannot carry: a segment size of 0, a checksum offset that is not
+    /// its kind's, a checksum start past 32 KiB.
+    pub fn set_gso(&mut self, gso: Option<Gso>) -> bool {
+        self.0.gso = 0;
+        let Some(g) = gso else {
+            return true;
+        };
+        let start = self.0.head + u32::from(g.csum_start);
+        if g.size == 0 || g.csum_offset != g.kind.csum_offset() || start > GSO_START {
+            return false;
+        }
+        let udp = if g.kind == GsoKind::Udp4 { GSO_UDP } else { 0 };
+        self.0.gso = (u32::from(g.size) << 16) | udp | start;
+        true
     }
 
     /// Keep only the first `len` bytes (no-op if the frame is shorter).
     pub fn truncate(&mut self, len: usize) {
-        let end = self.0.head + len;
+        let end = self.0.head as usize + len;
         self.0.bytes.truncate(end);
     }
 
@@ -103,25 +138,32 @@ impl Frame {
     /// with [`HEADROOM`] again.
     pub fn prepend(&mut self, n: usize) -> &mut [u8] {
         let buf = &mut *self.0;
-        if buf.head < n {
-            let data_len = buf.bytes.len() - buf.head;
+        if (buf.head as usize) < n {
+            let data_len = buf.bytes.len() - buf.head as usize;
             let mut bytes = Vec::with_capacity(HEADROOM + n + data_len);
             bytes.resize(HEADROOM + n, 0);
-            bytes.extend_from_slice(&buf.bytes[buf.head..]);
+            bytes.extend_from_slice(&buf.bytes[buf.head as usize..]);
             buf.bytes = bytes;
-            buf.head = HEADROOM + n;
+            let head = (HEADROOM + n) as u32;
+            if buf.gso != 0 {
+                // The frame moved: so did its checksum's start.
+                let start = (buf.gso & GSO_START) + head - buf.head;
+                buf.gso = if start > GSO_START {
+                    0
+                } else {
+                    (buf.gso & !GSO_START) | start
+                };
+            }
+            buf.head = head;
         }
-        buf.head -= n;
-        if let Some(g) = buf.gso.as_mut() {
-            g.csum_start = g.csum_start.saturating_add(n as u16);
-        }
-        let head = buf.head;
+        buf.head -= n as u32;
+        let head = buf.head as usize;
         &mut buf.bytes[head..head + n]
     }
 
     /// Bytes free in front of the frame.
     pub fn headroom(&self) -> usize {
-        self.0.head
+        self.0.head as usize
     }
 }
 
@@ -130,14 +172,14 @@ impl Deref for Frame {
 
     #[inline]
     fn deref(&self) -> &[u8] {
-        &self.0.bytes[self.0.head..]
+        &self.0.bytes[self.0.head as usize..]
     }
 }
 
 impl DerefMut for Frame {
     #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
-        let head = self.0.head;
+        let head = self.0.head as usize;
         &mut self.0.bytes[head..]
     }
 }
@@ -153,8 +195,8 @@ impl From<Vec<u8>> for Frame {
     fn from(bytes: Vec<u8>) -> Frame {
         Frame(Box::new(Buf {
             head: 0,
+            gso: 0,
             bytes,
-            gso: None,
         }))
     }
 }

@@ -32,6 +32,16 @@ pub struct Gso {
     pub csum_offset: u16,
 }
 
+impl GsoKind {
+    /// Where the checksum sits in the L4 header: TCP's at 16, UDP's at 6.
+    pub fn csum_offset(self) -> u16 {
+        match self {
+            GsoKind::Tcp4 => 16,
+            GsoKind::Udp4 => 6,
+        }
+    }
+}
+
 impl Gso {
     /// The headers every segment carries (any encapsulation, Ethernet, IP, TCP or UDP), in
     /// bytes: up to the end of the L4 header that `csum_start` points at.
