@@ -103,16 +103,7 @@ pub fn up(topo: &str, lab: &str, only: Option<&[String]>) -> Result<ExitCode> {
 
 pub fn exec(lab: &str, node: &str, cmd: &[String]) -> Result<ExitCode> {
     need_root_to("running a command in")?;
-    let name = LabName::new(lab).map_err(anyhow::Error::msg)?;
-    let Some(st) = state::read(&name)? else {
-        bail!("lab {name} is not up (no {})", state::path(&name).display());
-    };
-    if !state::owned(&name) {
-        bail!(
-            "lab {name}: its process ({}) is gone; `vmcnet down {name}` cleans up",
-            st.pid
-        );
-    }
+    let (name, st) = running(lab)?;
     let Some((_, ns)) = st.namespaces.iter().find(|(n, _)| n == node) else {
         let nodes: Vec<&str> = st.namespaces.iter().map(|(n, _)| n.as_str()).collect();
         bail!(
@@ -255,7 +246,7 @@ enum CtlShow {
     Segments,
     /// Every node's counters that are not zero, and the live endpoints' TAPs.
     Stats,
-    /// Every link, with the frames it carried each way.
+    /// Every link, with the frames it carried each way and what it dropped, by cause.
     Links,
     /// Every control action asked for, and when it took effect.
     Timeline,
@@ -404,30 +395,36 @@ fn stats(live: &LiveLab, json: bool) -> String {
     format!("{t}\n")
 }
 
-/// Every link, with what it carried each way.
+/// Every link, with what it carried each way and what it dropped, by cause.
 fn links(live: &LiveLab) -> String {
     let sim = &live.lab.sim;
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(["link", "frames a->b", "frames b->a", "dropped"]);
+    t.set_header([
+        "link",
+        "frames a->b",
+        "frames b->a",
+        "queue full",
+        "too big",
+        "lost unplugged",
+    ]);
     for (id, l) in sim.links().iter().enumerate() {
         let [ab, ba] = sim.link_counters(id);
-        let dropped = [ab, ba]
-            .iter()
-            .map(|c| c.tx_dropped_queue_full + c.tx_dropped_too_big + c.dropped_in_flight)
-            .sum::<u64>();
+        let both = |f: fn(&vmcnet::runtime::sim::LinkCounters) -> u64| (f(ab) + f(ba)).to_string();
         t.add_row([
             l.name.clone(),
             ab.tx_frames.to_string(),
             ba.tx_frames.to_string(),
-            dropped.to_string(),
+            both(|c| c.tx_dropped_queue_full),
+            both(|c| c.tx_dropped_too_big),
+            both(|c| c.dropped_in_flight),
         ]);
     }
     format!("{t}\n")
 }
 
-/// The control socket of a running lab.
-fn socket_of(lab: &str) -> Result<(LabName, std::path::PathBuf)> {
+/// A lab whose owner runs, and its state file.
+fn running(lab: &str) -> Result<(LabName, state::LabState)> {
     let name = LabName::new(lab).map_err(anyhow::Error::msg)?;
     let Some(st) = state::read(&name)? else {
         bail!("lab {name} is not up (no {})", state::path(&name).display());
@@ -438,6 +435,12 @@ fn socket_of(lab: &str) -> Result<(LabName, std::path::PathBuf)> {
             st.pid
         );
     }
+    Ok((name, st))
+}
+
+/// The control socket of a running lab.
+fn socket_of(lab: &str) -> Result<(LabName, std::path::PathBuf)> {
+    let (name, st) = running(lab)?;
     Ok((name, std::path::PathBuf::from(st.socket)))
 }
 

@@ -379,6 +379,15 @@ impl Traffic {
 impl DrillFile {
     /// A drill with actions or probes runs on one timeline: its traffic items run side by
     /// side, each from its `start`; otherwise they run one after another.
+    /// The instant of the drill's last action (zero if it has none).
+    pub fn last_action_at(&self) -> Duration {
+        self.actions
+            .iter()
+            .map(|a| a.at())
+            .max()
+            .unwrap_or_default()
+    }
+
     pub fn is_timed(&self) -> bool {
         !self.actions.is_empty()
             || self

@@ -180,6 +180,19 @@ fn run_once(
     }
     finish_pcaps(&mut lab, pcaps)?;
     let interrupted = lab.sim.interrupted();
+    report(topo, drill, &lab, steps, interrupted, before)
+}
+
+/// The report of a drill that ran on `lab` (in the sim or live): its steps, the tables before
+/// and after, and what the drill expects of them at the end.
+pub(crate) fn report(
+    topo: &Topology,
+    drill: &DrillFile,
+    lab: &Lab,
+    steps: Vec<StepResult>,
+    interrupted: bool,
+    before: Tables,
+) -> Result<DrillReport, DrillError> {
     let unprogrammed: Vec<String> = lab
         .model
         .segments
@@ -187,7 +200,7 @@ fn run_once(
         .filter(|s| lab.model.route(s.cidr).is_none())
         .map(|s| s.name.clone())
         .collect();
-    let after = Tables::of(&lab);
+    let after = Tables::of(lab);
     let mut failures = check_tables(&after, drill)?;
     if let Some(want) = &drill.expect.unprogrammed {
         if *want != unprogrammed {
@@ -208,7 +221,7 @@ fn run_once(
         steps,
         virtual_time_s: lab.sim.now().as_secs_f64(),
         frames_delivered: lab.sim.counters.delivered,
-        drops: drops(&lab),
+        drops: drops(lab),
         timeline: lab.timeline().to_vec(),
         unprogrammed,
         failures,
@@ -440,12 +453,7 @@ fn run_timed(
     timeout: Duration,
 ) -> Result<Vec<StepResult>, DrillError> {
     let mut probes = Vec::new();
-    let mut end = drill
-        .actions
-        .iter()
-        .map(|a| Instant::ZERO + a.at())
-        .max()
-        .unwrap_or(Instant::ZERO);
+    let mut end = Instant::ZERO + drill.last_action_at();
     let mut streams = Vec::new();
     for (index, t) in drill.traffic.iter().enumerate() {
         if !matches!(t, Traffic::Probe { .. }) {

@@ -236,12 +236,7 @@ fn run_inner(
             .config()
             .clone()
     };
-    let mut end = drill
-        .actions
-        .iter()
-        .map(|a| Instant::ZERO + a.at())
-        .max()
-        .unwrap_or(Instant::ZERO);
+    let mut end = Instant::ZERO + drill.last_action_at();
     let mut running = Vec::new();
     let launcher = Launcher {
         live: &live,
@@ -488,45 +483,7 @@ fn run_inner(
             s.passed = false;
         }
     }
-    let unprogrammed: Vec<String> = live
-        .lab
-        .model
-        .segments
-        .iter()
-        .filter(|s| live.lab.model.route(s.cidr).is_none())
-        .map(|s| s.name.clone())
-        .collect();
-    let after = Tables::of(&live.lab);
-    let mut failures = run::check_tables(&after, drill)?;
-    if let Some(want) = &drill.expect.unprogrammed {
-        if *want != unprogrammed {
-            failures.push(format!(
-                "segments without a route: [{}], expected [{}]",
-                unprogrammed.join(", "),
-                want.join(", ")
-            ));
-        }
-    }
-    let report = DrillReport {
-        drill: drill.name.clone(),
-        topology: topo.name.clone(),
-        seed: drill.seed,
-        passed: !interrupted && failures.is_empty() && steps.iter().all(|s| s.passed),
-        interrupted,
-        planned_steps: drill.traffic.len(),
-        steps,
-        virtual_time_s: now.as_secs_f64(),
-        frames_delivered: live.lab.sim.counters.delivered,
-        drops: run::drops(&live.lab),
-        timeline: live.lab.timeline().to_vec(),
-        unprogrammed,
-        failures,
-        before,
-        after,
-        timing: topo.timing.rows(),
-        timing_used: run::timing_used(drill),
-        strategies: None,
-    };
+    let report = run::report(topo, drill, &live.lab, steps, interrupted, before)?;
     live.down().map_err(|e| live_err(&e))?;
     Ok(report)
 }
