@@ -509,7 +509,7 @@ impl LiveLab {
             let Some(hdr) = VnetHdr::parse(&buf[..n]) else {
                 continue;
             };
-            let port = self.lab.sim.get_mut_untimed::<KernelPort>(node);
+            let port = self.lab.sim.get_mut::<KernelPort>(node);
             let Some(port) = port else { return };
             let Some(frame) = from_kernel(hdr, &buf[VNET_HDR_LEN..n]) else {
                 port.counters.rx_dropped_offload += 1;
@@ -525,7 +525,7 @@ impl LiveLab {
     /// Write what the lab sent each kernel to its TAP.
     fn flush(&mut self) {
         for p in &self.ports {
-            let Some(port) = self.lab.sim.get_mut_untimed::<KernelPort>(p.node) else {
+            let Some(port) = self.lab.sim.get_mut::<KernelPort>(p.node) else {
                 continue;
             };
             while let Some(mut frame) = port.pop() {

@@ -430,23 +430,23 @@ impl Sim {
         n.downcast_ref()
     }
 
-    /// A node as its concrete type, to change its state. Its timer is re-read afterwards, on
-    /// the next run.
+    /// A node as its concrete type, to change its state. Its timer is re-read on the next run,
+    /// as after a frame: a node without timers puts nothing on the timeline.
     pub fn get_mut<T: Node>(&mut self, id: NodeId) -> Option<&mut T> {
-        self.queue_timer_entry(self.now, id);
+        if id < self.nodes.len() {
+            self.touch(id);
+        }
         let n: &mut dyn Any = self.nodes.get_mut(id)?.as_mut();
         n.downcast_mut()
     }
 
-    /// A node that has no timers (a runtime's port to the outside world, whose queue the
-    /// runtime drains) as its concrete type, to change its state without the timer re-read that
-    /// [`Sim::get_mut`] queues: a runtime that drains such ports on every turn would otherwise
-    /// always find an event due, and never wait.
-    pub fn get_mut_untimed<T: Node>(&mut self, id: NodeId) -> Option<&mut T> {
-        let n = self.nodes.get_mut(id)?;
-        debug_assert!(n.poll_at().is_none(), "{} has timers", n.name());
-        let n: &mut dyn Any = n.as_mut();
-        n.downcast_mut()
+    /// Note that `node` was called or changed: its timer is read again before time advances.
+    #[inline]
+    fn touch(&mut self, node: NodeId) {
+        if !self.is_dirty[node] {
+            self.is_dirty[node] = true;
+            self.dirty.push(node);
+        }
     }
 
     /// Program a change into a node now (see [`Node::configure`]); what the node sends because
@@ -454,10 +454,7 @@ impl Sim {
     pub fn configure(&mut self, node: NodeId, change: &Change) {
         self.outbox.set_from(node);
         self.nodes[node].configure(self.now, change, &mut self.outbox);
-        if !self.is_dirty[node] {
-            self.is_dirty[node] = true;
-            self.dirty.push(node);
-        }
+        self.touch(node);
     }
 
     /// Hand a frame to a node's port now, as if it arrived on a link: behind the frames
@@ -680,10 +677,7 @@ impl Sim {
         self.outbox.set_from(node);
         self.nodes[node].handle(self.now, port, frame, &mut self.outbox);
         self.counters.node_calls += 1;
-        if !self.is_dirty[node] {
-            self.is_dirty[node] = true;
-            self.dirty.push(node);
-        }
+        self.touch(node);
     }
 
     /// Run until `deadline`: handle frames, fire timers in time order. Returns
