@@ -403,10 +403,7 @@ impl Edge {
             if self.removed.contains(&port) {
                 continue;
             }
-            out.send(
-                port as Port,
-                Arp::request(ifc.mac, ifc.ip, ifc.ip).to_frame(),
-            );
+            out.send(port as Port, Arp::gratuitous(ifc.mac, ifc.ip).to_frame());
             self.counters.garp_sent += 1;
         }
     }
@@ -467,8 +464,7 @@ impl Edge {
         };
         let ifc = &self.ifaces[port];
         let for_us = a.target_ip == ifc.ip;
-        let gratuitous = a.sender_ip == a.target_ip;
-        if a.op == OP_REQUEST && for_us && !gratuitous {
+        if a.op == OP_REQUEST && for_us && !a.is_gratuitous() {
             self.counters.arp_replies_sent += 1;
             out.send(port as Port, a.reply_from(ifc.mac).to_frame());
         }

@@ -492,9 +492,7 @@ impl Host {
     /// Answer an ARP request from the vNIC on `port` if the directory knows the address.
     fn suppress_arp(&mut self, port: Port, vni: Vni, frame: &Frame, out: &mut Outbox) -> bool {
         // A gratuitous ARP (sender and target the same address) announces; it asks nothing.
-        let Some(a) =
-            Arp::parse(frame).filter(|a| a.op == OP_REQUEST && a.sender_ip != a.target_ip)
-        else {
+        let Some(a) = Arp::parse(frame).filter(|a| a.op == OP_REQUEST && !a.is_gratuitous()) else {
             return false;
         };
         let Some(mac) = self.dir.mac_of(vni, a.target_ip) else {

@@ -252,7 +252,7 @@ impl VpcRouter {
         match Arp::parse(frame) {
             // A gratuitous ARP (an Edge announcing its address): the VPC learns nothing from
             // it, as AWS's does not, and must not answer it as a conflict.
-            Some(a) if a.op == OP_REQUEST && a.sender_ip == a.target_ip => {
+            Some(a) if a.is_gratuitous() => {
                 self.counters.rx_ignored_gratuitous_arp += 1;
             }
             Some(a)

@@ -52,6 +52,17 @@ impl Arp {
         }
     }
 
+    /// A gratuitous ARP: `mac` announcing that it holds `ip` (a request for its own address).
+    pub fn gratuitous(mac: MacAddr, ip: Ipv4Addr) -> Arp {
+        Arp::request(mac, ip, ip)
+    }
+
+    /// A request that announces rather than asks (sender and target the same address): nobody
+    /// answers it.
+    pub fn is_gratuitous(&self) -> bool {
+        self.op == OP_REQUEST && self.sender_ip == self.target_ip
+    }
+
     /// The reply to this request, from `mac` which owns the target address.
     pub fn reply_from(&self, mac: MacAddr) -> Arp {
         Arp {
@@ -101,6 +112,18 @@ pub fn rewrite_target_mac(frame: &mut [u8], mac: MacAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gratuitous_arp_is_a_request_for_the_senders_own_address() {
+        let mac = MacAddr([2, 0, 0, 0, 0, 9]);
+        let ip = Ipv4Addr::new(172, 31, 0, 30);
+        let g = Arp::parse(&Arp::gratuitous(mac, ip).to_frame()).unwrap();
+        assert!(g.is_gratuitous());
+        assert_eq!((g.sender_mac, g.sender_ip, g.target_ip), (mac, ip, ip));
+        assert!(!Arp::request(mac, ip, Ipv4Addr::new(172, 31, 0, 1)).is_gratuitous());
+        // A reply about one's own address answers; it is not an announcement here.
+        assert!(!g.reply_from(mac).is_gratuitous());
+    }
 
     #[test]
     fn request_reply_roundtrip() {
