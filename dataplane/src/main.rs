@@ -274,30 +274,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             report,
             svg,
             json,
-            live: true,
+            live,
             lab,
         } => {
-            if pcap.is_some() {
+            if live && pcap.is_some() {
                 anyhow::bail!("--pcap: a live drill's links are captured with `vmcnet capture`");
             }
             let t = load_topo(&topo)?;
             let d = DrillFile::load(&drill)?;
-            let (r, code) = live::drill(&t, &topo, &d, &lab, report.as_deref(), svg.as_deref())?;
-            print_report(&r, report, svg, json)?;
-            Ok(code)
-        }
-        Command::Drill {
-            topo,
-            drill,
-            pcap,
-            report,
-            svg,
-            json,
-            live: false,
-            ..
-        } => {
-            let t = load_topo(&topo)?;
-            let d = DrillFile::load(&drill)?;
+            if live {
+                let (r, code) =
+                    live::drill(&t, &topo, &d, &lab, report.as_deref(), svg.as_deref())?;
+                print_report(&r, report, svg, json)?;
+                return Ok(code);
+            }
             let signals = StopSignals::install()?;
             let opts = RunOptions {
                 pcap_dir: pcap,
