@@ -645,9 +645,20 @@ fn capture_of_the_active_eni_is_a_pcap_tshark_reads() {
     let _ = second.wait();
 }
 
-/// A live drill's lab name, unique like a test lab's.
-fn drill_lab() -> String {
-    lab_name()
+/// `vmcnet drill default FILE --live --json` in a lab of its own: its exit status and its
+/// report. Nothing of the lab is left afterwards.
+fn live_drill(file: &std::path::Path) -> (Option<i32>, serde_json::Value) {
+    let lab = lab_name();
+    let out = Command::new(VMCNET)
+        .args(["drill", "default", file.to_str().unwrap()])
+        .args(["--live", "--json", "--lab", &lab])
+        .current_dir(common::root())
+        .output()
+        .unwrap();
+    assert_eq!(leftovers(&lab), Vec::<String>::new());
+    let r = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), r)
 }
 
 #[test]
@@ -658,23 +669,7 @@ fn edge_vmotion_live_keeps_tcp_alive_and_its_outages_match_the_sims() {
     let topo = common::default_topo();
     let sim = vmcnet::drill::run_drill(&topo, &drill, &Default::default()).unwrap();
     assert!(sim.passed);
-    let lab = drill_lab();
-    let out = Command::new(VMCNET)
-        .args([
-            "drill",
-            "default",
-            file.to_str().unwrap(),
-            "--live",
-            "--json",
-            "--lab",
-            &lab,
-        ])
-        .current_dir(common::root())
-        .output()
-        .unwrap();
-    assert_eq!(leftovers(&lab), Vec::<String>::new());
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let (code, r) = live_drill(&file);
     let steps = r["steps"].as_array().unwrap();
     let probe = steps.iter().find(|s| s["kind"] == "probe").unwrap();
     let sim_probe = sim.steps.iter().find(|s| s.kind == "probe").unwrap();
@@ -706,12 +701,7 @@ fn edge_vmotion_live_keeps_tcp_alive_and_its_outages_match_the_sims() {
     let moved = |i: &serde_json::Value| i["bytes"].as_u64().unwrap() > 0;
     let first_stall = intervals.iter().position(|i| !moved(i)).expect("a stall");
     assert!(intervals[first_stall..].iter().any(moved), "{tcp}");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code, Some(0), "the drill passed");
     // The same actions took effect, at the same instants of the drill.
     let live_effects: Vec<f64> = r["timeline"]
         .as_array()
@@ -730,7 +720,7 @@ fn edge_vmotion_live_keeps_tcp_alive_and_its_outages_match_the_sims() {
 #[test]
 fn a_live_drill_refuses_what_it_cannot_run_before_building_anything() {
     live_or_skip!();
-    let lab = drill_lab();
+    let lab = lab_name();
     let out = Command::new(VMCNET)
         .args([
             "drill",
@@ -875,28 +865,21 @@ fn a_live_drills_ping_across_a_vm_vmotion_loses_what_the_sims_loses() {
     );
     let sim = vmcnet::drill::run_drill(&topo, &drill, &Default::default()).unwrap();
     assert!(sim.passed, "{sim}");
-    let lab = drill_lab();
-    let out = Command::new(VMCNET)
-        .args([
-            "drill",
-            "default",
-            file.to_str().unwrap(),
-            "--live",
-            "--lab",
-            &lab,
-        ])
-        .output()
-        .unwrap();
+    let (code, r) = live_drill(&file);
     let _ = std::fs::remove_file(&file);
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{report}{}",
-        String::from_utf8_lossy(&out.stderr)
+    // The ping's own report: the replies the parameters imply, each after one routed hop.
+    let ping = &r["steps"][0];
+    assert_eq!(ping["kind"], "ping", "{r}");
+    assert_eq!(ping["app"]["sent"], 5, "{ping}");
+    assert_eq!(ping["app"]["received"], (5 - lost) as u64, "{ping}");
+    let ttls = ping["app"]["reply_ttls"].as_array().unwrap();
+    assert_eq!(ttls.len(), 5 - lost, "{ping}");
+    assert!(
+        ttls.iter()
+            .all(|t| *t == u64::from(LINUX_TTL - ROUTED_HOPS)),
+        "{ping}"
     );
-    assert!(report.contains("PASS  ping"), "{report}");
-    assert_eq!(leftovers(&lab), Vec::<String>::new());
+    assert_eq!(code, Some(0), "the drill passed: {ping}");
 }
 
 #[test]
