@@ -92,18 +92,31 @@ struct LiveLab {
 }
 
 impl LiveLab {
+    /// The default topology's lab.
     fn up() -> LiveLab {
-        let name = lab_name();
-        let topo = common::root().join("topo/default.toml");
+        LiveLab::up_with(&common::root().join("topo/default.toml"))
+    }
+
+    /// The lab of a topology file.
+    fn up_with(topo: &std::path::Path) -> LiveLab {
+        LiveLab::start(lab_name(), &[topo.to_str().unwrap()])
+    }
+
+    /// `vmcnet up ARGS… --lab NAME`, once it says the lab is up.
+    fn start(name: String, args: &[&str]) -> LiveLab {
         let mut child = Command::new(VMCNET)
-            .args(["up", topo.to_str().unwrap(), "--lab", &name])
+            .arg("up")
+            .args(args)
+            .args(["--lab", &name])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("vmcnet up");
-        let mut lab = LiveLab { name, child: None };
         let stdout = child.stdout.take().unwrap();
-        lab.child = Some(child);
+        let lab = LiveLab {
+            name,
+            child: Some(child),
+        };
         let mut lines = BufReader::new(stdout).lines();
         let mut seen = String::new();
         loop {
@@ -743,28 +756,6 @@ fn a_live_drill_refuses_what_it_cannot_run_before_building_anything() {
 }
 
 impl LiveLab {
-    /// A lab of another topology file.
-    fn up_with(topo: &std::path::Path) -> LiveLab {
-        let name = lab_name();
-        let mut child = Command::new(VMCNET)
-            .args(["up", topo.to_str().unwrap(), "--lab", &name])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("vmcnet up");
-        let stdout = child.stdout.take().unwrap();
-        let lab = LiveLab {
-            name: name.clone(),
-            child: Some(child),
-        };
-        let mut lines = BufReader::new(stdout).lines();
-        assert!(
-            lines.any(|l| l.is_ok_and(|l| l.starts_with(&format!("lab {name} is up")))),
-            "vmcnet up ended before the lab was up"
-        );
-        std::thread::spawn(move || for _ in lines {});
-        lab
-    }
-
     /// A counter of a node, from `ctl show stats --json`.
     fn counter(&self, node: &str, counter: &str) -> u64 {
         let (code, out) = self.ctl(&["show", "stats", "--json"]);
@@ -901,24 +892,7 @@ fn only_the_endpoints_asked_for_go_live_and_they_reach_the_sims_endpoints() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("\"nobody\" is not an endpoint"));
     assert_eq!(leftovers(&name), Vec::<String>::new());
-    let mut child = Command::new(VMCNET)
-        .args([
-            "up",
-            topo.to_str().unwrap(),
-            "--lab",
-            &name,
-            "--only",
-            "web-1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let lab = LiveLab {
-        name: name.clone(),
-        child: Some(child),
-    };
-    assert!(lines.any(|l| l.is_ok_and(|l| l.starts_with(&format!("lab {name} is up")))));
+    let lab = LiveLab::start(name.clone(), &[topo.to_str().unwrap(), "--only", "web-1"]);
     let namespaces: Vec<String> = leftovers(&name)
         .into_iter()
         .filter(|l| l.starts_with("netns"))
