@@ -925,14 +925,28 @@ fn app_result(
         AppReport::TcpSend(s) => s.finished.unwrap_or(lab.sim.now()) - start,
         _ => lab.sim.now() - start,
     };
-    let mut r = StepResult::new(index, t, dst, start, took, report);
+    judged(index, t, dst, start, took, report, conn)
+}
+
+/// A ping, TCP or traceroute item's step (however it ran, sim or live), with what its `expect`
+/// finds wrong.
+pub(crate) fn judged(
+    index: usize,
+    t: &Traffic,
+    dst: Ipv4Addr,
+    start: Instant,
+    took: Duration,
+    app: AppReport,
+    conn: Option<TcpConnStats>,
+) -> StepResult {
+    let mut r = StepResult::new(index, t, dst, start, took, app);
     r.server_connection = conn.clone();
     evaluate(&mut r, t, conn.as_ref());
     r.passed = r.failures.is_empty();
     r
 }
 
-pub(crate) fn evaluate(r: &mut StepResult, t: &Traffic, conn: Option<&TcpConnStats>) {
+fn evaluate(r: &mut StepResult, t: &Traffic, conn: Option<&TcpConnStats>) {
     let ex = t.expect();
     if let Some(within) = ex.within {
         if r.duration_s > within.as_secs_f64() {

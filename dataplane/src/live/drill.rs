@@ -446,9 +446,10 @@ fn run_inner(
                 mut ping,
             } => {
                 let report = parse_ping(&ping.output(), dst, count);
-                app_step(
+                let t = &drill.traffic[index];
+                run::judged(
                     index,
-                    drill,
+                    t,
                     dst,
                     start,
                     now - start,
@@ -505,23 +506,6 @@ fn progress(drill: &DrillFile, end: Instant) -> indicatif::ProgressBar {
     }
     bar.set_prefix(format!("drill {} (live)", drill.name));
     bar
-}
-
-fn app_step(
-    index: usize,
-    drill: &DrillFile,
-    dst: Ipv4Addr,
-    start: Instant,
-    took: Duration,
-    app: AppReport,
-    conn: Option<TcpConnStats>,
-) -> crate::drill::StepResult {
-    let t = &drill.traffic[index];
-    let mut r = crate::drill::StepResult::new(index, t, dst, start, took, app);
-    r.server_connection = conn.clone();
-    run::evaluate(&mut r, t, conn.as_ref());
-    r.passed = r.failures.is_empty();
-    r
 }
 
 /// A TCP item's step, live. iperf3 ends its test once the client has handed TCP its last
