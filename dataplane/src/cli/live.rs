@@ -69,24 +69,24 @@ pub fn up(topo: &str, lab: &str, only: Option<&[String]>) -> Result<ExitCode> {
     ]);
     for p in &live.ports {
         let c = &p.config;
-        let runs_on = match live.lab.model.vm(&p.name) {
+        let runs_on = match live.lab.model.vm(&c.name) {
             Some(vm) => vm.host.clone(),
             None => c.kind.side().to_string(),
         };
         table.add_row([
-            p.name.clone(),
+            c.name.clone(),
             c.kind.as_str().to_string(),
             format!("{}/{}", c.ip, c.prefix_len),
             c.gateway.to_string(),
             runs_on,
-            p.netns.clone(),
+            live.name.netns(&c.name),
         ]);
     }
     outln!("{table}")?;
     let first = live
         .ports
         .first()
-        .map(|p| p.name.as_str())
+        .map(|p| p.config.name.as_str())
         .unwrap_or("NODE");
     outln!(
         "lab {name} is up (pid {}): `vmcnet exec {name} {first} -- ping ADDRESS`; \

@@ -128,9 +128,9 @@ pub type Handler<'a> = dyn FnMut(&mut LiveLab, &[String]) -> Answer + 'a;
 /// One live endpoint: its node in the lab, its namespace and its TAP.
 pub struct LivePort {
     pub node: NodeId,
-    pub name: String,
-    pub netns: String,
     pub tap: Tap,
+    /// The endpoint it stands for (its name, address, MAC); its namespace is the lab's
+    /// [`LabName::netns`] of that name.
     pub config: EndpointConfig,
 }
 
@@ -309,13 +309,7 @@ impl LiveLab {
             netns::configure_iface(&iface)?;
             Ok(tap)
         })??;
-        self.ports.push(LivePort {
-            node,
-            name: config.name.clone(),
-            netns: ns,
-            tap,
-            config,
-        });
+        self.ports.push(LivePort { node, tap, config });
         Ok(())
     }
 
