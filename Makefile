@@ -4,7 +4,7 @@ VMCNET := target/release/vmcnet
 TOPO ?= topo/default.toml
 DRILL ?= scripts/drills/smoke.toml
 
-.PHONY: all build run test lint unit bench bench-live fuzz deps clean
+.PHONY: all build run test lint unit bench bench-pcap bench-live fuzz deps clean
 
 all: build
 
@@ -34,6 +34,12 @@ unit:
 # Forwarding rate of the sim on the full VM -> EC2 path, next to a direct-call baseline.
 bench:
 	$(CARGO) bench -p vmcnet --bench forward
+
+# What `--pcap` costs: the smoke drill and a 50 MiB transfer, each without a capture, with one
+# pcapng file and with a file per link; medians of BENCH_PCAP_REPS (15) interleaved runs, as
+# ratios to the run without a capture.
+bench-pcap: build
+	VMCNET=$(VMCNET) scripts/bench-pcap.sh
 
 # The live lab (topo/examples/bench-live.toml, links at no delay and unlimited rate) against a
 # direct veth pair and a chain of 2 kernel routers: iperf3 (1 and 2 streams) and ping, medians of

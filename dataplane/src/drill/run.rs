@@ -13,7 +13,7 @@ use super::formula;
 use super::report::{
     DrillReport, DropCount, ExpectedOutage, ProbeResult, StepResult, StrategyComparison, Tables,
 };
-use crate::capture::{PcapFile, PcapNgFile};
+use crate::capture::{CaptureWriters, PcapFile, PcapNgFile};
 use crate::control::action::{Action, Strategy};
 use crate::control::Lab;
 use crate::node::endpoint::probe;
@@ -763,10 +763,11 @@ fn start_pcaps(lab: &mut Lab, opts: &RunOptions) -> Result<Vec<(usize, PathBuf)>
         return Ok((0..links.len()).map(|i| (i, path.clone())).collect());
     }
     std::fs::create_dir_all(path).map_err(err(path))?;
+    let writers = CaptureWriters::new().map_err(err(path))?;
     let mut captured = Vec::new();
     for (i, link) in links.iter().enumerate() {
         let file = path.join(format!("{}.pcap", link.name));
-        match PcapFile::create(&file) {
+        match PcapFile::create(&file, &writers) {
             Ok(f) => {
                 lab.sim.capture(i, Box::new(f));
                 captured.push((i, file));
