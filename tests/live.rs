@@ -731,6 +731,76 @@ fn edge_vmotion_live_keeps_tcp_alive_and_its_outages_match_the_sims() {
 }
 
 #[test]
+fn up_cpu_runs_a_busy_engine_on_that_cpu_and_refuses_one_it_cannot_have() {
+    live_or_skip!();
+    // A CPU this process may not run on: an error before anything is built.
+    let name = lab_name();
+    let out = Command::new(VMCNET)
+        .args(["up", "default", "--lab", &name, "--cpu", "100000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--cpu 100000") && err.contains("may run on CPUs"),
+        "{err}"
+    );
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+    // The engine is `vmcnet up`'s main thread. It runs on the CPU asked for while a stream
+    // keeps it busy, and anywhere the test may run while traffic only comes now and then.
+    let any = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+    let cpus: Vec<usize> = (0..1024)
+        .filter(|&c| any.is_set(c).unwrap_or(false))
+        .collect();
+    let cpu = *cpus.last().expect("a CPU");
+    let lab = LiveLab::start(lab_name(), &["default", "--cpu", &cpu.to_string()]);
+    let pid = lab.child.as_ref().unwrap().id();
+    let allowed = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|l| l.trim().to_string())
+            .unwrap();
+        // `0-1` or `0,1` or `1`: the CPUs it names.
+        let mut set = Vec::new();
+        for part in list.split(',') {
+            match part.split_once('-') {
+                Some((a, b)) => set.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+                None => set.push(part.parse::<usize>().unwrap()),
+            }
+        }
+        set
+    };
+    assert_eq!(allowed(), cpus, "idle, the engine runs anywhere");
+    if cpus.len() < 2 {
+        eprintln!("one CPU only: pinned and not pinned look the same here");
+        return;
+    }
+    // A flood ping keeps the engine busy: it moves to its CPU. (Quiet: nobody reads its pipe.)
+    let ec2 = ip("ec2-1");
+    let flood_args = ["ping", "-f", "-q", "-c", "20000", "-w", "30", &ec2];
+    let mut flood = lab.spawn("web-1", &flood_args);
+    let mut seen = Vec::new();
+    while flood.try_wait().unwrap().is_none() && seen != [cpu] {
+        seen = allowed();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = flood.kill();
+    let _ = flood.wait();
+    assert_eq!(seen, vec![cpu], "busy, the engine runs on CPU {cpu}");
+    // Idle again (a sleep of a second or more), it leaves it.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while allowed() != cpus && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(allowed(), cpus, "idle again, the engine runs anywhere");
+    // And it forwards.
+    let out = lab.exec_ok("web-1", &["ping", "-c", "1", "-W", "2", &ip("ec2-1")]);
+    assert_eq!(reply_ttls(&out), vec![LINUX_TTL - ROUTED_HOPS], "{out}");
+}
+
+#[test]
 fn a_live_drill_refuses_what_it_cannot_run_before_building_anything() {
     live_or_skip!();
     let lab = lab_name();

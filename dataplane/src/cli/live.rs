@@ -44,13 +44,17 @@ fn need_tun() -> Result<()> {
     Ok(())
 }
 
-pub fn up(topo: &str, lab: &str, only: Option<&[String]>) -> Result<ExitCode> {
+pub fn up(topo: &str, lab: &str, only: Option<&[String]>, cpu: Option<usize>) -> Result<ExitCode> {
     let name = LabName::new(lab).map_err(anyhow::Error::msg)?;
     let t = super::load_topo(topo)?;
+    let pinning = cpu.map(vmcnet::live::runtime::Pinning::new).transpose()?;
     need_root()?;
     // The handlers go in first, so that a Ctrl-C while the lab is built still removes it.
     let signals = Signals::install().context("installing the signal handlers")?;
     let (mut live, cleaned) = LiveLab::up(&t, topo, name.clone(), 1, only)?;
+    if let Some(p) = pinning {
+        live.pin_engine(p);
+    }
     if !cleaned.is_empty() {
         eprintln!(
             "vmcnet: lab {name}: its last owner died; removed what it left: {}",
