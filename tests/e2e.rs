@@ -224,6 +224,99 @@ fn vmcnet(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+fn cli_pcap_links_captures_only_the_links_named() {
+    let dir = TempDir::new("pcap-links");
+    let pcaps = dir.0.join("dir");
+    let smoke = "scripts/drills/smoke.toml";
+    let chosen = ["esxi-2--eni-2", "eni-2--vpc-router"];
+    let out = vmcnet(&[
+        "drill",
+        "default",
+        smoke,
+        "--pcap",
+        pcaps.to_str().unwrap(),
+        "--pcap-links",
+        &chosen.join(","),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let mut files: Vec<String> = std::fs::read_dir(&pcaps)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut want: Vec<String> = chosen.iter().map(|l| format!("{l}.pcap")).collect();
+    want.sort();
+    assert_eq!(files, want);
+    // Each holds the smoke pings between web-1 and ec2-1: three requests, three replies.
+    for l in chosen {
+        let text = read_pcap("tcpdump", &pcaps.join(format!("{l}.pcap")), &["icmp"]);
+        let echo = |between: &str, what: &str| {
+            text.lines()
+                .filter(|x| x.contains(between) && x.contains(what))
+                .count()
+        };
+        assert_eq!(
+            (
+                echo("192.168.1.10 > 172.31.16.10", "echo request"),
+                echo("172.31.16.10 > 192.168.1.10", "echo reply"),
+            ),
+            (3, 3),
+            "{l}: {text}"
+        );
+    }
+    // One pcapng file: one interface, named after the link.
+    let ng = dir.0.join("one.pcapng");
+    let out = vmcnet(&[
+        "drill",
+        "default",
+        smoke,
+        "--pcap",
+        ng.to_str().unwrap(),
+        "--pcap-links",
+        "eni-2--vpc-router",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let names = read_pcap(
+        "tshark",
+        &ng,
+        &["-T", "fields", "-e", "frame.interface_name"],
+    );
+    let mut seen: Vec<&str> = names.lines().collect();
+    seen.dedup();
+    assert_eq!(seen, ["eni-2--vpc-router"]);
+    // A name the lab does not have: an error before anything is written, with the links near it.
+    let none = dir.0.join("none");
+    let out = vmcnet(&[
+        "drill",
+        "default",
+        smoke,
+        "--pcap",
+        none.to_str().unwrap(),
+        "--pcap-links",
+        "eni-2",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no link \"eni-2\"; did you mean:")
+            && err.contains("esxi-2--eni-2")
+            && err.contains("eni-2--vpc-router"),
+        "{err}"
+    );
+    assert!(!none.exists());
+    // Without --pcap, it means nothing: refused.
+    let out = vmcnet(&[
+        "drill",
+        "default",
+        smoke,
+        "--pcap-links",
+        "eni-2--vpc-router",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pcap"));
+}
+
+#[test]
 fn cli_show_eni_json_is_shaped_like_aws() {
     let out = vmcnet(&["show", "topo/default.toml", "eni", "--json"]);
     assert!(

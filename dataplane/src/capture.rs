@@ -130,7 +130,7 @@ impl PcapNgFile {
     pub fn create(path: &Path, links: &[String]) -> std::io::Result<Self> {
         let writers = CaptureWriters::new()?;
         let file = ThreadedWriter::new(&writers, File::create(path)?, THREADED_CHUNK);
-        // Little-endian, as [`epb`] writes its blocks.
+        // Little-endian, as [`Epb`] writes its blocks.
         let mut writer = PcapNgWriter::with_endianness(file, Endianness::Little)
             .map_err(std::io::Error::other)?;
         for name in links {

@@ -58,6 +58,11 @@ enum Command {
         /// tshark -r).
         #[arg(long, value_name = "DIR|FILE.pcapng")]
         pcap: Option<PathBuf>,
+        /// With --pcap: capture only these links (comma-separated, named after their two ends:
+        /// esxi-2--eni-2, eni-2--vpc-router, esxi-1--underlay). A capture writes each frame once
+        /// for every link it crosses, so fewer links write less.
+        #[arg(long, value_delimiter = ',', value_name = "LINK,…", requires = "pcap")]
+        pcap_links: Option<Vec<String>>,
         /// Write report.json, report.txt and timeline.svg (the drill as one picture) into DIR.
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
@@ -282,6 +287,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             topo,
             drill,
             pcap,
+            pcap_links,
             report,
             svg,
             json,
@@ -302,6 +308,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let signals = StopSignals::install()?;
             let opts = RunOptions {
                 pcap_dir: pcap,
+                pcap_links,
                 stop: Some(signals.stop.clone()),
                 ..RunOptions::default()
             };

@@ -29,6 +29,8 @@ pub struct RunOptions {
     /// Capture every link: a pcap per link into this directory (created if missing), or, for
     /// a path ending in `.pcapng`, one pcapng file with an interface per link.
     pub pcap_dir: Option<PathBuf>,
+    /// Capture only these links (by name, as `web-1--esxi-1`); every link when `None`.
+    pub pcap_links: Option<Vec<String>>,
     /// Virtual time a traffic item may take, past the time its own schedule needs (a ping's
     /// `count - 1` intervals), before it counts as failed.
     pub step_timeout: Duration,
@@ -41,6 +43,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             pcap_dir: None,
+            pcap_links: None,
             step_timeout: Duration::from_secs(120),
             stop: None,
         }
@@ -68,6 +71,9 @@ pub enum DrillError {
         #[source]
         source: std::io::Error,
     },
+    /// `--pcap-links` names a link the lab does not have.
+    #[error("--pcap-links: the lab has no link {name:?}; {hint}")]
+    PcapLink { name: String, hint: String },
     /// A file per link needs more files than the process may open.
     #[error(
         "--pcap DIR needs a file for each of the lab's {links} links, more than this process \
@@ -751,22 +757,41 @@ fn start_pcaps(lab: &mut Lab, opts: &RunOptions) -> Result<Vec<(usize, PathBuf)>
         move |source| DrillError::Pcap { path, source }
     };
     let links = lab.sim.links().to_vec();
+    // The links to capture, by index: those named, or all.
+    let chosen: Vec<usize> = match &opts.pcap_links {
+        None => (0..links.len()).collect(),
+        Some(names) => {
+            let mut chosen = Vec::new();
+            for name in names {
+                let Some(i) = links.iter().position(|l| &l.name == name) else {
+                    return Err(DrillError::PcapLink {
+                        name: name.clone(),
+                        hint: link_hint(&links, name),
+                    });
+                };
+                if !chosen.contains(&i) {
+                    chosen.push(i);
+                }
+            }
+            chosen
+        }
+    };
     if path.extension().is_some_and(|x| x == "pcapng") {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err(dir))?;
         }
-        let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
+        let names: Vec<String> = chosen.iter().map(|&i| links[i].name.clone()).collect();
         let file = PcapNgFile::create(path, &names).map_err(err(path))?;
-        for i in 0..links.len() {
-            lab.sim.capture(i, Box::new(file.sink(i as u32)));
+        for (interface, &i) in chosen.iter().enumerate() {
+            lab.sim.capture(i, Box::new(file.sink(interface as u32)));
         }
-        return Ok((0..links.len()).map(|i| (i, path.clone())).collect());
+        return Ok(chosen.iter().map(|&i| (i, path.clone())).collect());
     }
     std::fs::create_dir_all(path).map_err(err(path))?;
     let writers = CaptureWriters::new().map_err(err(path))?;
     let mut captured = Vec::new();
-    for (i, link) in links.iter().enumerate() {
-        let file = path.join(format!("{}.pcap", link.name));
+    for &i in &chosen {
+        let file = path.join(format!("{}.pcap", links[i].name));
         match PcapFile::create(&file, &writers) {
             Ok(f) => {
                 lab.sim.capture(i, Box::new(f));
@@ -789,6 +814,23 @@ fn start_pcaps(lab: &mut Lab, opts: &RunOptions) -> Result<Vec<(usize, PathBuf)>
         }
     }
     Ok(captured)
+}
+
+/// What to say of a link name the lab does not have: the links whose names hold it, or how
+/// links are named.
+fn link_hint(links: &[crate::runtime::sim::Link], name: &str) -> String {
+    let near: Vec<&str> = links
+        .iter()
+        .map(|l| l.name.as_str())
+        .filter(|l| !name.is_empty() && l.contains(name))
+        .take(12)
+        .collect();
+    if near.is_empty() {
+        let first = links.first().map_or("web-1--esxi-1", |l| l.name.as_str());
+        format!("a link is named after its two ends, as {first}")
+    } else {
+        format!("did you mean: {}", near.join(", "))
+    }
 }
 
 fn finish_pcaps(lab: &mut Lab, links: Vec<(usize, PathBuf)>) -> Result<(), DrillError> {
