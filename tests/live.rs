@@ -521,8 +521,9 @@ fn ctl_shows_the_views_of_vmcnet_show_in_the_same_shapes() {
 /// `ctl show eni --json`.
 fn uplink_eni(lab: &LiveLab) -> Option<String> {
     let uplink = common::default_topo().sddc.edges.uplink_ip.to_string();
-    let (_, out) = lab.ctl(&["show", "eni", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (code, out) = lab.ctl(&["show", "eni", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("ctl show eni --json: status {code}, {e}: {out}"));
     v["NetworkInterfaces"]
         .as_array()
         .unwrap()
@@ -735,10 +736,24 @@ fn up_cpu_runs_a_busy_engine_on_that_cpu_and_refuses_one_it_cannot_have() {
     live_or_skip!();
     // A CPU this process may not run on: an error before anything is built.
     let name = lab_name();
-    let out = Command::new(VMCNET)
+    let mut up = Command::new(VMCNET)
         .args(["up", "default", "--lab", &name, "--cpu", "100000"])
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // Should it be taken, the lab must still go: SIGTERM, then the failure.
+    let since = Instant::now();
+    while up.try_wait().unwrap().is_none() && since.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if up.try_wait().unwrap().is_none() {
+        let pid = nix::unistd::Pid::from_raw(up.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = up.wait();
+        panic!("vmcnet up --cpu 100000 ran a lab");
+    }
+    let out = up.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -795,6 +810,19 @@ fn up_cpu_runs_a_busy_engine_on_that_cpu_and_refuses_one_it_cannot_have() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(allowed(), cpus, "idle again, the engine runs anywhere");
+    // Pings now and then, over links that take time (S3's): the engine sleeps on the links'
+    // timers between frames, which is no stream. It stays off its CPU.
+    let mut pings = lab.spawn(
+        "web-1",
+        &["ping", "-c", "6", "-i", "0.2", "-W", "2", &ip("s3")],
+    );
+    let mut pinned = 0;
+    while pings.try_wait().unwrap().is_none() {
+        pinned += usize::from(allowed() == [cpu]);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(pings.wait().unwrap().success());
+    assert_eq!(pinned, 0, "pings now and then pinned the engine");
     // And it forwards.
     let out = lab.exec_ok("web-1", &["ping", "-c", "1", "-W", "2", &ip("ec2-1")]);
     assert_eq!(reply_ttls(&out), vec![LINUX_TTL - ROUTED_HOPS], "{out}");

@@ -41,9 +41,11 @@ pub const GSO_MAX_SIZE: u32 = 62 * 1024;
 pub const BATCH: usize = 32;
 /// After frames last moved, the engine polls its TAPs this long before it sleeps.
 pub const BUSY_POLL: Duration = Duration::from_micros(100);
-/// With an engine CPU ([`LiveLab::pin_engine`]): the engine moves to it when it wakes from a
-/// sleep shorter than [`UNPIN_AFTER_SLEEP`] or has been busy this long without one ...
+/// With an engine CPU ([`LiveLab::pin_engine`]): the engine moves to it when frames have ended
+/// [`SHORT_WAKES_TO_PIN`] sleeps in a row, each shorter than [`UNPIN_AFTER_SLEEP`], or when it
+/// has been busy this long without a sleep ...
 pub const PIN_AFTER: Duration = Duration::from_millis(2);
+pub const SHORT_WAKES_TO_PIN: u32 = 2;
 /// ... and leaves it when it goes to sleep after a sleep at least this long.
 pub const UNPIN_AFTER_SLEEP: Duration = Duration::from_millis(1);
 /// The engine wakes at least this often with nothing to do (to notice a stop request).
@@ -253,6 +255,8 @@ pub struct Pinning {
     /// When the engine last woke from a sleep, and how long that sleep was.
     awake_since: Instant,
     last_sleep: Duration,
+    /// How many wakes in a row frames ended a sleep shorter than [`UNPIN_AFTER_SLEEP`].
+    short_wakes: u32,
     /// When the engine last went to sleep.
     asleep_since: Instant,
 }
@@ -276,6 +280,7 @@ impl Pinning {
             pinned: false,
             awake_since: Instant::ZERO,
             last_sleep: Duration::MAX,
+            short_wakes: 0,
             asleep_since: Instant::ZERO,
         })
     }
@@ -388,39 +393,59 @@ impl LiveLab {
 
     /// Run the engine on its CPU while a stream keeps it busy ([`PIN_AFTER`]), anywhere the
     /// process may run while it sleeps between frames.
-    pub fn pin_engine(&mut self, pinning: Pinning) {
+    pub fn pin_engine(&mut self, mut pinning: Pinning) {
+        let now = self.clock.now();
+        (pinning.awake_since, pinning.asleep_since) = (now, now);
         self.pin = Some(pinning);
     }
 
     /// Pin or unpin the engine: it is about to sleep (`sleeping`) or to poll again.
-    fn place_engine(&mut self, now: Instant, sleeping: bool) -> Result<(), LiveError> {
+    fn place_engine(&mut self, now: Instant, sleeping: bool) {
         let Some(p) = &mut self.pin else {
-            return Ok(());
+            return;
         };
         let pin = if sleeping {
             p.asleep_since = now;
             // A long sleep before this one: traffic comes now and then, not as a stream.
             p.pinned && p.last_sleep < UNPIN_AFTER_SLEEP
         } else {
-            // Waking from short sleeps, or busy for a while: a stream.
+            // Woken by frames after short sleeps, or busy for a while: a stream.
             p.pinned
-                || p.last_sleep < UNPIN_AFTER_SLEEP
+                || p.short_wakes >= SHORT_WAKES_TO_PIN
                 || now.saturating_since(p.awake_since) >= PIN_AFTER
         };
-        if pin != p.pinned {
-            let to = if pin { &p.engine } else { &p.any };
-            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), to)
-                .map_err(nix_err("sched_setaffinity"))?;
-            p.pinned = pin;
-        }
-        Ok(())
+        self.set_pinned(pin);
     }
 
-    /// The engine woke from a sleep at `now`.
-    fn woke(&mut self, now: Instant) {
+    /// Move the engine to its CPU, or let it run anywhere. Pinning is only a matter of speed:
+    /// should the kernel refuse (the CPU went offline, a cpuset changed), the engine says so
+    /// once and runs on, anywhere.
+    fn set_pinned(&mut self, pin: bool) {
+        let Some(p) = self.pin.as_mut().filter(|p| p.pinned != pin) else {
+            return;
+        };
+        let to = if pin { &p.engine } else { &p.any };
+        let me = nix::unistd::Pid::from_raw(0);
+        match nix::sched::sched_setaffinity(me, to) {
+            Ok(()) => p.pinned = pin,
+            Err(e) => {
+                eprintln!("vmcnet: the engine cannot be pinned ({e}); it runs anywhere");
+                let _ = nix::sched::sched_setaffinity(me, &p.any);
+                self.pin = None;
+            }
+        }
+    }
+
+    /// The engine woke from a sleep at `now`, by frames from a kernel (`by_frames`) or else.
+    fn woke(&mut self, now: Instant, by_frames: bool) {
         if let Some(p) = &mut self.pin {
             p.last_sleep = now.saturating_since(p.asleep_since);
             p.awake_since = now;
+            // A short sleep ended by a timer (a link's delay) says nothing of a stream.
+            p.short_wakes = match by_frames && p.last_sleep < UNPIN_AFTER_SLEEP {
+                true => p.short_wakes.saturating_add(1),
+                false => 0,
+            };
         }
     }
 
@@ -519,7 +544,7 @@ impl LiveLab {
             // frames do not each pay for a wake-up. Idle, the engine sleeps.
             let busy = now.saturating_since(self.last_busy) < BUSY_POLL;
             let sleeping = !(wait.is_zero() || busy);
-            self.place_engine(now, sleeping)?;
+            self.place_engine(now, sleeping);
             let timeout = if !sleeping {
                 EpollTimeout::ZERO
             } else {
@@ -540,13 +565,17 @@ impl LiveLab {
             // caught up with it.
             let now = self.clock.now();
             if sleeping {
-                self.woke(now);
+                let by_frames = events[..n].iter().any(|e| e.data() < CONTROL);
+                self.woke(now, by_frames);
             }
             self.lab.run_until(now);
             for ev in &events[..n] {
                 match ev.data() {
                     SIGNAL => drain(&signals.wake),
                     CONTROL => {
+                        // A request may start a thread (a capture's), which would inherit a
+                        // pinned engine's CPU: unpinned first, the engine pins again if busy.
+                        self.set_pinned(false);
                         if let Some((server, handler)) = control.as_mut() {
                             server.drain_wake();
                             while let Ok(req) = server.requests.try_recv() {
