@@ -451,9 +451,27 @@ impl Drop for PcapFile {
 mod tests {
     use super::*;
 
+    /// A scratch directory, removed when the test ends, pass or fail.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("vmcnet-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn threaded_writer_writes_everything_in_order_and_reports_a_full_disk_at_flush() {
-        let path = std::env::temp_dir().join(format!("vmcnet-threaded-{}", std::process::id()));
+        let scratch = Scratch::new("threaded");
+        let path = scratch.0.join("written");
         let writers = CaptureWriters::new().unwrap();
         let mut w = ThreadedWriter::new(&writers, File::create(&path).unwrap(), THREADED_CHUNK);
         // More than a few chunks, in writes of odd sizes.
@@ -486,8 +504,7 @@ mod tests {
         );
         assert!(full.flush().is_err());
         // Dropped without a flush, the writer still writes what it holds and ends its thread.
-        let path =
-            std::env::temp_dir().join(format!("vmcnet-threaded-drop-{}", std::process::id()));
+        let path = scratch.0.join("dropped");
         let mut w = ThreadedWriter::new(&writers, File::create(&path).unwrap(), THREADED_CHUNK);
         w.write_all(b"held, never flushed").unwrap();
         drop(w);
@@ -500,14 +517,13 @@ mod tests {
 
     #[test]
     fn pcap_file_has_header_and_records() {
-        let dir = std::env::temp_dir().join(format!("vmcnet-cap-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = Scratch::new("cap");
+        let dir = &scratch.0;
         let path = dir.join("t.pcap");
         let mut p = PcapFile::create(&path, &CaptureWriters::new().unwrap()).unwrap();
         p.write(Instant::from_micros(1_500_000), &[0xffu8; 60]);
         p.finish().unwrap();
         let bytes = std::fs::read(&path).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(&bytes[..4], &0xa1b2_c3d4u32.to_le_bytes());
         assert_eq!(bytes.len(), 24 + 16 + 60);
         // Record header: seconds 1, microseconds 500000, lengths 60.
@@ -518,8 +534,8 @@ mod tests {
 
     #[test]
     fn files_sharing_one_writer_thread_each_get_their_own_bytes_and_errors() {
-        let dir = std::env::temp_dir().join(format!("vmcnet-shared-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = Scratch::new("shared");
+        let dir = &scratch.0;
         let writers = CaptureWriters::new().unwrap();
         let mut a = ThreadedWriter::new(&writers, File::create(dir.join("a")).unwrap(), 1000);
         let mut b = ThreadedWriter::new(&writers, File::create(dir.join("b")).unwrap(), 1000);
@@ -544,13 +560,13 @@ mod tests {
         drop((a, b, f, writers));
         assert_eq!(std::fs::read(dir.join("a")).unwrap(), want_a);
         assert_eq!(std::fs::read(dir.join("b")).unwrap(), want_b);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn pcapng_blocks_written_by_hand_read_back_through_pcap_file() {
         use pcap_file::pcapng::{Block, PcapNgReader};
-        let path = std::env::temp_dir().join(format!("vmcnet-epb-{}.pcapng", std::process::id()));
+        let scratch = Scratch::new("epb");
+        let path = scratch.0.join("t.pcapng");
         let links = ["a--b".to_string(), "c--d".to_string()];
         let file = PcapNgFile::create(&path, &links).unwrap();
         // Every padding (lengths 0 to 3 mod 4), on both interfaces, at times past 2^32 ns.
