@@ -851,6 +851,23 @@ fn a_live_drill_refuses_what_it_cannot_run_before_building_anything() {
         "{err}"
     );
     assert_eq!(leftovers(&lab), Vec::<String>::new());
+    // A CPU the process may not run on, likewise; and --cpu means nothing without --live.
+    let drill = |extra: &[&str]| {
+        Command::new(VMCNET)
+            .args(["drill", "default", "scripts/drills/edge-vmotion.toml"])
+            .args(extra)
+            .current_dir(common::root())
+            .output()
+            .unwrap()
+    };
+    let out = drill(&["--live", "--lab", &lab, "--cpu", "100000"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--cpu 100000"), "{err}");
+    assert_eq!(leftovers(&lab), Vec::<String>::new());
+    let out = drill(&["--cpu", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--live"));
 }
 
 impl LiveLab {

@@ -81,6 +81,10 @@ enum Command {
         /// With --live: the lab's name (1 to 6 lowercase letters and digits).
         #[arg(long, default_value = "drill", requires = "live")]
         lab: String,
+        /// With --live: the lab's engine takes this CPU while a stream keeps it busy, as with
+        /// `vmcnet up --cpu`.
+        #[arg(long, value_name = "N", requires = "live")]
+        cpu: Option<usize>,
     },
     /// A live drill's probe at one end (run by `drill --live` in an endpoint's namespace):
     /// sends sequence-numbered UDP datagrams on a schedule, records the peer's, prints JSON.
@@ -293,6 +297,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             live,
             lab,
+            cpu,
         } => {
             if live && pcap.is_some() {
                 anyhow::bail!("--pcap: a live drill's links are captured with `vmcnet capture`");
@@ -301,7 +306,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let d = DrillFile::load(&drill)?;
             if live {
                 let (r, code) =
-                    live::drill(&t, &topo, &d, &lab, report.as_deref(), svg.as_deref())?;
+                    live::drill(&t, &topo, &d, &lab, cpu, report.as_deref(), svg.as_deref())?;
                 print_report(&r, report, svg, json)?;
                 return Ok(code);
             }

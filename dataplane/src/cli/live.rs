@@ -499,10 +499,13 @@ pub fn drill(
     topo: &str,
     d: &vmcnet::drill::DrillFile,
     lab: &str,
+    cpu: Option<usize>,
     report: Option<&std::path::Path>,
     svg: Option<&std::path::Path>,
 ) -> Result<(vmcnet::drill::DrillReport, ExitCode)> {
     let name = LabName::new(lab).map_err(anyhow::Error::msg)?;
+    // Checked here, before anything is built; the drill makes its own.
+    cpu.map(vmcnet::live::runtime::Pinning::new).transpose()?;
     need_root()?;
     super::check_outputs(report, svg)?;
     let signals = Signals::install().context("installing the signal handlers")?;
@@ -510,6 +513,7 @@ pub fn drill(
         lab: name,
         topo_path: topo.to_string(),
         exe: std::env::current_exe().context("finding the vmcnet binary")?,
+        cpu,
     };
     let r = vmcnet::live::drill::run_live_drill(t, d, &opts, &signals)?;
     let code = match signals.ended() {

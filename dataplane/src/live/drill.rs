@@ -23,7 +23,7 @@ use std::time::Duration;
 use vmcnet_topo::Topology;
 
 use super::probe::{AgentPlan, AgentReport};
-use super::runtime::{Ended, LiveLab, Signals};
+use super::runtime::{Ended, LiveLab, Pinning, Signals};
 use super::LabName;
 use crate::control::action::Strategy;
 use crate::control::Lab;
@@ -54,6 +54,8 @@ pub struct LiveDrillOptions {
     pub topo_path: String,
     /// The `vmcnet` binary, to run `vmcnet exec` and `vmcnet probe-agent`.
     pub exe: PathBuf,
+    /// The engine's CPU while a stream keeps it busy ([`LiveLab::pin_engine`]).
+    pub cpu: Option<usize>,
 }
 
 /// A program of the drill, stopped (and waited for) when dropped.
@@ -191,6 +193,7 @@ fn run_inner(
             }
         }
     }
+    let pinning = (opts.cpu.map(Pinning::new).transpose()).map_err(|e| live_err(&e))?;
     let (mut live, _) = LiveLab::up(
         topo,
         &opts.topo_path,
@@ -199,6 +202,9 @@ fn run_inner(
         Some(&endpoints),
     )
     .map_err(|e| live_err(&e))?;
+    if let Some(p) = pinning {
+        live.pin_engine(p);
+    }
     // In the lab's own corner of /run/vmcnet (root's alone; `up` removed a stale one), so that
     // nobody can plant a link where a program's output goes.
     let scratch = Scratch(super::state::scratch_path(&opts.lab));
