@@ -51,26 +51,10 @@ pub const UNPIN_AFTER_SLEEP: Duration = Duration::from_millis(1);
 /// The engine wakes at least this often with nothing to do (to notice a stop request).
 const IDLE_WAKE: Duration = Duration::from_millis(500);
 
-/// The CPUs of `set`, as `0-1,3`.
+/// The CPUs of `set`, as `0,1,3`.
 pub fn cpu_list(set: &nix::sched::CpuSet) -> String {
-    let cpus: Vec<usize> = (0..nix::sched::CpuSet::count())
-        .filter(|&c| set.is_set(c).unwrap_or(false))
-        .collect();
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < cpus.len() {
-        let mut j = i;
-        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
-            j += 1;
-        }
-        out.push(if i == j {
-            cpus[i].to_string()
-        } else {
-            format!("{}-{}", cpus[i], cpus[j])
-        });
-        i = j + 1;
-    }
-    out.join(",")
+    let cpus = (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false));
+    cpus.map(|c| c.to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// Why the live runtime failed.
@@ -252,13 +236,11 @@ pub struct Pinning {
     /// The CPUs the process may use, for when the engine is not pinned.
     any: nix::sched::CpuSet,
     pinned: bool,
-    /// When the engine last woke from a sleep, and how long that sleep was.
+    /// When the engine last went to sleep, and when it woke from that sleep.
+    asleep_since: Instant,
     awake_since: Instant,
-    last_sleep: Duration,
     /// How many wakes in a row frames ended a sleep shorter than [`UNPIN_AFTER_SLEEP`].
     short_wakes: u32,
-    /// When the engine last went to sleep.
-    asleep_since: Instant,
 }
 
 impl Pinning {
@@ -278,11 +260,37 @@ impl Pinning {
             engine,
             any,
             pinned: false,
-            awake_since: Instant::ZERO,
-            last_sleep: Duration::MAX,
-            short_wakes: 0,
             asleep_since: Instant::ZERO,
+            awake_since: Instant::ZERO,
+            short_wakes: 0,
         })
+    }
+
+    /// Whether the engine should be on its CPU, at `now`, as it is about to sleep
+    /// (`sleeping`) or to poll on.
+    fn wants_pinned(&mut self, now: Instant, sleeping: bool) -> bool {
+        if sleeping {
+            let last_sleep = self.awake_since.saturating_since(self.asleep_since);
+            self.asleep_since = now;
+            // A long sleep before this one: traffic comes now and then, not as a stream.
+            self.pinned && last_sleep < UNPIN_AFTER_SLEEP
+        } else {
+            // Woken by frames after short sleeps, or busy for a while: a stream.
+            self.pinned
+                || self.short_wakes >= SHORT_WAKES_TO_PIN
+                || now.saturating_since(self.awake_since) >= PIN_AFTER
+        }
+    }
+
+    /// The engine woke from a sleep at `now`, by frames from a kernel (`by_frames`) or else.
+    fn woke(&mut self, now: Instant, by_frames: bool) {
+        self.awake_since = now;
+        // A short sleep ended by a timer (a link's delay) says nothing of a stream.
+        let short = now.saturating_since(self.asleep_since) < UNPIN_AFTER_SLEEP;
+        self.short_wakes = match by_frames && short {
+            true => self.short_wakes.saturating_add(1),
+            false => 0,
+        };
     }
 }
 
@@ -395,26 +403,15 @@ impl LiveLab {
     /// process may run while it sleeps between frames.
     pub fn pin_engine(&mut self, mut pinning: Pinning) {
         let now = self.clock.now();
-        (pinning.awake_since, pinning.asleep_since) = (now, now);
+        (pinning.asleep_since, pinning.awake_since) = (now, now);
         self.pin = Some(pinning);
     }
 
     /// Pin or unpin the engine: it is about to sleep (`sleeping`) or to poll again.
     fn place_engine(&mut self, now: Instant, sleeping: bool) {
-        let Some(p) = &mut self.pin else {
-            return;
-        };
-        let pin = if sleeping {
-            p.asleep_since = now;
-            // A long sleep before this one: traffic comes now and then, not as a stream.
-            p.pinned && p.last_sleep < UNPIN_AFTER_SLEEP
-        } else {
-            // Woken by frames after short sleeps, or busy for a while: a stream.
-            p.pinned
-                || p.short_wakes >= SHORT_WAKES_TO_PIN
-                || now.saturating_since(p.awake_since) >= PIN_AFTER
-        };
-        self.set_pinned(pin);
+        if let Some(pin) = self.pin.as_mut().map(|p| p.wants_pinned(now, sleeping)) {
+            self.set_pinned(pin);
+        }
     }
 
     /// Move the engine to its CPU, or let it run anywhere. Pinning is only a matter of speed:
@@ -433,19 +430,6 @@ impl LiveLab {
                 let _ = nix::sched::sched_setaffinity(me, &p.any);
                 self.pin = None;
             }
-        }
-    }
-
-    /// The engine woke from a sleep at `now`, by frames from a kernel (`by_frames`) or else.
-    fn woke(&mut self, now: Instant, by_frames: bool) {
-        if let Some(p) = &mut self.pin {
-            p.last_sleep = now.saturating_since(p.asleep_since);
-            p.awake_since = now;
-            // A short sleep ended by a timer (a link's delay) says nothing of a stream.
-            p.short_wakes = match by_frames && p.last_sleep < UNPIN_AFTER_SLEEP {
-                true => p.short_wakes.saturating_add(1),
-                false => 0,
-            };
         }
     }
 
@@ -566,7 +550,9 @@ impl LiveLab {
             let now = self.clock.now();
             if sleeping {
                 let by_frames = events[..n].iter().any(|e| e.data() < CONTROL);
-                self.woke(now, by_frames);
+                if let Some(p) = &mut self.pin {
+                    p.woke(now, by_frames);
+                }
             }
             self.lab.run_until(now);
             for ev in &events[..n] {
@@ -789,4 +775,73 @@ fn take_over(name: &LabName) -> Result<(state::LabLock, Cleaned), LiveError> {
 fn drain(mut s: &UnixStream) {
     let mut b = [0u8; 64];
     while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pinning on a CPU this process may use, its clock at `t(0)`.
+    fn pinning() -> Pinning {
+        let any = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+        let cpu = (0..nix::sched::CpuSet::count()).find(|&c| any.is_set(c).unwrap_or(false));
+        Pinning::new(cpu.expect("a CPU")).unwrap()
+    }
+
+    fn t(us: u64) -> Instant {
+        Instant::from_micros(us)
+    }
+
+    /// Sleep from `at` for `us`, woken by frames or not; then whether it wants its CPU on the
+    /// poll that follows. `p.pinned` follows what it wants, as `set_pinned` makes it.
+    fn sleep(p: &mut Pinning, at: u64, us: u64, by_frames: bool) -> bool {
+        p.pinned = p.wants_pinned(t(at), true);
+        p.woke(t(at + us), by_frames);
+        p.pinned = p.wants_pinned(t(at + us), false);
+        p.pinned
+    }
+
+    #[test]
+    fn frames_ending_short_sleeps_twice_in_a_row_pin_the_engine() {
+        let mut p = pinning();
+        assert!(
+            !sleep(&mut p, 0, 50, true),
+            "one short wake is not a stream"
+        );
+        assert!(sleep(&mut p, 200, 50, true), "two are");
+        // Short sleeps keep it there.
+        assert!(sleep(&mut p, 400, 300, true));
+        assert!(sleep(&mut p, 800, 900, false));
+    }
+
+    #[test]
+    fn short_sleeps_ended_by_a_timer_or_broken_by_a_long_one_do_not_pin() {
+        let mut p = pinning();
+        // A ping over links that take time: timers end the short sleeps.
+        for k in 0..10 {
+            assert!(!sleep(&mut p, k * 200_000, 250, false));
+            assert!(!sleep(&mut p, k * 200_000 + 300, 250, false));
+            // Then the long wait for the next ping, which frames end.
+            assert!(!sleep(&mut p, k * 200_000 + 600, 199_000, true));
+        }
+        // A short wake by frames after a long sleep counts once, not twice.
+        assert!(!sleep(&mut p, 2_000_000, 5_000, true));
+        assert!(!sleep(&mut p, 2_010_000, 50, true));
+    }
+
+    #[test]
+    fn busy_for_a_while_pins_and_a_long_sleep_then_a_sleep_unpins() {
+        let mut p = pinning();
+        p.woke(t(100), true);
+        assert!(!p.wants_pinned(t(1_100), false), "busy 1 ms");
+        p.pinned = p.wants_pinned(t(2_100), false);
+        assert!(p.pinned, "busy 2 ms: a stream");
+        // The stream ends: the engine sleeps (pinned) until traffic comes again, 1 s later.
+        assert!(sleep(&mut p, 2_200, 1_000_000, true));
+        // At its next sleep it lets go, and stays off for the pings that follow.
+        assert!(!p.wants_pinned(t(1_002_300), true));
+        p.pinned = false;
+        p.woke(t(1_202_300), true);
+        assert!(!p.wants_pinned(t(1_202_400), false));
+    }
 }
