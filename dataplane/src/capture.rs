@@ -120,7 +120,8 @@ pub struct PcapNgFile {
 }
 
 struct NgInner {
-    writer: Option<PcapNgWriter<ThreadedWriter>>,
+    /// Past the headers pcap-file wrote: the blocks go straight in ([`Epb`]).
+    writer: Option<ThreadedWriter>,
     /// The first write error: reported once, by the first sink to finish.
     error: Option<std::io::Error>,
 }
@@ -148,7 +149,7 @@ impl PcapNgFile {
         }
         Ok(PcapNgFile {
             inner: Arc::new(Mutex::new(NgInner {
-                writer: Some(writer),
+                writer: Some(writer.into_inner()),
                 error: None,
             })),
         })
@@ -176,7 +177,6 @@ impl FrameSink for PcapNgSink {
             return;
         };
         let block = Epb::new(self.interface, now, frame);
-        let w = w.get_mut();
         let r = w
             .write_all(&block.head)
             .and_then(|()| w.write_all(frame))
@@ -194,7 +194,7 @@ impl FrameSink for PcapNgSink {
             return Err(e);
         }
         match inner.writer.as_mut() {
-            Some(w) => w.get_mut().flush(),
+            Some(w) => w.flush(),
             None => Ok(()),
         }
     }

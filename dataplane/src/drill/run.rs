@@ -763,7 +763,7 @@ fn start_pcaps(lab: &mut Lab, opts: &RunOptions) -> Result<Vec<(usize, PathBuf)>
         Some(names) => {
             let mut chosen = Vec::new();
             for name in names {
-                let Some(i) = links.iter().position(|l| &l.name == name) else {
+                let Some(i) = lab.sim.link_by_name(name) else {
                     return Err(DrillError::PcapLink {
                         name: name.clone(),
                         hint: link_hint(&links, name),
