@@ -28,12 +28,8 @@ die() {
     exit 1
 }
 
-root_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VMCNET=${VMCNET:-$root_dir/target/release/vmcnet}
-case $VMCNET in
-/*) ;;
-*) VMCNET=$PWD/$VMCNET ;;
-esac
+# shellcheck source=scripts/bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench/lib.sh"
 cd "$root_dir"
 
 REPS=${BENCH_LIVE_REPS:-5}
@@ -204,12 +200,6 @@ rtt() {
     }
     # rtt min/avg/max/mdev = 0.021/0.030/0.061/0.007 ms
     echo "$out" | awk -F/ '/^(rtt|round-trip)/ { print $5; found = 1 } END { exit !found }'
-}
-
-# median of the numbers on stdin.
-median() {
-    sort -g | awk '{ v[NR] = $1 }
-        END { if (NR == 0) exit 1; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 # --- (a) direct veth pair -----------------------------------------------------------------------

@@ -13,12 +13,8 @@
 # Its files go to a temporary directory, removed on exit.
 set -euo pipefail
 
-root_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VMCNET=${VMCNET:-$root_dir/target/release/vmcnet}
-case $VMCNET in
-/*) ;;
-*) VMCNET=$PWD/$VMCNET ;;
-esac
+# shellcheck source=scripts/bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench/lib.sh"
 cd "$root_dir"
 REPS=${BENCH_PCAP_REPS:-15}
 [[ -x $VMCNET ]] || { echo "bench-pcap: no $VMCNET (make build)" >&2; exit 1; }
@@ -37,10 +33,6 @@ run_us() {
     "$VMCNET" drill topo/default.toml "$@" >/dev/null
     t1=$(date +%s%N)
     echo $(((t1 - t0) / 1000))
-}
-
-median() {
-    sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 printf '%-34s %12s %8s\n' "drill, capture" "median ms" "ratio"
