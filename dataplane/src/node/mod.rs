@@ -9,12 +9,14 @@
 //! - [`host`]: an ESXi host: per-segment switching, the Geneve TEP, the uplink to its ENI.
 //! - [`underlay`]: the SDDC underlay network that carries Geneve between host TEPs.
 //! - [`edge`]: the NSX Edge: Tier-0 with the CGW and MGW gateways, ARP, routing, ICMP, SNAT.
+//! - [`bfd`]: the BFD session the Edges run between them.
 //! - [`eni`]: an AWS elastic network interface: its IPs, attachment, source/destination check.
 //! - [`vpc_router`]: the VPC's implicit router: route tables, IP→ENI delivery, gateway endpoints.
 //! - [`endpoint`]: a VM, vCenter, an EC2 instance or S3: a smoltcp stack with traffic apps.
 //! - [`route`]: the longest-prefix-match route table shared by Tier-0 and the VPC.
 
 pub mod arp_cache;
+pub mod bfd;
 pub mod edge;
 pub mod endpoint;
 pub mod eni;
@@ -46,6 +48,18 @@ pub struct Outbox {
     /// The node whose frames are being sent.
     from: u32,
     sent: Vec<Sent>,
+    /// What nodes told the control plane, with the node that told it.
+    notices: Vec<(u32, Notice)>,
+}
+
+/// News a node gives the control plane, beside its frames: what the control plane of the system
+/// emulated learns from the data plane (an Edge's BFD session going down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// An Edge's BFD session to its peer came up.
+    BfdUp,
+    /// An Edge's BFD session to its peer went down: the peer is dead, or cut off.
+    BfdDown,
 }
 
 /// A frame sent out of a node's port, not yet on its link; or, with [`Sent::ARRIVING`] set in
@@ -74,6 +88,23 @@ impl Outbox {
             port,
             frame,
         });
+    }
+
+    /// Tell the control plane `notice`.
+    pub fn notify(&mut self, notice: Notice) {
+        self.notices.push((self.from, notice));
+    }
+
+    /// Take what nodes told the control plane, in order, with the node that told each.
+    pub fn take_notices(&mut self) -> Vec<(usize, Notice)> {
+        self.notices
+            .drain(..)
+            .map(|(n, x)| (n as usize, x))
+            .collect()
+    }
+
+    pub(crate) fn has_notices(&self) -> bool {
+        !self.notices.is_empty()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -157,6 +188,9 @@ pub enum Change {
     EdgeAddIface(edge::EdgeIface),
     /// Edge: the interface on `port` is gone (its segment deleted); the port stays unused.
     EdgeRemoveIface { port: Port },
+    /// Edge: a new BFD session to the other Edge (the Edge VM started), or (`None`) none (it
+    /// died).
+    EdgeBfd(Option<bfd::BfdConfig>),
 }
 
 /// A node's counters, by name, in a fixed order (for tables and JSON).

@@ -26,7 +26,7 @@ use vmcnet_topo::LinkSpec;
 use crate::capture::FrameSink;
 use crate::control::plan::LabPlan;
 use crate::counters;
-use crate::node::{Change, Node, Outbox, Port, Sent};
+use crate::node::{Change, Node, Notice, Outbox, Port, Sent};
 use crate::time::Instant;
 use crate::wire::{Frame, ETH_HEADER_LEN};
 
@@ -155,6 +155,9 @@ pub enum Stop {
     /// A control action scheduled with [`Sim::schedule_control`] came due; the clock reads its
     /// instant. Apply it, then run on.
     Control { at: Instant, token: u64 },
+    /// A node told the control plane something ([`crate::node::Outbox::notify`]); take it with
+    /// [`Sim::take_notices`], then run on. The instant's frames are all carried first.
+    Notice,
 }
 
 /// A node that asked to be polled again without time passing is polled this much later, so a
@@ -471,6 +474,12 @@ impl Sim {
         self.outbox.send(port, frame);
     }
 
+    /// What nodes told the control plane since this was last called, in order, with the node
+    /// that told each.
+    pub fn take_notices(&mut self) -> Vec<(NodeId, Notice)> {
+        self.outbox.take_notices()
+    }
+
     /// Put a control action on the timeline at `at` (not before now): a run that reaches it
     /// returns [`Stop::Control`] with `token`.
     pub fn schedule_control(&mut self, at: Instant, token: u64) {
@@ -507,6 +516,9 @@ impl Sim {
             }
             if stop.is_some() {
                 return stop;
+            }
+            if self.outbox.has_notices() {
+                return Some(Stop::Notice);
             }
             if self.due || !self.outbox.is_empty() || !self.rest.is_empty() {
                 continue;

@@ -8,11 +8,13 @@
 //! - [`checksum`]: the Internet checksum and its incremental update (RFC 1624).
 //! - [`ipv4`]: header view, validation, TTL decrement, address rewrite.
 //! - [`arp`]: Ethernet/IPv4 ARP requests and replies.
+//! - [`bfd`]: BFD control packets (RFC 5880) over single-hop UDP (RFC 5881).
 //! - [`icmp`]: echo, time exceeded and destination unreachable.
 //! - [`geneve`]: the overlay encapsulation between host TEPs (RFC 8926).
 //! - [`gso`]: GSO super-frames from a kernel: their metadata, and segmentation.
 
 pub mod arp;
+pub mod bfd;
 pub mod checksum;
 mod frame;
 pub mod geneve;
