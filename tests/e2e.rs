@@ -592,7 +592,25 @@ fn signal_stops_a_drill(signal: &str, code: i32) {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    // And frames are on their way to disk (captures are written in chunks): the transfer is
+    // under way however slow the machine.
+    let written = || -> u64 {
+        std::fs::read_dir(&pcaps)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    while written() < 64 * 1024 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the capture never grew"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let kill = Command::new("kill")
         .args([&format!("-{signal}"), &child.0.id().to_string()])
         .status()
