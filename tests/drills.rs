@@ -11,7 +11,7 @@ use std::time::Duration;
 use vmcnet::control::action::Action;
 use vmcnet::drill::{run_drill, DrillFile, DrillReport, RunOptions};
 use vmcnet::node::endpoint::AppReport;
-use vmcnet_topo::Topology;
+use vmcnet_topo::{link_name, LinkKind, Topology, EDGE_HA_IFACE, UNDERLAY};
 
 fn drill(name: &str) -> DrillFile {
     DrillFile::load(&root().join(format!("scripts/drills/{name}.toml"))).unwrap()
@@ -19,6 +19,30 @@ fn drill(name: &str) -> DrillFile {
 
 fn run(topo: &Topology, d: &DrillFile) -> DrillReport {
     run_drill(topo, d, &RunOptions::default()).unwrap()
+}
+
+/// How long a BFD packet takes from one Edge to the other on the lab of `topo`: out of the
+/// sender's HA vNIC, across both hosts' underlay links in Geneve, into the receiver's vNIC, each
+/// link's delay plus the packet's serialization at its rate.
+fn bfd_path(topo: &Topology) -> Duration {
+    let bfd_frame = 14 + 20 + 8 + vmcnet::wire::bfd::LEN;
+    let in_geneve = bfd_frame + vmcnet::wire::geneve::OVERHEAD;
+    let e = &topo.sddc.edges;
+    let mut path = Duration::ZERO;
+    for edge in [&e.active, &e.standby] {
+        let vnic = link_name(&format!("{}.{EDGE_HA_IFACE}", edge.name), &edge.host);
+        let vnic = topo.links.spec(&vnic, LinkKind::Vnic);
+        let underlay = link_name(&edge.host, UNDERLAY);
+        let underlay = topo.links.spec(&underlay, LinkKind::Underlay);
+        path += vnic.delay + vnic.rate.serialization(bfd_frame);
+        path += underlay.delay + underlay.rate.serialization(in_geneve);
+    }
+    path
+}
+
+/// `expected` as probes every `interval` see it: from `expected` to one interval more.
+fn within_one_probe(outage: Duration, expected: Duration, interval: Duration) -> bool {
+    outage >= expected && outage <= expected + interval
 }
 
 /// The outage there and back of the drill's first probe item.
@@ -225,18 +249,19 @@ fn edge_host_failure_fails_over_by_bfd_and_the_enis_go_3_2_3() {
     let r = run(&topo, &drill("edge-host-failure"));
     assert!(r.passed, "{r}");
     let t = &topo.timing;
-    // The failure at 1 s falls on a BFD instant: edge-2 last heard edge-1 one interval before.
-    let failover = t.bfd_interval * (t.bfd_multiplier - 1) + t.promotion;
+    // The failure at 1 s falls on a BFD instant: edge-2 last heard edge-1 one interval before,
+    // when that packet arrived. Probes go every millisecond.
+    let failover = t.bfd_interval * (t.bfd_multiplier - 1) + bfd_path(&topo) + t.promotion;
+    let probe = Duration::from_millis(1);
     let [there, back] = outages(&r);
-    assert_eq!(there, failover);
-    assert_eq!(
-        back,
-        failover + t.control_plane_notice + t.move_secondary_ip.max(t.replace_route)
-    );
+    assert!(within_one_probe(there, failover, probe), "{there:?}");
+    let reconciled = failover + t.control_plane_notice + t.move_secondary_ip.max(t.replace_route);
+    assert!(within_one_probe(back, reconciled, probe), "{back:?}");
+    let failed = vmcnet::time::Instant::from_millis(1_000);
+    assert_eq!(took(&r, "make edge-2 the active Edge"), failed + failover);
     // ENIs in use: 3, then 2 once vSphere HA declares esxi-2 dead and its ENI is detached, then
     // 3 when the replacement host takes an available one.
     assert_eq!(r.before.sddc_enis_in_use(), 3);
-    let failed = vmcnet::time::Instant::from_millis(1_000);
     assert_eq!(
         took(&r, "detach eni-2"),
         failed + t.ha_host_dead + t.eni_reattach / 2
@@ -644,15 +669,19 @@ fn bfd_split_brain_makes_both_edges_active_until_healed() {
     let r = run(&topo, &drill("bfd-split-brain"));
     assert!(r.passed, "{r}");
     let t = &topo.timing;
-    // The cut at 1 s falls on a BFD instant: edge-2 last heard edge-1 one interval before.
+    // The cut at 1 s falls on a BFD instant: edge-2 last heard edge-1 one interval before,
+    // when that packet arrived.
     let cut = vmcnet::time::Instant::from_millis(1_000);
-    let promoted = cut + t.bfd_interval * (t.bfd_multiplier - 1) + t.promotion;
+    let path = bfd_path(&topo);
+    let promoted = cut + t.bfd_interval * (t.bfd_multiplier - 1) + path + t.promotion;
     assert_eq!(took(&r, "edge-2 takes the active role"), promoted);
-    // Nothing made edge-1 step down until BFD came back: then one interval later.
+    // Nothing made edge-1 step down until BFD came back: the heal at 20 s falls on a BFD
+    // instant, whose packets (Down) make both sessions Init; the next ones (Init), an interval
+    // later, make them Up.
     let healed = vmcnet::time::Instant::from_millis(20_000);
     assert_eq!(
         took(&r, "edge-1 steps down to standby"),
-        healed + t.bfd_interval
+        healed + t.bfd_interval + path
     );
     assert!(!r
         .timeline
@@ -663,14 +692,25 @@ fn bfd_split_brain_makes_both_edges_active_until_healed() {
         took(&r, "assign secondary IP 172.31.0.30 to eni-3"),
         promoted + t.control_plane_notice + t.move_secondary_ip
     );
+    // The gap between the two calls, off the probes' millisecond grid by the BFD path.
     let [there, back] = outages(&r);
     assert_eq!(there, Duration::ZERO);
-    assert_eq!(back, t.replace_route - t.move_secondary_ip);
-    // With the IP and the routes moving at once, split brain costs nothing either way.
+    let gap = t.replace_route - t.move_secondary_ip;
+    assert!(
+        within_one_probe(back, gap, Duration::from_millis(1)),
+        "{back:?}"
+    );
+    // With the IP and the routes moving at once, split brain costs nothing either way but
+    // what is in flight at that instant: a probe the VPC router sent to the old host's ENI
+    // just before, which finds the address gone when it gets there.
     let mut even = topo.clone();
     even.timing.move_secondary_ip = even.timing.replace_route;
     let [there, back] = outages(&run(&even, &drill("bfd-split-brain")));
-    assert_eq!((there, back), (Duration::ZERO, Duration::ZERO));
+    assert_eq!(there, Duration::ZERO);
+    assert!(
+        within_one_probe(back, Duration::ZERO, Duration::from_millis(1)),
+        "{back:?}"
+    );
 }
 
 /// Every shipped drill file, cut short anywhere, missing any line, or with any value replaced
@@ -749,4 +789,173 @@ fn hostile_drill_files_are_errors_or_drills_never_panics() {
             .retain(|t| matches!(t, vmcnet::drill::Traffic::Probe { .. }));
         let _ = run_drill(&topo, &d, &RunOptions::default());
     }
+}
+
+/// BFD runs as packets: control packets cross the overlay between the Edges' hosts in Geneve
+/// on the HA segment's VNI, one an interval each way, with TTL 255 to UDP 3784.
+#[test]
+fn bfd_crosses_the_overlay_between_the_edges_hosts_once_an_interval_each_way() {
+    use vmcnet::capture::MemorySink;
+    use vmcnet::control::{Lab, HA_VNI};
+    let topo = default_topo();
+    let mut lab = Lab::build(&topo, 1);
+    let standby = &topo.sddc.edges.standby;
+    let link = lab
+        .sim
+        .link_by_name(&link_name(&standby.host, UNDERLAY))
+        .expect("the standby's host's underlay link");
+    lab.sim.capture(link, Box::new(MemorySink::default()));
+    let end = vmcnet::time::Instant::from_millis(10_000);
+    lab.run_until(end);
+    let sink = lab.sim.take_capture(link).unwrap();
+    let mem = (sink as Box<dyn std::any::Any>)
+        .downcast::<MemorySink>()
+        .unwrap();
+    let mut from = std::collections::BTreeMap::new();
+    for (_, f) in &mem.frames {
+        let outer = etherparse::SlicedPacket::from_ethernet(f).unwrap();
+        let Some(etherparse::TransportSlice::Udp(udp)) = outer.transport else {
+            continue;
+        };
+        let geneve = udp.payload();
+        let vni = u32::from_be_bytes([0, geneve[4], geneve[5], geneve[6]]);
+        let inner = &geneve[8 + usize::from(geneve[0] & 0x3f) * 4..];
+        let Ok(inner) = etherparse::SlicedPacket::from_ethernet(inner) else {
+            continue;
+        };
+        let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Udp(u))) =
+            (inner.net, inner.transport)
+        else {
+            continue;
+        };
+        if u.destination_port() != 3784 {
+            continue;
+        }
+        assert_eq!(vni, HA_VNI, "BFD rides the HA segment");
+        assert_eq!(ip.header().ttl(), 255);
+        *from.entry(ip.header().source_addr()).or_insert(0u64) += 1;
+    }
+    // Sent at 0, 0.5, …, 10 s: each direction's last may still be in flight at the end.
+    let sent = end.as_nanos() / topo.timing.bfd_interval.as_nanos() as u64 + 1;
+    assert_eq!(from.len(), 2, "{from:?}");
+    for (src, n) in from {
+        assert!(n == sent || n == sent - 1, "{src}: {n} of {sent}");
+    }
+}
+
+/// The standby reacts to what BFD's packets tell it, not to the action that stopped them:
+/// unplugging its HA vNIC alone makes it take the active role, after the detection time
+/// counted from the last packet to arrive; a slower underlay moves that instant by exactly
+/// the extra delay.
+#[test]
+fn losing_the_ha_link_alone_promotes_the_standby_when_bfd_says_so() {
+    use vmcnet::control::Lab;
+    let unplug_at = vmcnet::time::Instant::from_millis(3_200);
+    let promoted_at = |topo: &Topology| {
+        let mut lab = Lab::build(topo, 1);
+        lab.set_sddc_automation(true);
+        lab.run_until(unplug_at);
+        let standby = lab.model.edge(&topo.sddc.edges.standby.name).unwrap();
+        let link = standby.ha.link;
+        lab.sim.disconnect(link);
+        lab.run_until(unplug_at + Duration::from_secs(5));
+        let took = lab
+            .timeline()
+            .iter()
+            .find(|e| matches!(&e.action, Action::PromoteEdge { edge } if *edge == standby_name(topo)))
+            .and_then(|e| e.took_effect_at);
+        took.expect("the standby took the active role")
+    };
+    let topo = default_topo();
+    let t = &topo.timing;
+    // The last packet through left at 3.0 s.
+    let last = vmcnet::time::Instant::from_millis(3_000) + bfd_path(&topo);
+    let detect = t.bfd_interval * t.bfd_multiplier;
+    assert_eq!(promoted_at(&topo), last + detect + t.promotion);
+    let mut slow = topo.clone();
+    let extra = Duration::from_micros(700);
+    let name = link_name(&slow.sddc.edges.active.host, UNDERLAY);
+    let spec = vmcnet_topo::LinkOpt {
+        delay: Some(slow.links.spec(&name, LinkKind::Underlay).delay + extra),
+        ..Default::default()
+    };
+    slow.links.overrides.insert(name, spec);
+    assert_eq!(bfd_path(&slow), bfd_path(&topo) + extra);
+    assert_eq!(promoted_at(&slow), last + extra + detect + t.promotion);
+}
+
+fn standby_name(topo: &Topology) -> String {
+    topo.sddc.edges.standby.name.clone()
+}
+
+/// An Edge vMotion whose stun outlasts BFD's detection time fails over, as NSX does: the
+/// standby takes the role while the active one is stunned, and when the moved Edge resumes and
+/// BFD comes back up, the one active longer steps down. A stun within the detection time
+/// changes no role.
+#[test]
+fn an_edge_vmotion_stun_longer_than_bfd_dead_fails_over() {
+    let topo = default_topo();
+    let roles = |stun: Duration| {
+        let mut topo = topo.clone();
+        topo.timing.vmotion_stun = stun;
+        let r = run(&topo, &drill("edge-vmotion"));
+        r.timeline
+            .iter()
+            .filter(|e| {
+                let s = e.action.to_string();
+                s.contains("active role") || s.contains("steps down")
+            })
+            .map(|e| (e.action.to_string(), e.took_effect_at))
+            .collect::<Vec<_>>()
+    };
+    let t = &topo.timing;
+    let dead = t.bfd_interval * t.bfd_multiplier;
+    assert_eq!(roles(dead - t.bfd_interval), vec![]);
+    let long = roles(dead + t.bfd_interval * 2);
+    assert_eq!(long.len(), 2, "{long:?}");
+    assert!(
+        long[0].0.starts_with("edge-2 takes the active role"),
+        "{long:?}"
+    );
+    assert!(long[1].0.starts_with("edge-1 steps down"), "{long:?}");
+    assert!(long[0].1 < long[1].1);
+}
+
+/// BFD back up before the standby's promotion takes effect (a promotion slower than an
+/// interval): no notice comes once the promotion lands, so the control plane checks the
+/// session then, and the Edge active longer steps down at once rather than staying split.
+#[test]
+fn bfd_healed_while_a_promotion_is_under_way_leaves_one_active_edge() {
+    let mut topo = default_topo();
+    topo.timing.promotion = topo.timing.bfd_interval * 3;
+    let src = r#"
+name = "flap"
+description = "BFD cut, then healed before the promotion lands"
+seed = 1
+
+[[action]]
+kind = "cut-bfd"
+at = "1s"
+
+[[action]]
+kind = "heal-bfd"
+at = "2100ms"
+
+[[traffic]]
+kind = "probe"
+from = "web-1"
+to = "ec2-1"
+start = "500ms"
+duration = "6s"
+interval = "10ms"
+"#;
+    let d = DrillFile::parse(src, "flap.toml").unwrap();
+    let r = run(&topo, &d);
+    let promoted = took(&r, "edge-2 takes the active role");
+    let stepped = took(&r, "edge-1 steps down to standby");
+    assert_eq!(stepped, promoted, "{r}");
+    // Up again an interval after the first packets through, before the promotion landed.
+    let t = &topo.timing;
+    let up = vmcnet::time::Instant::from_millis(2_500) + t.bfd_interval + bfd_path(&topo);
+    assert!(up < promoted);
 }

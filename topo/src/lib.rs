@@ -16,7 +16,7 @@ pub mod validate;
 
 pub use links::{
     instance_eni_id, link_name, ByteSize, LinkKind, LinkOpt, LinkSpec, Links, PlannedLink, Rate,
-    UNDERLAY, VPC_ROUTER,
+    EDGE_HA_IFACE, EDGE_UPLINK_IFACE, UNDERLAY, VPC_ROUTER,
 };
 pub use model::*;
 pub use validate::{name_ok, FieldPath, TopoError, Violation};

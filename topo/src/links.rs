@@ -414,6 +414,11 @@ impl Links {
     }
 }
 
+/// The name of an Edge's uplink interface (its link is `<edge>.uplink--<host>`).
+pub const EDGE_UPLINK_IFACE: &str = "uplink";
+/// The name of an Edge's HA interface, which BFD to the other Edge runs on.
+pub const EDGE_HA_IFACE: &str = "ha";
+
 /// The name of the link between nodes `a` and `b`.
 pub fn link_name(a: &str, b: &str) -> String {
     format!("{a}--{b}")
@@ -462,7 +467,7 @@ impl Topology {
         let e = &self.sddc.edges;
         for edge in [&e.active, &e.standby] {
             add(
-                &format!("{}.uplink", edge.name),
+                &format!("{}.{EDGE_UPLINK_IFACE}", edge.name),
                 &edge.host,
                 LinkKind::Uplink,
             );
@@ -473,6 +478,11 @@ impl Topology {
                     LinkKind::Vnic,
                 );
             }
+            add(
+                &format!("{}.{EDGE_HA_IFACE}", edge.name),
+                &edge.host,
+                LinkKind::Vnic,
+            );
         }
         v
     }

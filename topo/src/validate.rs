@@ -485,6 +485,17 @@ fn names(topo: &Topology) -> Check {
         }
         seen.insert(name.to_string(), field.to_string());
     }
+    // An Edge's interfaces are named after their segments, beside its uplink and HA ones.
+    for (i, segment) in topo.sddc.segments.iter().enumerate() {
+        let reserved = [crate::links::EDGE_UPLINK_IFACE, crate::links::EDGE_HA_IFACE];
+        if reserved.contains(&segment.name.as_str()) {
+            let field = FieldPath::new("sddc.segments").index(i).key("name");
+            return Err(field.violation(format!(
+                "`{}` names an interface of every Edge; a segment may not take it",
+                segment.name
+            )));
+        }
+    }
     // Each instance's ENI takes a name of its own: `eni-<instance>`.
     for (i, instance) in topo.vpc.instances.iter().enumerate() {
         let field = FieldPath::new("vpc.instances").index(i).key("name");

@@ -766,6 +766,22 @@ fn rejects_an_edge_outside_cluster_1() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+fn rejects_a_segment_named_after_an_edge_interface() {
+    for reserved in ["uplink", "ha"] {
+        let text = edit(
+            "name = \"sddc-cgw-network-2\"",
+            &format!("name = \"{reserved}\""),
+        );
+        rejects(
+            &text,
+            "sddc.segments[1].name",
+            25,
+            &format!("`{reserved}` names an interface of every Edge; a segment may not take it"),
+        );
+    }
+}
+
+#[test]
 fn rejects_duplicate_names() {
     let unique = "every name must be unique";
     let text = edit("name = \"web-1\"", "name = \"esxi-1\"");

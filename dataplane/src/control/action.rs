@@ -18,8 +18,8 @@ use super::{Lab, Maintenance};
 use crate::node::edge::{EdgeIface, IfaceRole};
 use crate::node::host::Vnic;
 use crate::node::vpc_router::VpcTarget;
-use crate::node::Change;
 use crate::node::Port;
+use crate::node::{Change, Notice};
 use crate::runtime::sim::{LinkId, NodeId, Sim, Stop};
 use crate::time::Instant;
 use vmcnet_topo::Gateway;
@@ -205,19 +205,6 @@ impl Action {
     }
 }
 
-/// When the standby declares its peer dead if BFD stops getting through at `now`: BFD packets
-/// go at the multiples of `bfd_interval` (one due at `now` is lost), and the peer is dead
-/// `bfd_multiplier` intervals after the last one received (the session's start, at 0, if none).
-fn bfd_declared_dead(now: Instant, t: &Timing) -> Instant {
-    let i = t.bfd_interval.as_nanos().clamp(1, u128::from(u64::MAX)) as u64;
-    let last = now
-        .as_nanos()
-        .div_ceil(i)
-        .saturating_mul(i)
-        .saturating_sub(i);
-    (Instant::from_nanos(last) + t.bfd_interval * t.bfd_multiplier).max(now)
-}
-
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -351,58 +338,107 @@ impl Lab {
         self.automation = on;
     }
 
+    /// NSX's reaction to what an Edge's BFD session told: a standby that lost its peer takes
+    /// the active role after `promotion` (alone if the active one is gone, beside it if it
+    /// still runs: split brain); when the session comes back up between two active Edges,
+    /// the one active longer steps down (assumed: the newer keeps the role, as the control
+    /// plane already follows it).
+    fn on_notice(&mut self, node: NodeId, notice: Notice) {
+        let Some(e) = self.model.edges.iter().find(|e| e.node == node) else {
+            return;
+        };
+        if !self.automation || !self.model.edge_runs(e) || e.stunned {
+            return;
+        }
+        let now = self.sim.now();
+        match notice {
+            Notice::BfdDown if !e.active => {
+                let edge = e.name.clone();
+                let take = match self.model.active_edge() {
+                    None => Action::SetActiveEdge { edge },
+                    Some(_) => Action::PromoteEdge { edge },
+                };
+                self.request(now, take).expect("a known Edge");
+            }
+            Notice::BfdUp => self.resolve_dual_active(),
+            Notice::BfdDown => {}
+        }
+    }
+
+    /// Two active Edges that hear each other: the one active longer steps down now.
+    fn resolve_dual_active(&mut self) {
+        let actives: Vec<_> = self
+            .model
+            .edges
+            .iter()
+            .filter(|e| e.active && self.model.edge_runs(e))
+            .map(|e| (e.promoted, e.name.clone()))
+            .collect();
+        if actives.len() > 1 {
+            let older = actives.iter().min().expect("two").1.clone();
+            let now = self.sim.now();
+            self.request(now, Action::StandbyEdge { edge: older })
+                .expect("a known Edge");
+        }
+    }
+
+    /// Whether the Edges' BFD sessions are up: each Edge that runs has one, and it is Up.
+    fn bfd_up(&self) -> bool {
+        let m = &self.model;
+        m.edges.iter().filter(|e| m.edge_runs(e)).all(|e| {
+            self.sim
+                .get::<crate::node::edge::Edge>(e.node)
+                .and_then(|n| n.bfd())
+                .is_some_and(|s| s.state() == crate::wire::bfd::State::Up)
+        })
+    }
+
+    /// Start a BFD session on each Edge that came to run (a fresh one, as a VM that boots), end
+    /// the session of each that stopped; and keep the HA links dark while BFD is cut.
+    fn program_bfd(&mut self, ran: &[bool]) {
+        let mut changes = Vec::new();
+        for (e, &was) in self.model.edges.iter().zip(ran) {
+            let runs = self.model.edge_runs(e);
+            if runs != was {
+                let cfg = runs
+                    .then(|| super::bfd_config(&self.model, e, &self.topo.timing))
+                    .flatten();
+                changes.push((e.node, Change::EdgeBfd(cfg)));
+            }
+        }
+        for (node, c) in changes {
+            self.configure(node, c);
+        }
+        if self.bfd_cut {
+            let links: Vec<_> = self.model.edges.iter().map(|e| e.ha.link).collect();
+            for l in links {
+                self.sim.disconnect(l);
+            }
+        }
+    }
+
+    /// Plug back the HA links that BFD's cut left dark: those of Edges whose links are up.
+    fn heal_bfd(&mut self) {
+        let m = &self.model;
+        let links: Vec<_> = m
+            .edges
+            .iter()
+            .filter(|e| m.edge_runs(e) && !e.stunned)
+            .map(|e| e.ha.link)
+            .collect();
+        for l in links {
+            self.sim.reconnect(l);
+        }
+    }
+
     /// NSX's and vSphere's reactions to an action that took effect now.
     fn react(&mut self, a: &Action) {
         let now = self.sim.now();
         let t = self.topo.timing.clone();
-        if matches!(a, Action::StopEdge { .. } | Action::FailHost { .. })
-            && self.model.active_edge().is_none()
-        {
-            // BFD: packets every bfd_interval (at its multiples); the standby declares its peer
-            // dead bfd_multiplier intervals after the last one it received.
-            let standby = self
-                .model
-                .edges
-                .iter()
-                .find(|e| self.model.edge_runs(e) && !e.stunned)
-                .map(|e| e.name.clone());
-            if let Some(edge) = standby {
-                let dead = bfd_declared_dead(now, &t);
-                self.request(dead, Action::SetActiveEdge { edge })
-                    .expect("a known Edge");
-            }
-        }
-        if matches!(a, Action::CutBfd) {
-            // The standby stops hearing the active one: it declares it dead as if it had
-            // stopped, and takes the role too (dual active).
-            let standby = self
-                .model
-                .edges
-                .iter()
-                .find(|e| !e.active && self.model.edge_runs(e) && !e.stunned)
-                .map(|e| e.name.clone());
-            if let (Some(edge), true) = (standby, self.model.active_edge().is_some()) {
-                let dead = bfd_declared_dead(now, &t);
-                self.request(dead, Action::PromoteEdge { edge })
-                    .expect("a known Edge");
-            }
-        }
-        if matches!(a, Action::HealBfd) {
-            // BFD's first packet through tells each Edge of the other: the one that has been
-            // active longer steps down (assumed: the newer active keeps the role, as the
-            // control plane already follows it).
-            let actives: Vec<_> = self
-                .model
-                .edges
-                .iter()
-                .filter(|e| e.active && self.model.edge_runs(e))
-                .map(|e| (e.promoted, e.name.clone()))
-                .collect();
-            if actives.len() > 1 {
-                let older = actives.iter().min().expect("two").1.clone();
-                self.request(now + t.bfd_interval, Action::StandbyEdge { edge: older })
-                    .expect("a known Edge");
-            }
+        if matches!(a, Action::PromoteEdge { .. }) && self.bfd_up() {
+            // BFD came back while the promotion was on its way: the session is up already, so
+            // no notice will come.
+            self.resolve_dual_active();
         }
         if let Action::FailHost { host } = a {
             let dead = now + t.ha_host_dead;
@@ -735,6 +771,11 @@ impl Lab {
         loop {
             match self.sim.run_while(deadline, &mut done) {
                 Stop::Control { token, .. } => self.apply(token as usize),
+                Stop::Notice => {
+                    for (node, notice) in self.sim.take_notices() {
+                        self.on_notice(node, notice);
+                    }
+                }
                 stop => return stop,
             }
         }
@@ -808,6 +849,12 @@ impl Lab {
             return;
         }
         let watched = self.watched();
+        let ran: Vec<bool> = self
+            .model
+            .edges
+            .iter()
+            .map(|e| self.model.edge_runs(e))
+            .collect();
         let result = match &action {
             Action::AssignSecondaryIp { eni, ip } => self.assign_secondary_ip(eni, *ip),
             Action::CreateRoute { dest, eni } => self.set_route(*dest, Some(eni), false),
@@ -828,6 +875,7 @@ impl Lab {
             Action::HealBfd if !self.bfd_cut => Err("BFD is not cut".into()),
             Action::HealBfd => {
                 self.bfd_cut = false;
+                self.heal_bfd();
                 Ok(())
             }
             Action::StopEdge { edge } => self.stop_edge(edge),
@@ -857,6 +905,7 @@ impl Lab {
         if result.is_ok() {
             self.progress_hosts();
         }
+        self.program_bfd(&ran);
         if result.is_ok() && self.automation {
             self.react(&action);
         }
@@ -1118,31 +1167,59 @@ impl Lab {
         for l in &e.links {
             self.sim.disconnect(*l);
         }
-        // The uplink first, then the segments, as the Edge's ports run.
-        let mut ifaces = vec![(0 as Port, e.uplink_port, None, "uplink".to_string())];
+        // Which of the Edge's interfaces a vNIC is.
+        #[derive(Clone, Copy)]
+        enum Iface {
+            Uplink,
+            Segment(usize),
+            Ha,
+        }
+        // The uplink first, then the segments, as the Edge's ports run; the HA interface's
+        // port lies among the segments', but the order of plugging does not matter.
+        let mut ifaces = vec![(
+            0 as Port,
+            e.uplink_port,
+            Iface::Uplink,
+            "uplink".to_string(),
+        )];
         for (i, s) in e.segment_ifaces.iter().enumerate() {
             let seg = &self.model.segments[i];
             ifaces.push((
                 s.edge_port,
                 s.host_port,
-                Some((i, seg.vni)),
+                Iface::Segment(i),
                 seg.name.clone(),
             ));
         }
+        let ha = (
+            e.ha.edge_port,
+            e.ha.host_port,
+            Iface::Ha,
+            super::HA_IFACE.into(),
+        );
+        ifaces.push(ha);
         let mut links = Vec::new();
         let mut uplink_port = e.uplink_port;
         let mut announce = Vec::new();
-        for (edge_port, old_port, seg, iface) in ifaces {
+        for (edge_port, old_port, which, iface) in ifaces {
             self.configure(old_node, Change::HostUnplug { port: old_port });
             self.model.set_vnic(&e.host, old_port, None);
             let port = self.model.free_port(host).expect("checked");
-            let mac = match seg {
-                Some((i, _)) => e.segment_ifaces[i].mac,
-                None => e.uplink_mac,
+            let mac = match which {
+                Iface::Segment(i) => e.segment_ifaces[i].mac,
+                Iface::Ha => e.ha.mac,
+                Iface::Uplink => e.uplink_mac,
             };
-            let (attach, kind) = match seg {
-                Some((_, vni)) => (crate::node::host::Attachment::Segment(vni), LinkKind::Vnic),
-                None => (crate::node::host::Attachment::Uplink, LinkKind::Uplink),
+            let (attach, kind) = match which {
+                Iface::Segment(i) => {
+                    let vni = self.model.segments[i].vni;
+                    (crate::node::host::Attachment::Segment(vni), LinkKind::Vnic)
+                }
+                Iface::Ha => (
+                    crate::node::host::Attachment::Segment(super::HA_VNI),
+                    LinkKind::Vnic,
+                ),
+                Iface::Uplink => (crate::node::host::Attachment::Uplink, LinkKind::Uplink),
             };
             let name = format!("{edge}/{iface}");
             let vnic = Vnic {
@@ -1155,14 +1232,18 @@ impl Lab {
             let link_name = link_name(&format!("{edge}.{iface}"), host);
             let link = self.plug(&link_name, kind, ((e.node, edge_port), (new_node, port)));
             links.push(link);
-            match seg {
-                Some((i, _)) => {
-                    let f = self.model.edge_mut(edge).expect("checked");
+            let f = self.model.edge_mut(edge).expect("checked");
+            match which {
+                Iface::Segment(i) => {
                     f.segment_ifaces[i].host_port = port;
                     f.segment_ifaces[i].link = link;
                     announce.push(port);
                 }
-                None => uplink_port = port,
+                Iface::Ha => {
+                    f.ha.host_port = port;
+                    f.ha.link = link;
+                }
+                Iface::Uplink => uplink_port = port,
             }
         }
         let f = self.model.edge_mut(edge).expect("checked");
@@ -1201,6 +1282,9 @@ impl Lab {
         let m = &self.model;
         if m.segments.iter().any(|s| s.name == name) {
             return Err(format!("a segment is named {name} already"));
+        }
+        if [vmcnet_topo::EDGE_UPLINK_IFACE, super::HA_IFACE].contains(&name) {
+            return Err(format!("{name} names an interface of every Edge"));
         }
         if let Some(s) = m.segments.iter().find(|s| overlaps(s.cidr, cidr)) {
             return Err(format!("{cidr} overlaps segment {} ({})", s.name, s.cidr));

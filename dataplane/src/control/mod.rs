@@ -9,7 +9,8 @@
 //!
 //! Addresses and names that the topology leaves implicit are fixed here:
 //! - host TEPs: the second quarter of the management CIDR, host n at offset n (10.2.64.1, …);
-//! - segment VNIs: 69632 + the segment's index (NSX's range);
+//! - segment VNIs: 69632 + the segment's index (NSX's range); 69631 for the segment between
+//!   the Edges' HA interfaces, with 169.254.0.0/30 on it;
 //! - an EC2 instance's ENI: `eni-<instance>`; the S3 gateway endpoint: `vpce-s3`;
 //! - MACs: locally administered, `02:<kind>:<index>`.
 
@@ -23,6 +24,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use vmcnet_topo::{link_name, nth_addr, vpc_router_ip, LinkKind, Topology};
 
+use crate::node::bfd::BfdConfig;
 use crate::node::edge::{Edge, EdgeConfig, EdgeIface, IfaceRole};
 use crate::node::endpoint::{Endpoint, EndpointConfig, EndpointKind};
 use crate::node::eni::{self, Eni};
@@ -48,6 +50,17 @@ pub const S3_ENDPOINT_ID: &str = "vpce-s3";
 pub const S3_PREFIX_LIST_ID: &str = "pl-s3";
 /// First VNI handed to segments.
 pub const FIRST_VNI: Vni = 69632;
+/// The VNI of the overlay segment between the Edges' HA interfaces, which BFD runs on: below
+/// the segments' range, never handed to a segment.
+pub const HA_VNI: Vni = FIRST_VNI - 1;
+/// The link-local network of the Edges' HA interfaces: the first Edge (the topology's active
+/// one) takes its first address, the other its second.
+pub const HA_NET: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(169, 254, 0, 0), 30) {
+    Ok(n) => n,
+    Err(_) => panic!("a /30"),
+};
+/// The name of an Edge's HA interface (`<edge>.ha`); no segment may take it.
+pub const HA_IFACE: &str = vmcnet_topo::EDGE_HA_IFACE;
 
 pub(crate) mod mac_kind {
     pub const TEP: u8 = 0x10;
@@ -579,6 +592,16 @@ impl<'t> Builder<'t> {
                     mtu: mtu(&s.name, LinkKind::Vnic),
                 });
             }
+            // After the segments: interfaces of segments added later take the ports after it.
+            let ha_ip = nth_addr(HA_NET, 1 + self.model.edges.len() as u32);
+            ifaces.push(EdgeIface {
+                name: HA_IFACE.into(),
+                mac: self.mac(mac_kind::EDGE),
+                ip: ha_ip,
+                net: HA_NET,
+                role: IfaceRole::Ha,
+                mtu: mtu(HA_IFACE, LinkKind::Vnic),
+            });
             let mut edge = Edge::new(EdgeConfig {
                 name: vm.name.clone(),
                 ifaces: ifaces.clone(),
@@ -595,10 +618,12 @@ impl<'t> Builder<'t> {
             let mut uplink_port = 0;
             let mut links = Vec::new();
             let mut segment_ifaces = Vec::new();
+            let mut ha = None;
             for (k, ifc) in ifaces.iter().enumerate() {
                 let attach = match ifc.role {
                     IfaceRole::Uplink => Attachment::Uplink,
                     IfaceRole::Segment => Attachment::Segment(segment_vni(k - 1)),
+                    IfaceRole::Ha => Attachment::Segment(HA_VNI),
                 };
                 let vnic = Vnic {
                     name: format!("{}/{}", vm.name, ifc.name),
@@ -617,17 +642,20 @@ impl<'t> Builder<'t> {
                 let iface = format!("{}.{}", vm.name, ifc.name);
                 let kind = match ifc.role {
                     IfaceRole::Uplink => LinkKind::Uplink,
-                    IfaceRole::Segment => LinkKind::Vnic,
+                    IfaceRole::Segment | IfaceRole::Ha => LinkKind::Vnic,
                 };
                 let link = self.link(kind, (&iface, eid, k as u16), (&vm.host, hid, port));
                 links.push(link);
-                if ifc.role == IfaceRole::Segment {
-                    segment_ifaces.push(EdgeSegmentIface {
-                        mac: ifc.mac,
-                        edge_port: k as Port,
-                        host_port: port,
-                        link,
-                    });
+                let on_segment = EdgeSegmentIface {
+                    mac: ifc.mac,
+                    edge_port: k as Port,
+                    host_port: port,
+                    link,
+                };
+                match ifc.role {
+                    IfaceRole::Segment => segment_ifaces.push(on_segment),
+                    IfaceRole::Ha => ha = Some(on_segment),
+                    IfaceRole::Uplink => {}
                 }
                 self.model.set_vnic(&vm.host, port, Some(vnic_name));
             }
@@ -644,10 +672,18 @@ impl<'t> Builder<'t> {
                 uplink_mac: ifaces[0].mac,
                 next_port: ifaces.len() as Port,
                 segment_ifaces,
+                ha: ha.expect("an HA interface"),
+                ha_ip,
             });
             if active {
                 self.assign_uplink_ip(router, &vm.host);
             }
+        }
+        // Both Edges run: each starts its BFD session to the other.
+        for e in &self.model.edges {
+            let cfg = bfd_config(&self.model, e, &t.timing);
+            let edge: &mut Edge = self.plan.get_mut(e.node).expect("edge");
+            edge.set_bfd(Instant::ZERO, cfg);
         }
     }
 
@@ -668,6 +704,25 @@ impl<'t> Builder<'t> {
         let r: &mut VpcRouter = self.plan.get_mut(router).expect("router");
         r.assign_ip(&eni.id, t.sddc.edges.uplink_ip);
     }
+}
+
+/// The BFD session `edge` runs to the other Edge, if there is one: on its HA interface, every
+/// `bfd_interval`, down after `bfd_multiplier` missed.
+pub(crate) fn bfd_config(m: &Model, edge: &EdgeFact, t: &vmcnet_topo::Timing) -> Option<BfdConfig> {
+    let (k, _) = m
+        .edges
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.name == edge.name)?;
+    let peer = m.edges.iter().find(|e| e.name != edge.name)?;
+    Some(BfdConfig {
+        port: edge.ha.edge_port,
+        local: (edge.ha.mac, edge.ha_ip),
+        peer: (peer.ha.mac, peer.ha_ip),
+        interval: t.bfd_interval,
+        multiplier: u8::try_from(t.bfd_multiplier).unwrap_or(u8::MAX),
+        discriminator: k as u32 + 1,
+    })
 }
 
 /// A static route of Tier-0.

@@ -100,6 +100,9 @@ pub struct EdgeFact {
     pub segment_ifaces: Vec<EdgeSegmentIface>,
     /// The port its next interface will take.
     pub next_port: Port,
+    /// Its HA interface, on the overlay segment BFD runs on, and that interface's address.
+    pub ha: EdgeSegmentIface,
+    pub ha_ip: Ipv4Addr,
 }
 
 /// An Edge's interface on a segment: its MAC, its port on the Edge and on the host, its link.
@@ -226,6 +229,9 @@ impl Model {
             d.address(vni, v.ip, v.mac);
         }
         for e in &self.edges {
+            if let Some(tep) = tep_of(&e.host) {
+                d.place(super::HA_VNI, e.ha.mac, tep);
+            }
             for (seg, ifc) in self.segments.iter().zip(&e.segment_ifaces) {
                 if let Some(tep) = tep_of(&e.host) {
                     d.place(seg.vni, ifc.mac, tep);

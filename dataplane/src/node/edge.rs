@@ -17,6 +17,10 @@
 //!
 //! A standby Edge forwards nothing and answers nothing until it is made active; a demoted Edge
 //! drops what it held for ARP.
+//!
+//! In either role an Edge runs BFD ([`super::bfd`]) to the other Edge on its HA interface, which
+//! nothing is routed on, and tells the control plane ([`Notice`]) when the session comes up or
+//! goes down: the control plane decides what follows (NSX's failover).
 
 use std::net::Ipv4Addr;
 
@@ -24,8 +28,9 @@ use ipnet::Ipv4Net;
 use rustc_hash::FxHashMap;
 
 use super::arp_cache::{ArpCache, Enqueued};
+use super::bfd::{BfdConfig, BfdCounters, Session, Transition};
 use super::route::RouteTable;
-use super::{Change, Counters, Node, Outbox, Port};
+use super::{Change, Counters, Node, Notice, Outbox, Port};
 use crate::counters;
 use crate::time::Instant;
 use crate::wire::arp::{Arp, OP_REPLY, OP_REQUEST};
@@ -40,6 +45,9 @@ pub enum IfaceRole {
     Uplink,
     /// A segment's gateway (CGW or MGW).
     Segment,
+    /// The link to the other Edge that BFD runs on (NSX's HA interface): an overlay segment of
+    /// its own, link-local addresses, nothing routed.
+    Ha,
 }
 
 /// One interface of the Edge.
@@ -295,6 +303,10 @@ pub struct Edge {
     snat: Snat,
     /// Ports whose interface was removed.
     removed: Vec<usize>,
+    /// The BFD session to the other Edge, while the Edge runs and has one.
+    bfd: Option<Session>,
+    /// The BFD counters of sessions past, carried into the next.
+    bfd_counters: BfdCounters,
     pub counters: EdgeCounters,
 }
 
@@ -302,7 +314,8 @@ impl Edge {
     /// A new Edge with a connected route per interface; standby until [`Edge::set_active`].
     pub fn new(cfg: EdgeConfig) -> Self {
         let mut routes = RouteTable::new();
-        for (i, ifc) in cfg.ifaces.iter().enumerate() {
+        let routed = |i: &&EdgeIface| i.role != IfaceRole::Ha;
+        for (i, ifc) in cfg.ifaces.iter().enumerate().filter(|(_, i)| routed(i)) {
             let r = EdgeRoute {
                 iface: i,
                 next_hop: NextHop::Connected,
@@ -315,10 +328,11 @@ impl Edge {
             .iter()
             .find(|i| i.role == IfaceRole::Uplink)
             .map(|i| i.ip);
-        let own_ips = cfg.ifaces.iter().map(|i| i.ip).collect();
+        let own_ips = cfg.ifaces.iter().filter(routed).map(|i| i.ip).collect();
         let directed_broadcasts = cfg
             .ifaces
             .iter()
+            .filter(routed)
             .filter(|i| i.net.prefix_len() < 31)
             .map(|i| i.net.broadcast())
             .collect();
@@ -332,13 +346,62 @@ impl Edge {
             arp: ArpCache::default(),
             snat: Snat::new(external),
             removed: Vec::new(),
+            bfd: None,
+            bfd_counters: BfdCounters::default(),
             counters: EdgeCounters::default(),
+        }
+    }
+
+    /// Start a new BFD session to the other Edge at `now` (Down, as a VM that starts), or
+    /// (`None`) end the one running (the VM is dead).
+    pub fn set_bfd(&mut self, now: Instant, cfg: Option<BfdConfig>) {
+        if let Some(old) = self.bfd.take() {
+            self.bfd_counters = old.counters;
+        }
+        self.bfd = cfg.map(|c| {
+            let mut s = Session::new(c, now);
+            s.counters = self.bfd_counters.clone();
+            s
+        });
+    }
+
+    /// The BFD session, if one runs.
+    pub fn bfd(&self) -> Option<&Session> {
+        self.bfd.as_ref()
+    }
+
+    /// A frame on the BFD session's port.
+    fn on_bfd(&mut self, now: Instant, frame: &Frame, out: &mut Outbox) {
+        let Some(s) = self.bfd.as_mut() else {
+            return;
+        };
+        if let Some(t) = s.receive(now, frame) {
+            out.notify(notice(t));
+        }
+    }
+
+    /// The BFD session's timers: declare the peer dead, send the packet due.
+    fn poll_bfd(&mut self, now: Instant, out: &mut Outbox) {
+        let Some(s) = self.bfd.as_mut().filter(|s| s.poll_at() <= now) else {
+            return;
+        };
+        let (frame, t) = s.poll(now);
+        if let Some(f) = frame {
+            out.send(s.port(), f);
+        }
+        if let Some(t) = t {
+            out.notify(notice(t));
         }
     }
 
     /// A new interface, on the next port, with its connected route.
     pub fn add_iface(&mut self, ifc: EdgeIface) {
         let i = self.ifaces.len();
+        if ifc.role == IfaceRole::Ha {
+            // Nothing is routed on it: BFD alone runs there.
+            self.ifaces.push(ifc);
+            return;
+        }
         self.routes.insert(
             ifc.net,
             EdgeRoute {
@@ -400,7 +463,7 @@ impl Edge {
     /// sends, so that its neighbours learn where the addresses are now.
     fn announce(&mut self, out: &mut Outbox) {
         for (port, ifc) in self.ifaces.iter().enumerate() {
-            if self.removed.contains(&port) {
+            if self.removed.contains(&port) || ifc.role == IfaceRole::Ha {
                 continue;
             }
             out.send(port as Port, Arp::gratuitous(ifc.mac, ifc.ip).to_frame());
@@ -729,7 +792,7 @@ impl Node for Edge {
         &self.name
     }
 
-    fn configure(&mut self, _now: Instant, change: &Change, out: &mut Outbox) {
+    fn configure(&mut self, now: Instant, change: &Change, out: &mut Outbox) {
         match change {
             Change::EdgeActive(active) => {
                 let promoted = *active && !self.active;
@@ -740,6 +803,7 @@ impl Node for Edge {
             }
             Change::EdgeAddIface(ifc) => self.add_iface(ifc.clone()),
             Change::EdgeRemoveIface { port } => self.remove_iface(usize::from(*port)),
+            Change::EdgeBfd(cfg) => self.set_bfd(now, cfg.clone()),
             _ => {}
         }
     }
@@ -756,6 +820,10 @@ impl Node for Edge {
     }
 
     fn handle(&mut self, now: Instant, port: Port, frame: Frame, out: &mut Outbox) {
+        // BFD runs in either role.
+        if self.bfd.as_ref().is_some_and(|s| s.port() == port) {
+            return self.on_bfd(now, &frame, out);
+        }
         let port = port as usize;
         if !self.active {
             if wire::eth_dst(&frame).is_some_and(|d| d.is_group()) {
@@ -789,6 +857,7 @@ impl Node for Edge {
     }
 
     fn poll(&mut self, now: Instant, out: &mut Outbox) {
+        self.poll_bfd(now, out);
         if !self.active {
             // Demotion dropped what was held; should anything remain, it goes, unsent.
             self.drop_pending();
@@ -805,11 +874,29 @@ impl Node for Edge {
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        self.arp.next_deadline()
+        let arp = self.arp.next_deadline();
+        match self.bfd.as_ref().map(Session::poll_at) {
+            Some(b) => Some(arp.map_or(b, |a| a.min(b))),
+            None => arp,
+        }
     }
 
     fn counters(&self) -> Counters {
-        self.counters.list()
+        let mut c = self.counters.list();
+        let bfd = self
+            .bfd
+            .as_ref()
+            .map_or(&self.bfd_counters, |s| &s.counters);
+        c.extend(bfd.list());
+        c
+    }
+}
+
+/// What a BFD transition tells the control plane.
+fn notice(t: Transition) -> Notice {
+    match t {
+        Transition::Up => Notice::BfdUp,
+        Transition::Down => Notice::BfdDown,
     }
 }
 

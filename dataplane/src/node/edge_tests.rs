@@ -5,6 +5,7 @@ use etherparse::{Icmpv4Header, NetSlice, PacketBuilder, SlicedPacket, TransportS
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashSet;
+use std::time::Duration;
 
 use crate::node::arp_cache::{MAX_QUEUED, MAX_TRIES, RETRY};
 use crate::wire::checksum;
@@ -2078,4 +2079,122 @@ fn a_super_frame_to_s3_is_cut_and_each_segment_source_natted() {
     let want: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
     assert_eq!(tcp_payloads(&out), want);
     assert_eq!(lab.e.counters.snat_out, out.len() as u64);
+}
+
+// ---------------------------------------------------------------------------------------------
+// BFD between two Edges, on their HA interfaces.
+// ---------------------------------------------------------------------------------------------
+
+/// An Edge with an uplink and an HA interface (port 1), running BFD to its peer; `me` is 1 or 2.
+fn ha_edge(me: u8, active: bool) -> Edge {
+    let ha = |n: u8| {
+        (
+            MacAddr::local(0x4a, n.into()),
+            Ipv4Addr::new(169, 254, 0, n),
+        )
+    };
+    let mut ifaces = vec![EdgeIface {
+        name: "uplink".into(),
+        mac: MacAddr::local(0xed, me.into()),
+        ip: UPLINK_IP,
+        net: "172.31.0.0/24".parse().unwrap(),
+        role: IfaceRole::Uplink,
+        mtu: 1500,
+    }];
+    ifaces.push(EdgeIface {
+        name: "ha".into(),
+        mac: ha(me).0,
+        ip: ha(me).1,
+        net: "169.254.0.0/30".parse().unwrap(),
+        role: IfaceRole::Ha,
+        mtu: 1500,
+    });
+    let mut e = Edge::new(EdgeConfig {
+        name: format!("edge-{me}"),
+        ifaces,
+    });
+    e.set_active(active);
+    let cfg = BfdConfig {
+        port: 1,
+        local: ha(me),
+        peer: ha(3 - me),
+        interval: Duration::from_millis(500),
+        multiplier: 3,
+        discriminator: me.into(),
+    };
+    e.set_bfd(Instant::ZERO, Some(cfg));
+    e
+}
+
+/// Poll `e` at `now`: the frames it sent (port, frame) and what it told the control plane.
+fn poll_edge(e: &mut Edge, now: Instant) -> (Vec<(Port, Frame)>, Vec<Notice>) {
+    let mut out = Outbox::new();
+    if e.poll_at().is_some_and(|t| t <= now) {
+        e.poll(now, &mut out);
+    }
+    let notices = out.take_notices().into_iter().map(|n| n.1).collect();
+    (out.drain().collect(), notices)
+}
+
+#[test]
+fn a_standby_edge_runs_bfd_and_tells_when_its_peer_goes_silent() {
+    let mut active = ha_edge(1, true);
+    let mut standby = ha_edge(2, false);
+    let mut told = Vec::new();
+    // Both send at every half second; the active one falls silent after 3 s.
+    let silent = Instant::from_millis(3_000);
+    for k in 0..=12u64 {
+        let now = Instant::from_millis(k * 500);
+        let (from_active, _) = poll_edge(&mut active, now);
+        let (from_standby, n) = poll_edge(&mut standby, now);
+        told.extend(n.into_iter().map(|n| (now, n)));
+        assert_eq!(from_standby.len(), 1, "one BFD packet an interval");
+        let (port, f) = &from_standby[0];
+        assert_eq!(*port, 1, "out of the HA interface");
+        let p = SlicedPacket::from_ethernet(f).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = p.net else {
+            panic!("IPv4")
+        };
+        assert_eq!(ip.header().ttl(), 255);
+        assert_eq!(ip.header().source_addr(), Ipv4Addr::new(169, 254, 0, 2));
+        let mut out = Outbox::new();
+        active.handle(now, 1, f.clone(), &mut out);
+        told.extend(out.take_notices().into_iter().map(|n| (now, n.1)));
+        if now < silent {
+            for (port, f) in from_active {
+                let mut out = Outbox::new();
+                standby.handle(now, port, f, &mut out);
+                told.extend(out.take_notices().into_iter().map(|n| (now, n.1)));
+            }
+        }
+    }
+    // Up at the second exchange (Down, then Init); the standby declares its peer dead three
+    // intervals after the last packet it heard, at 2.5 s.
+    let up = Instant::from_millis(500);
+    let dead = Instant::from_millis(2_500) + Duration::from_millis(1_500);
+    assert_eq!(
+        told,
+        vec![
+            (up, Notice::BfdUp),
+            (up, Notice::BfdUp),
+            (dead, Notice::BfdDown),
+            (dead, Notice::BfdDown),
+        ],
+        "the active one hears the standby say Down at the same instant"
+    );
+    assert!(
+        !standby.is_active(),
+        "the Edge only tells; the control plane decides"
+    );
+    let c: std::collections::HashMap<_, _> = standby.counters().into_iter().collect();
+    assert_eq!(c["bfd_up"], 1);
+    assert_eq!(c["bfd_down"], 1);
+    assert_eq!(c["bfd_tx"], 13);
+    // The HA interface is not routed: nothing for 169.254.0.0/30 in the Edge's table, and its
+    // address is not the Edge's to answer.
+    assert!(active
+        .routes()
+        .lookup(Ipv4Addr::new(169, 254, 0, 2))
+        .is_none());
+    assert!(!active.is_own_ip(Ipv4Addr::new(169, 254, 0, 1)));
 }
