@@ -4,7 +4,7 @@ VMCNET := target/release/vmcnet
 TOPO ?= topo/default.toml
 DRILL ?= scripts/drills/smoke.toml
 
-.PHONY: all build run test lint unit bench bench-pcap bench-live fuzz deps clean
+.PHONY: all build run test lint unit bench bench-pcap bench-live bench-drills fuzz deps clean
 
 all: build
 
@@ -40,6 +40,11 @@ bench:
 # ratios to the run without a capture.
 bench-pcap: build
 	VMCNET=$(VMCNET) scripts/bench-pcap.sh
+
+# Wall time of every shipped drill and of an hour-long one (scripts/bench/hour.toml; the target
+# is under 5 s), medians of BENCH_DRILLS_REPS (3) runs, with virtual seconds per wall second.
+bench-drills: build
+	VMCNET=$(VMCNET) scripts/bench-drills.sh
 
 # The live lab (topo/examples/bench-live.toml, links at no delay and unlimited rate) against a
 # direct veth pair and a chain of 2 kernel routers: iperf3 (1 and 2 streams) and ping, medians of

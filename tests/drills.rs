@@ -959,3 +959,18 @@ interval = "10ms"
     let up = vmcnet::time::Instant::from_millis(2_500) + t.bfd_interval + bfd_path(&topo);
     assert!(up < promoted);
 }
+
+/// The drills the benches run are valid drill files; the hour-long one, cut to 20 s of traffic,
+/// passes (its host failure, failover and replacement host all still happen).
+#[test]
+fn the_bench_drills_load_and_the_hour_passes_cut_short() {
+    let dir = root().join("scripts/bench");
+    DrillFile::load(&dir.join("bulk-52mb.toml")).unwrap();
+    let hour = std::fs::read_to_string(dir.join("hour.toml")).unwrap();
+    assert!(hour.contains("3600s"), "an hour of traffic");
+    let short = DrillFile::parse(&hour.replace("3600s", "20s"), "hour.toml").unwrap();
+    let r = run(&default_topo(), &short);
+    assert!(r.passed, "{r}");
+    took(&r, "make edge-2 the active Edge");
+    took(&r, "attach eni-2 to esxi-4");
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make bench-drills`: the wall time of every shipped drill and of the one-hour drill
+# (scripts/bench/hour.toml), release build, medians of BENCH_DRILLS_REPS (3) runs each, with the
+# virtual time each covers per second of wall time.
+#
+# Knobs: BENCH_DRILLS_REPS, VMCNET (the binary, default target/release/vmcnet).
+set -euo pipefail
+
+# shellcheck source=scripts/bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench/lib.sh"
+cd "$root_dir"
+REPS=${BENCH_DRILLS_REPS:-3}
+[[ -x $VMCNET ]] || { echo "bench-drills: no $VMCNET (make build)" >&2; exit 1; }
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# The topology each drill is written for (its file's usage line), or the default one.
+topology_of() {
+    local t
+    t=$(grep -o 'vmcnet drill [^ ]*' "$1" | head -1 | awk '{ print $3 }')
+    echo "${t:-topo/default.toml}"
+}
+
+printf '%-28s %12s %14s %16s\n' "drill" "median ms" "virtual s" "virtual s/wall s"
+for drill in scripts/drills/*.toml scripts/bench/hour.toml; do
+    topo=$(topology_of "$drill")
+    times=""
+    virtual=""
+    for _ in $(seq "$REPS"); do
+        t0=$(date +%s%N)
+        out=$("$VMCNET" drill "$topo" "$drill" 2>&1) || true
+        t1=$(date +%s%N)
+        times+="$(((t1 - t0) / 1000)) "
+        virtual=$(grep -o '[0-9.]* s of virtual time' <<<"$out" | awk '{ s += $1 } END { print s + 0 }')
+    done
+    m=$(tr ' ' '\n' <<<"$times" | grep . | median)
+    awk -v d="$(basename "$drill" .toml)" -v m="$m" -v v="$virtual" \
+        'BEGIN { printf "%-28s %12.1f %14.1f %16.0f\n", d, m / 1000, v, v / (m / 1000000) }'
+done
