@@ -700,6 +700,12 @@ impl Endpoint {
             if !self.step_apps(now) {
                 break;
             }
+            // Poll again only if a socket now has something to send: smoltcp's poll_at
+            // mirrors what its dispatch would do, and a poll with nothing to send (an app
+            // that only read what arrived) costs as much as one that sends.
+            if self.iface.poll_at(ts, &self.sockets).is_none_or(|t| t > ts) {
+                break;
+            }
             self.iface.poll(ts, &mut self.nic, &mut self.sockets);
         }
 
