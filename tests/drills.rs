@@ -974,3 +974,155 @@ fn the_bench_drills_load_and_the_hour_passes_cut_short() {
     took(&r, "make edge-2 the active Edge");
     took(&r, "attach eni-2 to esxi-4");
 }
+
+/// A lab with NSX's and vSphere's reactions on, and the given actions requested.
+fn automated(topo: &Topology, actions: &[(u64, Action)]) -> vmcnet::control::Lab {
+    let mut lab = vmcnet::control::Lab::build(topo, 1);
+    lab.set_sddc_automation(true);
+    for (ms, a) in actions {
+        lab.request(vmcnet::time::Instant::from_millis(*ms), a.clone())
+            .unwrap();
+    }
+    lab
+}
+
+/// When each role change took effect, and that none failed.
+fn role_changes(lab: &vmcnet::control::Lab) -> Vec<(String, vmcnet::time::Instant)> {
+    let roles = lab.timeline().iter().filter(|e| {
+        matches!(
+            e.action,
+            Action::SetActiveEdge { .. } | Action::PromoteEdge { .. } | Action::StandbyEdge { .. }
+        )
+    });
+    roles
+        .map(|e| {
+            assert!(e.error.is_none(), "{} failed: {:?}", e.action, e.error);
+            (e.action.to_string(), e.took_effect_at.expect("took effect"))
+        })
+        .collect()
+}
+
+fn active_edges(lab: &vmcnet::control::Lab) -> Vec<String> {
+    let m = &lab.model;
+    m.edges
+        .iter()
+        .filter(|e| e.active && m.edge_runs(e))
+        .map(|e| e.name.clone())
+        .collect()
+}
+
+/// Split brain healed with nothing else on the links: both sessions come up at the same
+/// instant, and edge-1 steps down once.
+#[test]
+fn a_heal_with_no_traffic_makes_the_older_edge_step_down_once() {
+    let topo = default_topo();
+    let mut lab = automated(&topo, &[(1_000, Action::CutBfd), (20_000, Action::HealBfd)]);
+    lab.run_until(vmcnet::time::Instant::from_millis(30_000));
+    let t = &topo.timing;
+    let path = bfd_path(&topo);
+    let cut = vmcnet::time::Instant::from_millis(1_000);
+    let healed = vmcnet::time::Instant::from_millis(20_000);
+    assert_eq!(
+        role_changes(&lab),
+        vec![
+            (
+                "edge-2 takes the active role".to_string(),
+                cut + t.bfd_interval * (t.bfd_multiplier - 1) + path + t.promotion
+            ),
+            (
+                "edge-1 steps down to standby".to_string(),
+                healed + t.bfd_interval + path
+            ),
+        ]
+    );
+    assert_eq!(active_edges(&lab), ["edge-2"]);
+}
+
+/// BFD cut before the session ever came up: the standby heard only the first packets, and
+/// declares its peer dead a detection time after them.
+#[test]
+fn a_cut_before_bfd_came_up_still_promotes_the_standby() {
+    let topo = default_topo();
+    let mut lab = automated(&topo, &[(200, Action::CutBfd)]);
+    lab.run_until(vmcnet::time::Instant::from_millis(5_000));
+    let t = &topo.timing;
+    let first = vmcnet::time::Instant::ZERO + bfd_path(&topo);
+    assert_eq!(
+        role_changes(&lab),
+        [(
+            "edge-2 takes the active role".to_string(),
+            first + t.bfd_interval * t.bfd_multiplier + t.promotion
+        )]
+    );
+}
+
+/// The active Edge stops while the standby is stunned by its own vMotion: the standby's
+/// session declares the peer dead during the stun, and the standby takes the role when it
+/// resumes.
+#[test]
+fn a_standby_stunned_when_its_peer_died_takes_over_when_it_resumes() {
+    let mut topo = default_topo();
+    topo.timing.vmotion_stun = std::time::Duration::from_secs(3);
+    let (standby, active) = (topo.sddc.edges.standby.name.clone(), "edge-1".to_string());
+    let mut lab = automated(
+        &topo,
+        &[
+            (
+                1_000,
+                Action::StunVm {
+                    vm: standby.clone(),
+                },
+            ),
+            (
+                1_000,
+                Action::ResumeVm {
+                    vm: standby.clone(),
+                    host: "esxi-1".into(),
+                },
+            ),
+            (1_200, Action::StopEdge { edge: active }),
+        ],
+    );
+    lab.run_until(vmcnet::time::Instant::from_millis(8_000));
+    let resumed = vmcnet::time::Instant::from_millis(1_000) + topo.timing.vmotion_stun;
+    assert_eq!(
+        role_changes(&lab),
+        [(
+            format!("make {standby} the active Edge"),
+            resumed + topo.timing.promotion
+        )]
+    );
+    assert_eq!(active_edges(&lab), [standby]);
+}
+
+/// Both Edges' hosts fail: vSphere HA restarts both Edges, as standby; once their sessions are
+/// up, the one that was active takes the role again.
+#[test]
+fn both_edges_restarted_as_standby_elect_one_active() {
+    let topo = default_topo();
+    let mut lab = automated(
+        &topo,
+        &[
+            (
+                1_000,
+                Action::FailHost {
+                    host: "esxi-2".into(),
+                },
+            ),
+            (
+                1_000,
+                Action::FailHost {
+                    host: "esxi-3".into(),
+                },
+            ),
+        ],
+    );
+    let t = &topo.timing;
+    let restarted = vmcnet::time::Instant::from_millis(1_000) + t.ha_host_dead + t.ha_restart;
+    lab.run_until(restarted + std::time::Duration::from_secs(10));
+    let roles = role_changes(&lab);
+    assert_eq!(roles.len(), 1, "{roles:?}");
+    assert_eq!(roles[0].0, "make edge-1 the active Edge");
+    assert!(roles[0].1 > restarted, "{roles:?}");
+    assert_eq!(active_edges(&lab), ["edge-1"]);
+}

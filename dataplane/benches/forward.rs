@@ -216,7 +216,7 @@ fn full_path_lab(way: Way, len: usize) -> (Lab, (usize, Port), Frame) {
         Duration::from_millis(10),
         56,
     );
-    lab.sim.run_for(Duration::from_secs(2));
+    lab.run_until(Instant::ZERO + Duration::from_secs(2));
     match lab.endpoint("web-1").unwrap().app(app) {
         AppReport::Ping(p) => assert_eq!(p.received, 1, "warm-up ping"),
         _ => unreachable!(),

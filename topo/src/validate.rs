@@ -17,6 +17,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::ops::{Range, RangeInclusive};
 use std::path::Path;
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use toml_edit::{Document, Item};
@@ -42,6 +43,10 @@ pub const RESERVED_BY_VMC: [Ipv4Net; 3] = [
 ];
 /// The BFD multipliers an Edge accepts.
 pub const BFD_MULTIPLIERS: RangeInclusive<u32> = 2..=16;
+/// The BFD intervals an Edge accepts: NSX's range for Edge nodes is 50 ms to 60 s; 1 ms is
+/// allowed for experiments (every interval is a timer and a packet each way in a drill).
+pub const BFD_INTERVALS: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // Types
@@ -982,7 +987,7 @@ fn edges(topo: &Topology) -> Check {
     Ok(())
 }
 
-/// Timing: a non-zero stun and BFD interval, a BFD multiplier of 2 to 16, and a route table
+/// Timing: a non-zero stun, a BFD interval of 1 ms to 60 s and a multiplier of 2 to 16, a route table
 /// quota that holds a route per segment plus the local route.
 fn timing(topo: &Topology) -> Check {
     let timing = &topo.timing;
@@ -993,6 +998,14 @@ fn timing(topo: &Topology) -> Check {
         if value.is_zero() {
             return Err(FieldPath::new(field).violation("must be longer than zero"));
         }
+    }
+    if !BFD_INTERVALS.contains(&timing.bfd_interval) {
+        return Err(FieldPath::new("timing.bfd_interval").violation(format!(
+            "{:?} is outside {:?}..={:?}",
+            timing.bfd_interval,
+            BFD_INTERVALS.start(),
+            BFD_INTERVALS.end()
+        )));
     }
     let multiplier = timing.bfd_multiplier;
     if !BFD_MULTIPLIERS.contains(&multiplier) {

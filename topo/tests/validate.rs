@@ -915,6 +915,24 @@ fn rejects_a_zero_stun_or_bfd_interval() {
 }
 
 #[test]
+fn rejects_a_bfd_interval_outside_1ms_to_60s() {
+    // An interval is a timer and a packet each way: 1 ns would stall a drill, 10^14 days
+    // would overflow the detection time.
+    for (interval, message) in [
+        ("999us", "999µs is outside 1ms..=60s"),
+        ("61s", "61s is outside 1ms..=60s"),
+        ("100000000000000d", "is outside 1ms..=60s"),
+    ] {
+        let text = with_timing(&format!("bfd_interval = \"{interval}\""));
+        let line = line_of(&text, "bfd_interval");
+        rejects(&text, "timing.bfd_interval", line, message);
+    }
+    for interval in ["1ms", "60s"] {
+        accepts(&with_timing(&format!("bfd_interval = \"{interval}\"")));
+    }
+}
+
+#[test]
 fn rejects_a_bfd_multiplier_outside_2_to_16() {
     for multiplier in [0, 1, 17, 1000] {
         let text = with_timing(&format!("bfd_multiplier = {multiplier}"));

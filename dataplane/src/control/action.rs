@@ -13,13 +13,13 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 use vmcnet_topo::{link_name, LinkKind, Timing};
 
-use super::model::{EdgeSegmentIface, RouteDest, RouteFact, SegmentFact};
+use super::model::{EdgeFact, EdgeSegmentIface, RouteDest, RouteFact, SegmentFact};
 use super::{Lab, Maintenance};
 use crate::node::edge::{EdgeIface, IfaceRole};
 use crate::node::host::Vnic;
 use crate::node::vpc_router::VpcTarget;
+use crate::node::Change;
 use crate::node::Port;
-use crate::node::{Change, Notice};
 use crate::runtime::sim::{LinkId, NodeId, Sim, Stop};
 use crate::time::Instant;
 use vmcnet_topo::Gateway;
@@ -338,59 +338,77 @@ impl Lab {
         self.automation = on;
     }
 
-    /// NSX's reaction to what an Edge's BFD session told: a standby that lost its peer takes
-    /// the active role after `promotion` (alone if the active one is gone, beside it if it
-    /// still runs: split brain); when the session comes back up between two active Edges,
-    /// the one active longer steps down (assumed: the newer keeps the role, as the control
-    /// plane already follows it).
-    fn on_notice(&mut self, node: NodeId, notice: Notice) {
-        let Some(e) = self.model.edges.iter().find(|e| e.node == node) else {
+    /// NSX's Edge HA, from what the Edges' BFD sessions know now (after each action that took
+    /// effect and each notice from an Edge):
+    /// - a standby whose peer is dead (BFD heard nothing for its detection time) takes the
+    ///   active role after `promotion`: alone if no active Edge runs, beside the active one if
+    ///   it runs but is cut off (split brain);
+    /// - two active Edges, and a session up between them (the first side to come up knows):
+    ///   the one active longer steps down (assumed: the newer keeps the role, as the control
+    ///   plane already follows it);
+    /// - no active Edge, and a session up between those that run (both came back as standby):
+    ///   the one active last takes the role.
+    ///
+    /// An Edge that is stunned does nothing until it resumes; a role change already on its way
+    /// for an Edge is not asked for again.
+    fn ha_roles(&mut self) {
+        if !self.automation {
             return;
-        };
-        if !self.automation || !self.model.edge_runs(e) || e.stunned {
-            return;
         }
-        let now = self.sim.now();
-        match notice {
-            Notice::BfdDown if !e.active => {
-                let edge = e.name.clone();
-                let take = match self.model.active_edge() {
-                    None => Action::SetActiveEdge { edge },
-                    Some(_) => Action::PromoteEdge { edge },
-                };
-                self.request(now, take).expect("a known Edge");
-            }
-            Notice::BfdUp => self.resolve_dual_active(),
-            Notice::BfdDown => {}
-        }
-    }
-
-    /// Two active Edges that hear each other: the one active longer steps down now.
-    fn resolve_dual_active(&mut self) {
-        let actives: Vec<_> = self
-            .model
-            .edges
-            .iter()
-            .filter(|e| e.active && self.model.edge_runs(e))
-            .map(|e| (e.promoted, e.name.clone()))
-            .collect();
-        if actives.len() > 1 {
-            let older = actives.iter().min().expect("two").1.clone();
-            let now = self.sim.now();
-            self.request(now, Action::StandbyEdge { edge: older })
-                .expect("a known Edge");
-        }
-    }
-
-    /// Whether the Edges' BFD sessions are up: each Edge that runs has one, and it is Up.
-    fn bfd_up(&self) -> bool {
         let m = &self.model;
-        m.edges.iter().filter(|e| m.edge_runs(e)).all(|e| {
+        let session = |e: &EdgeFact| {
             self.sim
                 .get::<crate::node::edge::Edge>(e.node)
                 .and_then(|n| n.bfd())
-                .is_some_and(|s| s.state() == crate::wire::bfd::State::Up)
-        })
+                .map(|s| (s.state() == crate::wire::bfd::State::Up, s.peer_dead()))
+        };
+        let pending = |edge: &str| {
+            self.timeline.iter().any(|t| {
+                t.took_effect_at.is_none()
+                    && t.error.is_none()
+                    && matches!(&t.action,
+                        Action::SetActiveEdge { edge: e }
+                        | Action::PromoteEdge { edge: e }
+                        | Action::StandbyEdge { edge: e } if e == edge)
+            })
+        };
+        let awake: Vec<&EdgeFact> = m
+            .edges
+            .iter()
+            .filter(|e| m.edge_runs(e) && !e.stunned)
+            .collect();
+        let any_active = m.active_edge().is_some();
+        let mut asks = Vec::new();
+        for e in awake.iter().filter(|e| !e.active) {
+            if session(e).is_some_and(|(_, dead)| dead) && !pending(&e.name) {
+                let edge = e.name.clone();
+                asks.push(match any_active {
+                    false => Action::SetActiveEdge { edge },
+                    true => Action::PromoteEdge { edge },
+                });
+            }
+        }
+        let up = |e: &&EdgeFact| session(e).is_some_and(|(up, _)| up);
+        let actives: Vec<&EdgeFact> = awake.iter().copied().filter(|e| e.active).collect();
+        if actives.len() > 1 && actives.iter().any(up) {
+            let older = actives.iter().min_by_key(|e| e.promoted).expect("two");
+            if !pending(&older.name) {
+                let edge = older.name.clone();
+                asks.push(Action::StandbyEdge { edge });
+            }
+        }
+        if !any_active && asks.is_empty() && awake.len() > 1 && awake.iter().any(up) {
+            // max_by_key keeps the last of equals: take the first Edge on a tie.
+            let last = awake.iter().rev().max_by_key(|e| e.promoted).expect("two");
+            if awake.iter().all(|e| !pending(&e.name)) {
+                let edge = last.name.clone();
+                asks.push(Action::SetActiveEdge { edge });
+            }
+        }
+        let now = self.sim.now();
+        for a in asks {
+            self.request(now, a).expect("a known Edge");
+        }
     }
 
     /// Start a BFD session on each Edge that came to run (a fresh one, as a VM that boots), end
@@ -435,11 +453,6 @@ impl Lab {
     fn react(&mut self, a: &Action) {
         let now = self.sim.now();
         let t = self.topo.timing.clone();
-        if matches!(a, Action::PromoteEdge { .. }) && self.bfd_up() {
-            // BFD came back while the promotion was on its way: the session is up already, so
-            // no notice will come.
-            self.resolve_dual_active();
-        }
         if let Action::FailHost { host } = a {
             let dead = now + t.ha_host_dead;
             // The dead host's ENI is released.
@@ -772,9 +785,10 @@ impl Lab {
             match self.sim.run_while(deadline, &mut done) {
                 Stop::Control { token, .. } => self.apply(token as usize),
                 Stop::Notice => {
-                    for (node, notice) in self.sim.take_notices() {
-                        self.on_notice(node, notice);
-                    }
+                    // What each Edge's session knows is read where it is; the notice only says
+                    // that it changed.
+                    self.sim.take_notices();
+                    self.ha_roles();
                 }
                 stop => return stop,
             }
@@ -908,6 +922,7 @@ impl Lab {
         self.program_bfd(&ran);
         if result.is_ok() && self.automation {
             self.react(&action);
+            self.ha_roles();
         }
         // The reconciler notices an active Edge on another host, or a segment come or gone; an
         // Edge that merely stopped leaves nothing to follow until another is active.

@@ -136,9 +136,12 @@ impl Lab {
         let router = plan
             .node_id(VPC_ROUTER)
             .expect("the plan has the VPC router");
+        let mut sim = Sim::from_plan(plan);
+        // The Edges tell the control plane what BFD learns.
+        sim.report_notices(true);
         Lab {
             topo: topo.clone(),
-            sim: Sim::from_plan(plan),
+            sim,
             model,
             timeline: Vec::new(),
             router,

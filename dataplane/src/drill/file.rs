@@ -153,8 +153,9 @@ pub enum DrillAction {
         #[serde(with = "humantime_serde")]
         at: Duration,
     },
-    /// BFD between the Edges stops getting through while both run: the standby takes the
-    /// active role too (split brain) until it is healed.
+    /// BFD between the Edges stops getting through (their HA links go dark) while both run:
+    /// once its detection time passes, the standby takes the active role too (split brain),
+    /// until BFD is healed and comes back up.
     CutBfd {
         #[serde(with = "humantime_serde")]
         at: Duration,

@@ -9,6 +9,10 @@
 //! - both ends are configured alike, so the detection time is the remote's multiplier times
 //!   the larger of our required receive interval and its desired transmit interval (§6.8.4);
 //! - no authentication, echo, demand mode or poll sequence.
+//!
+//! Beside the session's state, it keeps what an HA pair needs to know: whether the peer is
+//! dead, that is, nothing was heard from it for the detection time (from the session's start,
+//! if nothing ever was). A peer that says Down is alive: the session comes back up with it.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -38,9 +42,8 @@ pub struct BfdConfig {
 pub enum Transition {
     /// The session came up: the peer is alive and hears us.
     Up,
-    /// The session left Up: the detection time passed with nothing received, or the peer said
-    /// it was down.
-    Down,
+    /// The peer is dead: nothing arrived from it for the detection time. Said once a silence.
+    PeerDead,
 }
 
 counters! {
@@ -50,8 +53,12 @@ counters! {
         pub bfd_rx,
         /// Received but not for this session (another discriminator) or malformed.
         pub bfd_rx_discarded,
+        /// The session came up.
         pub bfd_up,
+        /// The session left Up (the peer fell silent, or said it was down).
         pub bfd_down,
+        /// The peer was declared dead: nothing heard for the detection time.
+        pub bfd_peer_dead,
     }
 }
 
@@ -65,6 +72,10 @@ pub struct Session {
     /// The detection time, from the last packet received.
     detect: Duration,
     last_rx: Option<Instant>,
+    /// When the session started: the detection time runs from here until a packet arrives.
+    started: Instant,
+    /// Nothing was heard from the peer for the detection time, nor since.
+    peer_dead: bool,
     next_tx: Instant,
     pub counters: BfdCounters,
 }
@@ -73,7 +84,7 @@ impl Session {
     /// A session, Down, that sends its first packet at the first multiple of the interval at or
     /// after `now`.
     pub fn new(cfg: BfdConfig, now: Instant) -> Session {
-        let detect = cfg.interval * u32::from(cfg.multiplier);
+        let detect = cfg.interval.saturating_mul(u32::from(cfg.multiplier));
         let next_tx = next_multiple(now, cfg.interval, true);
         Session {
             cfg,
@@ -82,6 +93,8 @@ impl Session {
             remote_discriminator: 0,
             detect,
             last_rx: None,
+            started: now,
+            peer_dead: false,
             next_tx,
             counters: BfdCounters::default(),
         }
@@ -99,12 +112,15 @@ impl Session {
         &self.cfg
     }
 
-    /// When the session declares its peer dead if nothing arrives: only while it is Init or Up.
+    /// Whether the peer is dead: nothing heard from it for the detection time, nor since.
+    pub fn peer_dead(&self) -> bool {
+        self.peer_dead
+    }
+
+    /// When the session declares its peer dead if nothing arrives: the detection time after
+    /// the last packet received (or the session's start), unless it is dead already.
     fn detect_at(&self) -> Option<Instant> {
-        match self.state {
-            State::Init | State::Up => self.last_rx.map(|t| t + self.detect),
-            _ => None,
-        }
+        (!self.peer_dead).then(|| self.last_rx.unwrap_or(self.started) + self.detect)
     }
 
     /// When the session next wants [`Session::poll`] called.
@@ -118,8 +134,14 @@ impl Session {
     pub fn poll(&mut self, now: Instant) -> (Option<Frame>, Option<Transition>) {
         let mut change = None;
         if self.detect_at().is_some_and(|d| now >= d) {
-            change = self.set_state(State::Down, bfd::DIAG_DETECTION_TIME_EXPIRED);
+            // RFC 5880 §6.8.1: forget the remote's discriminator, and leave Init or Up.
+            if self.state != State::Down {
+                self.set_state(State::Down, bfd::DIAG_DETECTION_TIME_EXPIRED);
+            }
             self.remote_discriminator = 0;
+            self.peer_dead = true;
+            self.counters.bfd_peer_dead += 1;
+            change = Some(Transition::PeerDead);
         }
         let mut sent = None;
         if now >= self.next_tx {
@@ -143,8 +165,11 @@ impl Session {
         self.remote_discriminator = c.my_discriminator;
         let required_rx = self.cfg.interval;
         let remote_tx = Duration::from_micros(u64::from(c.desired_min_tx_us));
-        self.detect = required_rx.max(remote_tx) * u32::from(c.detect_mult);
+        self.detect = required_rx
+            .max(remote_tx)
+            .saturating_mul(u32::from(c.detect_mult));
         self.last_rx = Some(now);
+        self.peer_dead = false;
         match (self.state, c.state) {
             (State::Down | State::Init | State::Up, State::AdminDown) => {
                 self.set_state(State::Down, bfd::DIAG_NEIGHBOR_DOWN)
@@ -171,7 +196,7 @@ impl Session {
             }
             (State::Up, _) => {
                 self.counters.bfd_down += 1;
-                Some(Transition::Down)
+                None
             }
             _ => None,
         }
@@ -295,8 +320,9 @@ mod tests {
         let (a, b) = run(&mut s, Instant::from_millis(10_000), d, |t| t >= cut_at);
         let last = Instant::from_millis(4_000) + d;
         let dead = last + INTERVAL * u32::from(MULT);
-        assert_eq!(a[1], (dead, Transition::Down));
-        assert_eq!(b[1], (dead, Transition::Down));
+        assert_eq!(a[1], (dead, Transition::PeerDead));
+        assert_eq!(b[1], (dead, Transition::PeerDead));
+        assert!(s.0.peer_dead());
         assert_eq!(a.len(), 2, "no flapping once down: {a:?}");
         assert_eq!(s.0.state(), State::Down);
     }
@@ -345,11 +371,31 @@ mod tests {
         assert_eq!(a.receive(t, &stranger), None);
         assert_eq!(a.counters.bfd_rx_discarded, 1);
         assert_eq!(a.state(), State::Up);
-        // The peer restarted: it says Down, and the session goes down with it.
+        // The peer restarted: it says Down, and the session goes down with it; the peer is
+        // alive, so nothing is said of it, and the session comes back up with the peer.
         let (_, b2) = pair();
         let mut b2 = b2;
         let (f, _) = b2.poll(t);
-        assert_eq!(a.receive(t, &f.expect("sent")), Some(Transition::Down));
+        assert_eq!(a.receive(t, &f.expect("sent")), None);
         assert_eq!(a.state(), State::Down);
+        assert!(!a.peer_dead());
+        assert_eq!(a.counters.bfd_down, 1);
+    }
+
+    #[test]
+    fn a_peer_never_heard_is_dead_one_detection_time_after_the_start() {
+        let mut s = pair();
+        let start = Instant::from_millis(250);
+        s.0 = Session::new(s.0.config().clone(), start);
+        let (a, _) = run(&mut s, Instant::from_millis(10_000), Duration::ZERO, |_| {
+            true
+        });
+        assert_eq!(
+            a,
+            vec![(start + INTERVAL * u32::from(MULT), Transition::PeerDead)]
+        );
+        // Its first packet went at the first multiple of the interval after the start.
+        let sent = (10_000 - 500) / 500 + 1;
+        assert_eq!(s.0.counters.bfd_tx, sent);
     }
 }

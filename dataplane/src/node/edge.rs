@@ -303,6 +303,8 @@ pub struct Edge {
     snat: Snat,
     /// Ports whose interface was removed.
     removed: Vec<usize>,
+    /// The port of the HA interface, if the Edge has one: BFD's, and nothing else's.
+    ha_port: Option<Port>,
     /// The BFD session to the other Edge, while the Edge runs and has one.
     bfd: Option<Session>,
     /// The BFD counters of sessions past, carried into the next.
@@ -336,6 +338,11 @@ impl Edge {
             .filter(|i| i.net.prefix_len() < 31)
             .map(|i| i.net.broadcast())
             .collect();
+        let ha_port = cfg
+            .ifaces
+            .iter()
+            .position(|i| i.role == IfaceRole::Ha)
+            .map(|p| p as Port);
         Edge {
             name: cfg.name,
             active: false,
@@ -346,6 +353,7 @@ impl Edge {
             arp: ArpCache::default(),
             snat: Snat::new(external),
             removed: Vec::new(),
+            ha_port,
             bfd: None,
             bfd_counters: BfdCounters::default(),
             counters: EdgeCounters::default(),
@@ -370,9 +378,10 @@ impl Edge {
         self.bfd.as_ref()
     }
 
-    /// A frame on the BFD session's port.
+    /// A frame on the HA interface: BFD's, if a session runs.
     fn on_bfd(&mut self, now: Instant, frame: &Frame, out: &mut Outbox) {
         let Some(s) = self.bfd.as_mut() else {
+            self.counters.rx_dropped_not_handled += 1;
             return;
         };
         if let Some(t) = s.receive(now, frame) {
@@ -399,6 +408,7 @@ impl Edge {
         let i = self.ifaces.len();
         if ifc.role == IfaceRole::Ha {
             // Nothing is routed on it: BFD alone runs there.
+            self.ha_port = Some(i as Port);
             self.ifaces.push(ifc);
             return;
         }
@@ -820,8 +830,8 @@ impl Node for Edge {
     }
 
     fn handle(&mut self, now: Instant, port: Port, frame: Frame, out: &mut Outbox) {
-        // BFD runs in either role.
-        if self.bfd.as_ref().is_some_and(|s| s.port() == port) {
+        // BFD runs in either role, and nothing else on the HA interface.
+        if self.ha_port == Some(port) {
             return self.on_bfd(now, &frame, out);
         }
         let port = port as usize;
@@ -896,7 +906,7 @@ impl Node for Edge {
 fn notice(t: Transition) -> Notice {
     match t {
         Transition::Up => Notice::BfdUp,
-        Transition::Down => Notice::BfdDown,
+        Transition::PeerDead => Notice::BfdPeerDead,
     }
 }
 

@@ -2172,16 +2172,19 @@ fn a_standby_edge_runs_bfd_and_tells_when_its_peer_goes_silent() {
     // intervals after the last packet it heard, at 2.5 s.
     let up = Instant::from_millis(500);
     let dead = Instant::from_millis(2_500) + Duration::from_millis(1_500);
+    // The active one hears the standby say Down: its session goes down too, but its peer is
+    // alive, so it says nothing.
     assert_eq!(
         told,
         vec![
             (up, Notice::BfdUp),
             (up, Notice::BfdUp),
-            (dead, Notice::BfdDown),
-            (dead, Notice::BfdDown),
+            (dead, Notice::BfdPeerDead),
         ],
-        "the active one hears the standby say Down at the same instant"
     );
+    assert_eq!(active.bfd().unwrap().state(), crate::wire::bfd::State::Init);
+    assert!(!active.bfd().unwrap().peer_dead());
+    assert!(standby.bfd().unwrap().peer_dead());
     assert!(
         !standby.is_active(),
         "the Edge only tells; the control plane decides"
@@ -2189,6 +2192,7 @@ fn a_standby_edge_runs_bfd_and_tells_when_its_peer_goes_silent() {
     let c: std::collections::HashMap<_, _> = standby.counters().into_iter().collect();
     assert_eq!(c["bfd_up"], 1);
     assert_eq!(c["bfd_down"], 1);
+    assert_eq!(c["bfd_peer_dead"], 1);
     assert_eq!(c["bfd_tx"], 13);
     // The HA interface is not routed: nothing for 169.254.0.0/30 in the Edge's table, and its
     // address is not the Edge's to answer.
@@ -2197,4 +2201,13 @@ fn a_standby_edge_runs_bfd_and_tells_when_its_peer_goes_silent() {
         .lookup(Ipv4Addr::new(169, 254, 0, 2))
         .is_none());
     assert!(!active.is_own_ip(Ipv4Addr::new(169, 254, 0, 1)));
+    // With no session (the Edge VM died and came back without one yet), what arrives on the
+    // HA interface is dropped, not routed.
+    active.set_bfd(Instant::ZERO, None);
+    let before = active.counters.rx_dropped_not_handled;
+    let stray = udp_frame(Ipv4Addr::new(169, 254, 0, 2), VM1, 64, 1, 2, b"x");
+    let mut out = Outbox::new();
+    active.handle(Instant::from_millis(7_000), 1, stray.into(), &mut out);
+    assert!(out.is_empty());
+    assert_eq!(active.counters.rx_dropped_not_handled, before + 1);
 }

@@ -39,7 +39,8 @@ pub type Port = u16;
 
 /// Frames nodes give out, with the node and port each leaves from.
 ///
-/// Nodes and tests see only [`Outbox::send`] and [`Outbox::drain`]. A runtime hands the same
+/// Nodes and tests see only [`Outbox::send`] and [`Outbox::drain`] (and, for what a node tells
+/// the control plane rather than a link, [`Outbox::notify`] and [`Outbox::take_notices`]). A runtime hands the same
 /// outbox to every node it calls at one instant and takes what was sent as a batch: it alone
 /// puts each frame onto its link and decides when it reaches the far end (frames on links that
 /// take time wait on the runtime's timeline, never here).
@@ -53,13 +54,14 @@ pub struct Outbox {
 }
 
 /// News a node gives the control plane, beside its frames: what the control plane of the system
-/// emulated learns from the data plane (an Edge's BFD session going down).
+/// emulated learns from the data plane (what an Edge's BFD session learned of its peer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notice {
     /// An Edge's BFD session to its peer came up.
     BfdUp,
-    /// An Edge's BFD session to its peer went down: the peer is dead, or cut off.
-    BfdDown,
+    /// An Edge heard nothing from its peer for BFD's detection time: the peer is dead, or cut
+    /// off.
+    BfdPeerDead,
 }
 
 /// A frame sent out of a node's port, not yet on its link; or, with [`Sent::ARRIVING`] set in

@@ -199,6 +199,9 @@ pub struct Sim {
     outbox: Outbox,
     /// Set from outside (a Ctrl-C handler) to stop the run where it is.
     interrupt: Option<Arc<AtomicBool>>,
+    /// Return [`Stop::Notice`] when a node tells the control plane something; otherwise what
+    /// nodes tell is dropped.
+    report_notices: bool,
     until_interrupt_check: u32,
     /// The shortest frame some link cannot carry, less one: frames up to this long skip the
     /// MTU check.
@@ -225,6 +228,7 @@ impl Default for Sim {
             is_dirty: Vec::new(),
             outbox: Outbox::new(),
             interrupt: None,
+            report_notices: false,
             until_interrupt_check: INTERRUPT_CHECK_EVERY,
             frame_limit_min: usize::MAX,
             counters: SimCounters::default(),
@@ -474,6 +478,12 @@ impl Sim {
         self.outbox.send(port, frame);
     }
 
+    /// Return [`Stop::Notice`] from a run when a node tells the control plane something (a
+    /// control plane listens), or (`false`, the default) drop what nodes tell.
+    pub fn report_notices(&mut self, on: bool) {
+        self.report_notices = on;
+    }
+
     /// What nodes told the control plane since this was last called, in order, with the node
     /// that told each.
     pub fn take_notices(&mut self) -> Vec<(NodeId, Notice)> {
@@ -505,7 +515,8 @@ impl Sim {
     /// Handle everything due at the current instant: what the timeline holds for now, in
     /// (time, sequence) order, and the frames that causes on zero-time links, wave after wave.
     /// Events due now were put on the timeline before the frames of the current wave were sent,
-    /// so they go first. Returns early when interrupted or when a control action comes due.
+    /// so they go first. Returns early when interrupted, when a control action comes due or (see
+    /// [`Sim::report_notices`]) when a node told the control plane something.
     pub fn settle(&mut self) -> Option<Stop> {
         self.read_due();
         loop {
@@ -518,7 +529,11 @@ impl Sim {
                 return stop;
             }
             if self.outbox.has_notices() {
-                return Some(Stop::Notice);
+                if self.report_notices {
+                    return Some(Stop::Notice);
+                }
+                // Nobody listens: a run of the sim alone.
+                self.outbox.take_notices();
             }
             if self.due || !self.outbox.is_empty() || !self.rest.is_empty() {
                 continue;
@@ -693,8 +708,8 @@ impl Sim {
     }
 
     /// Run until `deadline`: handle frames, fire timers in time order. Returns
-    /// [`Stop::Deadline`] with the clock at `deadline`, or earlier when interrupted or when a
-    /// control action comes due.
+    /// [`Stop::Deadline`] with the clock at `deadline`, or earlier when interrupted, when a
+    /// control action comes due or when a node tells the control plane something.
     pub fn run_until(&mut self, deadline: Instant) -> Stop {
         self.run_while(deadline, |_| false)
     }
@@ -705,7 +720,8 @@ impl Sim {
     }
 
     /// Run until `done` holds (checked whenever the clock is about to advance), until
-    /// `deadline`, until interrupted or until a control action comes due.
+    /// `deadline`, until interrupted, until a control action comes due or until a node tells
+    /// the control plane something.
     pub fn run_while(&mut self, deadline: Instant, mut done: impl FnMut(&Sim) -> bool) -> Stop {
         loop {
             if let Some(stop) = self.settle() {

@@ -85,7 +85,7 @@ impl Control {
     }
 
     /// A control packet as RFC 5880 §6.8.6 accepts it: version 1, a length that fits, a
-    /// detect multiplier and our own discriminator not zero, no authentication, not multipoint;
+    /// detect multiplier, a discriminator and a desired transmit interval not zero, no authentication, not multipoint;
     /// a zero "your discriminator" only in the Down and AdminDown states.
     pub fn parse(b: &[u8]) -> Option<Control> {
         if b.len() < LEN || b[0] >> 5 != 1 {
@@ -109,7 +109,9 @@ impl Control {
         };
         let your_ok =
             c.your_discriminator != 0 || matches!(c.state, State::Down | State::AdminDown);
-        (c.detect_mult != 0 && c.my_discriminator != 0 && your_ok).then_some(c)
+        // A desired transmit interval of zero is reserved (§4.1).
+        let tx_ok = c.desired_min_tx_us != 0;
+        (c.detect_mult != 0 && c.my_discriminator != 0 && your_ok && tx_ok).then_some(c)
     }
 }
 
@@ -239,6 +241,13 @@ mod tests {
         );
         no_you.state = State::Down;
         assert_eq!(Control::parse(&no_you.to_bytes()), Some(no_you));
+        let mut no_tx = control();
+        no_tx.desired_min_tx_us = 0;
+        assert_eq!(
+            Control::parse(&no_tx.to_bytes()),
+            None,
+            "desired interval zero"
+        );
         let mut no_me = control();
         no_me.my_discriminator = 0;
         assert_eq!(
