@@ -1066,6 +1066,71 @@ fn capture_of_the_overlay_between_two_hosts_holds_their_geneve_packets_only() {
     assert_eq!(requests, 3, "web-1's three echo requests: {text}");
 }
 
+/// The Edges' BFD, as tshark's own dissector reads it on the standby's HA link: control
+/// packets both ways, TTL 255, the session up. Then `ctl cut-bfd` makes the standby take the
+/// active role once BFD's detection time has passed, in wall time, and `ctl heal-bfd` leaves
+/// one active Edge again.
+#[test]
+fn tshark_reads_the_edges_bfd_and_cut_bfd_fails_over_live() {
+    live_or_skip!();
+    let lab = LiveLab::up();
+    let t = common::default_topo();
+    let (tm, edges) = (&t.timing, &t.sddc.edges);
+    let link = format!("{}.ha--{}", edges.standby.name, edges.standby.host);
+    let file = std::env::temp_dir().join(format!("vmcnet-{}-ha.pcap", lab.name));
+    // The session comes up an interval after the lab starts (Down, Init, Up).
+    std::thread::sleep(tm.bfd_interval * 2);
+    let mut cap = lab.capture(&link, &file);
+    std::thread::sleep(tm.bfd_interval * 4);
+    let _ = cap.kill();
+    let _ = cap.wait();
+    let text = tshark_fields(&file, &["ip.src", "ip.ttl", "udp.dstport", "bfd.sta"]);
+    let _ = std::fs::remove_file(&file);
+    let mut from = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(&f[1..], ["255", "3784", "0x03"], "{line}");
+        *from.entry(f[0].to_string()).or_insert(0) += 1;
+    }
+    // Both Edges' packets, about one an interval each (four intervals captured).
+    assert_eq!(from.len(), 2, "{text}");
+    assert!(from.values().all(|n| (3..=5).contains(n)), "{from:?}");
+
+    let timeline = || lab.ctl(&["show", "timeline"]).1;
+    let (code, out) = lab.ctl(&["cut-bfd"]);
+    assert_eq!(code, 0, "{out}");
+    let cut = Instant::now();
+    let promoted = format!("{} takes the active role", edges.standby.name);
+    let took = |tl: &str, what: &str| {
+        tl.lines()
+            .any(|l| l.contains(what) && l.contains("took effect"))
+    };
+    let detect = tm.bfd_interval * tm.bfd_multiplier;
+    while !took(&timeline(), &promoted) {
+        assert!(
+            cut.elapsed() < detect + tm.promotion + Duration::from_secs(5),
+            "{}",
+            timeline()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Not before BFD could have noticed: the last packet through, then the detection time.
+    assert!(
+        cut.elapsed() >= detect - tm.bfd_interval + tm.promotion,
+        "promoted after {:?}",
+        cut.elapsed()
+    );
+    let (code, out) = lab.ctl(&["heal-bfd"]);
+    assert_eq!(code, 0, "{out}");
+    let stepped = format!("{} steps down to standby", edges.active.name);
+    let healed = Instant::now();
+    while !took(&timeline(), &stepped) {
+        assert!(healed.elapsed() < Duration::from_secs(5), "{}", timeline());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!timeline().contains("failed"), "{}", timeline());
+}
+
 /// The fields of every packet of a capture, as tshark reads them: a line a packet, tab-separated.
 fn tshark_fields(file: &std::path::Path, fields: &[&str]) -> String {
     let mut cmd = Command::new("tshark");
