@@ -770,8 +770,8 @@ fn up_cpu_runs_a_busy_engine_on_that_cpu_and_refuses_one_it_cannot_have() {
     let cpu = *cpus.last().expect("a CPU");
     let lab = LiveLab::start(lab_name(), &["default", "--cpu", &cpu.to_string()]);
     let pid = lab.child.as_ref().unwrap().id();
-    let allowed = || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let allowed_of = |status: &str| {
+        let status = std::fs::read_to_string(status).unwrap();
         let list = status
             .lines()
             .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
@@ -787,6 +787,7 @@ fn up_cpu_runs_a_busy_engine_on_that_cpu_and_refuses_one_it_cannot_have() {
         }
         set
     };
+    let allowed = || allowed_of(&format!("/proc/{pid}/status"));
     assert_eq!(allowed(), cpus, "idle, the engine runs anywhere");
     if cpus.len() < 2 {
         eprintln!("one CPU only: pinned and not pinned look the same here");
@@ -826,6 +827,23 @@ fn up_cpu_runs_a_busy_engine_on_that_cpu_and_refuses_one_it_cannot_have() {
     // And it forwards.
     let out = lab.exec_ok("web-1", &["ping", "-c", "1", "-W", "2", &ip("ec2-1")]);
     assert_eq!(reply_ttls(&out), vec![LINUX_TTL - ROUTED_HOPS], "{out}");
+    // A capture's writer thread, started by the engine, keeps off the engine's CPU.
+    let file = std::env::temp_dir().join(format!("vmcnet-{}-cpu.pcap", lab.name));
+    let mut cap = lab.capture("eni-2--vpc-router", &file);
+    let writer = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| t.path())
+        .find(|t| {
+            std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "vmcnet-capture")
+        });
+    let _ = cap.kill();
+    let _ = cap.wait();
+    let _ = std::fs::remove_file(&file);
+    let writer = writer.expect("the capture's writer thread");
+    let others: Vec<usize> = cpus.iter().copied().filter(|&c| c != cpu).collect();
+    let writer_cpus = allowed_of(writer.join("status").to_str().unwrap());
+    assert_eq!(writer_cpus, others, "the writer runs off CPU {cpu}");
 }
 
 #[test]

@@ -187,11 +187,13 @@ impl FrameSink for ChannelSink {
 /// Start a capture stream on `conn`: a pcap header (nanosecond timestamps, a snap length that
 /// holds a super-frame), then every frame the returned sink takes, until the client goes away
 /// (then the sink's `closed` flag rises, and the engine removes it). `epoch` is the wall-clock
-/// time of the lab's instant zero.
+/// time of the lab's instant zero. The writer thread runs on `cpus`, if given (not on a pinned
+/// engine's CPU), rather than on the CPUs of the thread that starts it.
 pub fn capture_stream(
     conn: UnixStream,
     epoch: SystemTime,
     between: Option<(Ipv4Addr, Ipv4Addr)>,
+    cpus: Option<nix::sched::CpuSet>,
 ) -> io::Result<ChannelSink> {
     let (tx, rx) = crossbeam_channel::bounded::<(Duration, Vec<u8>)>(CAPTURE_QUEUE);
     let closed = Arc::new(AtomicBool::new(false));
@@ -209,6 +211,10 @@ pub fn capture_stream(
     std::thread::Builder::new()
         .name("vmcnet-capture".into())
         .spawn(move || {
+            if let Some(set) = cpus {
+                // Only a matter of speed: refused, the writer runs where it was started.
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+            }
             let _ = write_pcap(conn, rx, &taken);
             done.store(true, Ordering::Relaxed);
         })?;

@@ -232,6 +232,8 @@ pub struct LiveLab {
 /// wakes the pinned CPU from idle, which on a VM costs tens of microseconds a round trip, where
 /// the kernel would have woken the engine on the pinging CPU, awake already.
 pub struct Pinning {
+    /// The engine's CPU, alone and as a set.
+    cpu: usize,
     engine: nix::sched::CpuSet,
     /// The CPUs the process may use, for when the engine is not pinned.
     any: nix::sched::CpuSet,
@@ -257,6 +259,7 @@ impl Pinning {
             });
         }
         Ok(Pinning {
+            cpu,
             engine,
             any,
             pinned: false,
@@ -264,6 +267,19 @@ impl Pinning {
             awake_since: Instant::ZERO,
             short_wakes: 0,
         })
+    }
+
+    /// Where the engine's helper threads (a capture's writer) run: every CPU the process may
+    /// use but the engine's, or all of them if that is the only one.
+    pub fn helpers(&self) -> nix::sched::CpuSet {
+        let mut others = self.any;
+        let _ = others.unset(self.cpu);
+        let any_left = (0..nix::sched::CpuSet::count()).any(|c| others.is_set(c).unwrap_or(false));
+        if any_left {
+            others
+        } else {
+            self.any
+        }
     }
 
     /// Whether the engine should be on its CPU, at `now`, as it is about to sleep
@@ -559,9 +575,6 @@ impl LiveLab {
                 match ev.data() {
                     SIGNAL => drain(&signals.wake),
                     CONTROL => {
-                        // A request may start a thread (a capture's), which would inherit a
-                        // pinned engine's CPU: unpinned first, the engine pins again if busy.
-                        self.set_pinned(false);
                         if let Some((server, handler)) = control.as_mut() {
                             server.drain_wake();
                             while let Ok(req) = server.requests.try_recv() {
@@ -592,7 +605,10 @@ impl LiveLab {
                         &format!("vmcnet: {name} is captured already\n"),
                     )
                 } else {
-                    match control::capture_stream(req.conn, self.clock.epoch(), between) {
+                    // Its writer thread keeps off a pinned engine's CPU.
+                    let cpus = self.pin.as_ref().map(Pinning::helpers);
+                    let epoch = self.clock.epoch();
+                    match control::capture_stream(req.conn, epoch, between, cpus) {
                         Ok(sink) => {
                             self.captures.push((link, sink.closed.clone()));
                             self.lab.sim.capture(link, Box::new(sink));
