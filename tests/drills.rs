@@ -1126,3 +1126,28 @@ fn both_edges_restarted_as_standby_elect_one_active() {
     assert!(roles[0].1 > restarted, "{roles:?}");
     assert_eq!(active_edges(&lab), ["edge-1"]);
 }
+
+/// NSX's reactions turned on after BFD found the active Edge dead: the standby takes the role
+/// then, from what its session knows, not from a notice long gone.
+#[test]
+fn automation_turned_on_late_acts_on_what_bfd_knows() {
+    let topo = default_topo();
+    let mut lab = vmcnet::control::Lab::build(&topo, 1);
+    let stop = Action::StopEdge {
+        edge: "edge-1".into(),
+    };
+    lab.request(vmcnet::time::Instant::from_millis(1_000), stop)
+        .unwrap();
+    let late = vmcnet::time::Instant::from_millis(5_000);
+    lab.run_until(late);
+    assert_eq!(role_changes(&lab), []);
+    lab.set_sddc_automation(true);
+    lab.run_until(late + std::time::Duration::from_secs(1));
+    assert_eq!(
+        role_changes(&lab),
+        [(
+            "make edge-2 the active Edge".to_string(),
+            late + topo.timing.promotion
+        )]
+    );
+}

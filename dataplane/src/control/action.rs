@@ -336,6 +336,8 @@ impl Lab {
     /// one stops, vSphere HA restarts what ran on a failed host and brings a replacement host.
     pub fn set_sddc_automation(&mut self, on: bool) {
         self.automation = on;
+        // What BFD learned while nobody reacted counts from now.
+        self.ha_roles();
     }
 
     /// NSX's Edge HA, from what the Edges' BFD sessions know now (after each action that took
