@@ -386,20 +386,13 @@ impl Host {
         });
         // A super-frame too long for one Geneve packet (its stack ignored the lab's GSO size)
         // goes as its segments.
-        let frames = if inner.len() > geneve::MAX_INNER_LEN && inner.gso().is_some() {
-            crate::wire::gso::segment(&inner)
-        } else {
-            vec![inner]
-        };
-        for inner in frames {
-            match tunnel.encap(inner, vni) {
-                Some(f) => {
-                    self.counters.tx_encapsulated += 1;
-                    out.send(OVERLAY, f);
-                }
-                None => self.counters.tx_dropped_too_big_for_geneve += 1,
+        if inner.len() > geneve::MAX_INNER_LEN && inner.gso().is_some() {
+            for seg in crate::wire::gso::segment(&inner) {
+                encap_one(&mut self.counters, tunnel, seg, vni, out);
             }
+            return;
         }
+        encap_one(&mut self.counters, tunnel, inner, vni, out);
     }
 
     /// The other hosts a flood on `vni` goes to: those of its span, or every host.
@@ -712,6 +705,24 @@ impl Host {
                 }
             }
         }
+    }
+}
+
+/// Put one inner frame in `tunnel` and send it over the overlay.
+#[inline]
+fn encap_one(
+    counters: &mut HostCounters,
+    tunnel: &Tunnel,
+    inner: Frame,
+    vni: Vni,
+    out: &mut Outbox,
+) {
+    match tunnel.encap(inner, vni) {
+        Some(f) => {
+            counters.tx_encapsulated += 1;
+            out.send(OVERLAY, f);
+        }
+        None => counters.tx_dropped_too_big_for_geneve += 1,
     }
 }
 
