@@ -161,6 +161,19 @@ impl Frame {
         &mut buf.bytes[head..head + n]
     }
 
+    /// The frame's length in bytes. (The slice's `len` through `Deref` would check the
+    /// headroom against the buffer first; the frame keeps `head` within it.)
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.0.bytes.len() - self.0.head as usize
+    }
+
+    /// Whether the frame holds no bytes.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Bytes free in front of the frame.
     pub fn headroom(&self) -> usize {
         self.0.head as usize
