@@ -235,11 +235,12 @@ pub struct Host {
     epoch: u32,
     /// When the current aging period ends, in nanoseconds.
     epoch_end: u64,
-    /// The last MAC learned and where: a flow's frames skip the table to re-learn it.
-    last_learned: Option<(u128, L2Dest, u32)>,
+    /// The last MAC learned and where, in the current aging period (moving to the next one
+    /// forgets it): a flow's frames skip the table to re-learn it.
+    last_learned: Option<(Vni, MacAddr, L2Dest)>,
     /// The last destination looked up and where it is, while the table is unchanged: a
     /// flow's frames skip the table to find it.
-    last_found: Option<(u128, L2Dest)>,
+    last_found: Option<(Vni, MacAddr, L2Dest)>,
     /// IPs of the host's ENI and the local vNIC port that owns each.
     uplink_owners: Vec<(Ipv4Addr, Port)>,
     pub counters: HostCounters,
@@ -417,15 +418,21 @@ impl Host {
         }
     }
 
+    /// Learn that `src` on segment `vni` is at `at`. A flow's frames find it learned last and
+    /// stop at the first test.
+    #[inline]
     fn learn(&mut self, vni: Vni, src: MacAddr, at: L2Dest) {
-        if src.is_group() {
+        if src.is_group() || self.last_learned == Some((vni, src, at)) {
             return;
         }
+        self.learn_in_table(vni, src, at);
+    }
+
+    /// [`Host::learn`] for a MAC other than the last one learned.
+    #[inline(never)]
+    fn learn_in_table(&mut self, vni: Vni, src: MacAddr, at: L2Dest) {
         let key = l2_key(vni, src);
         let epoch = self.epoch;
-        if self.last_learned == Some((key, at, epoch)) {
-            return;
-        }
         match self.l2.get_mut(&key) {
             Some(e) if e.0 == at => e.1 = epoch,
             Some(e) => {
@@ -443,7 +450,7 @@ impl Host {
                 self.last_found = None;
             }
         }
-        self.last_learned = Some((key, at, epoch));
+        self.last_learned = Some((vni, src, at));
     }
 
     /// Move to the aging period of `now`; forget entries two periods old.
@@ -462,15 +469,22 @@ impl Host {
         self.last_found = None;
     }
 
-    /// Where the MAC `key` is: a local vNIC that sent from it, the host the directory names,
-    /// or a host it was learned behind.
+    /// Where `mac` on segment `vni` is: a local vNIC that sent from it, the host the directory
+    /// names, or a host it was learned behind.
     #[inline]
-    fn find(&mut self, key: u128) -> Option<L2Dest> {
-        if let Some((k, d)) = self.last_found {
-            if k == key {
+    fn find(&mut self, vni: Vni, mac: MacAddr) -> Option<L2Dest> {
+        if let Some((v, m, d)) = self.last_found {
+            if (v, m) == (vni, mac) {
                 return Some(d);
             }
         }
+        self.find_in_table(vni, mac)
+    }
+
+    /// [`Host::find`] for a MAC other than the last one found.
+    #[inline(never)]
+    fn find_in_table(&mut self, vni: Vni, mac: MacAddr) -> Option<L2Dest> {
+        let key = l2_key(vni, mac);
         let d = match self.l2.get(&key).map(|e| e.0) {
             Some(L2Dest::Local(p)) => L2Dest::Local(p),
             learned => match self.dir.macs.get(&key) {
@@ -478,7 +492,7 @@ impl Host {
                 _ => learned?,
             },
         };
-        self.last_found = Some((key, d));
+        self.last_found = Some((vni, mac, d));
         Some(d)
     }
 
@@ -508,7 +522,7 @@ impl Host {
         frame: Frame,
         out: &mut Outbox,
     ) {
-        match self.find(l2_key(vni, dst)) {
+        match self.find(vni, dst) {
             Some(L2Dest::Local(p)) if !dst.is_group() => {
                 if Some(p) != from {
                     self.counters.switched_local += 1;
@@ -694,7 +708,7 @@ impl Host {
             return;
         };
         self.learn(d.vni, src, L2Dest::Remote(peer));
-        match self.find(l2_key(d.vni, dst)) {
+        match self.find(d.vni, dst) {
             Some(L2Dest::Local(p)) if !dst.is_group() => out.send(p, d.inner),
             Some(L2Dest::Remote(_)) if !dst.is_group() => self.counters.rx_dropped_no_vnic += 1,
             _ => {
