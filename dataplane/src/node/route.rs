@@ -1,6 +1,7 @@
 //! A longest-prefix-match IPv4 route table, generic over what a route points at. Tier-0 uses it
 //! with next hops, the VPC router with AWS route targets: one type, one lookup.
 
+use std::cell::Cell;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -18,7 +19,13 @@ pub struct Route<T> {
 #[derive(Debug, Clone)]
 pub struct RouteTable<T> {
     routes: Vec<Entry<T>>,
+    /// The last address looked up and the index of its route ([`NO_ROUTE`] for none): a
+    /// flow's packets skip the scan. Changing the table forgets it.
+    last: Cell<Option<(u32, u32)>>,
 }
+
+/// In [`RouteTable::last`]: the address matched no route.
+const NO_ROUTE: u32 = u32::MAX;
 
 #[derive(Debug, Clone)]
 struct Entry<T> {
@@ -29,7 +36,10 @@ struct Entry<T> {
 
 impl<T> Default for RouteTable<T> {
     fn default() -> Self {
-        RouteTable { routes: Vec::new() }
+        RouteTable {
+            routes: Vec::new(),
+            last: Cell::new(None),
+        }
     }
 }
 
@@ -41,6 +51,7 @@ impl<T> RouteTable<T> {
     /// Add a route, or replace the target of the route with the same destination (the old
     /// target is returned). Host bits of `dest` are ignored.
     pub fn insert(&mut self, dest: Ipv4Net, target: T) -> Option<T> {
+        self.last.set(None);
         let dest = dest.trunc();
         if let Some(e) = self.routes.iter_mut().find(|e| e.route.dest == dest) {
             return Some(std::mem::replace(&mut e.route.target, target));
@@ -64,6 +75,7 @@ impl<T> RouteTable<T> {
 
     /// Remove the route for exactly `dest`.
     pub fn remove(&mut self, dest: Ipv4Net) -> Option<T> {
+        self.last.set(None);
         let dest = dest.trunc();
         let i = self.routes.iter().position(|e| e.route.dest == dest)?;
         Some(self.routes.remove(i).route.target)
@@ -79,10 +91,23 @@ impl<T> RouteTable<T> {
     #[inline]
     pub fn lookup(&self, addr: Ipv4Addr) -> Option<&Route<T>> {
         let a = u32::from(addr);
-        self.routes
+        let i = match self.last.get() {
+            Some((last, i)) if last == a => i,
+            _ => self.scan(a),
+        };
+        self.routes.get(i as usize).map(|e| &e.route)
+    }
+
+    /// The index of the longest-prefix match for `a` ([`NO_ROUTE`] for none), remembered.
+    #[inline(never)]
+    fn scan(&self, a: u32) -> u32 {
+        let i = self
+            .routes
             .iter()
-            .find(|e| a & e.mask == e.net)
-            .map(|e| &e.route)
+            .position(|e| a & e.mask == e.net)
+            .map_or(NO_ROUTE, |i| i as u32);
+        self.last.set(Some((a, i)));
+        i
     }
 
     /// Every route, longest prefix first.
@@ -121,6 +146,21 @@ mod tests {
         assert_eq!(hit("8.8.8.8"), Some("default"));
         let lens: Vec<u8> = t.iter().map(|r| r.dest.prefix_len()).collect();
         assert_eq!(lens, vec![32, 20, 16, 0]);
+    }
+
+    #[test]
+    fn a_change_to_the_table_is_seen_by_the_next_lookup_of_the_same_address() {
+        let mut t = RouteTable::new();
+        let a: Ipv4Addr = "10.1.2.3".parse().unwrap();
+        assert_eq!(t.lookup(a).map(|r| r.target), None);
+        t.insert(net("10.0.0.0/8"), "wide");
+        assert_eq!(t.lookup(a).map(|r| r.target), Some("wide"));
+        t.insert(net("10.1.0.0/16"), "narrow");
+        assert_eq!(t.lookup(a).map(|r| r.target), Some("narrow"));
+        t.remove(net("10.1.0.0/16"));
+        assert_eq!(t.lookup(a).map(|r| r.target), Some("wide"));
+        t.remove(net("10.0.0.0/8"));
+        assert_eq!(t.lookup(a).map(|r| r.target), None);
     }
 
     #[test]
