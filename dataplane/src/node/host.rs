@@ -173,6 +173,59 @@ enum L2Dest {
     Remote(usize),
 }
 
+/// A one-entry cache of where a MAC on a segment is, as integers a frame compares in a few
+/// instructions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cached {
+    /// The MAC's six bytes as read, or [`Cached::EMPTY`] (more than 48 bits) for none.
+    mac: u64,
+    vni: Vni,
+    /// A local port, or a remote host's index with [`Cached::REMOTE`] set.
+    at: u64,
+}
+
+impl Cached {
+    const EMPTY: u64 = u64::MAX;
+    const REMOTE: u64 = 1 << 63;
+    const NONE: Cached = Cached {
+        mac: Self::EMPTY,
+        vni: 0,
+        at: 0,
+    };
+
+    #[inline]
+    fn mac(mac: MacAddr) -> u64 {
+        let m = mac.0;
+        u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
+    }
+
+    #[inline]
+    fn new(vni: Vni, mac: MacAddr, at: L2Dest) -> Cached {
+        let at = match at {
+            L2Dest::Local(p) => u64::from(p),
+            L2Dest::Remote(i) => i as u64 | Self::REMOTE,
+        };
+        Cached {
+            mac: Self::mac(mac),
+            vni,
+            at,
+        }
+    }
+
+    /// Where `mac` on `vni` is, if it is the MAC cached.
+    #[inline]
+    fn get(&self, vni: Vni, mac: MacAddr) -> Option<L2Dest> {
+        if self.mac != Self::mac(mac) || self.vni != vni {
+            return None;
+        }
+        Some(if self.at & Self::REMOTE != 0 {
+            L2Dest::Remote((self.at & !Self::REMOTE) as usize)
+        } else {
+            L2Dest::Local(self.at as Port)
+        })
+    }
+}
+
 counters! {
     /// What the host's switch did with frames.
     pub struct HostCounters {
@@ -237,10 +290,10 @@ pub struct Host {
     epoch_end: u64,
     /// The last MAC learned and where, in the current aging period (moving to the next one
     /// forgets it): a flow's frames skip the table to re-learn it.
-    last_learned: Option<(Vni, MacAddr, L2Dest)>,
+    last_learned: Cached,
     /// The last destination looked up and where it is, while the table is unchanged: a
     /// flow's frames skip the table to find it.
-    last_found: Option<(Vni, MacAddr, L2Dest)>,
+    last_found: Cached,
     /// IPs of the host's ENI and the local vNIC port that owns each.
     uplink_owners: Vec<(Ipv4Addr, Port)>,
     pub counters: HostCounters,
@@ -259,8 +312,8 @@ impl Host {
             l2: FxHashMap::default(),
             epoch: 0,
             epoch_end: HALF_AGING_NS,
-            last_learned: None,
-            last_found: None,
+            last_learned: Cached::NONE,
+            last_found: Cached::NONE,
             uplink_owners: Vec::new(),
             counters: HostCounters::default(),
         }
@@ -325,8 +378,8 @@ impl Host {
             .get_mut(port.checked_sub(FIRST_VNIC)? as usize)?
             .take();
         self.l2.retain(|_, (d, _)| *d != L2Dest::Local(port));
-        self.last_learned = None;
-        self.last_found = None;
+        self.last_learned = Cached::NONE;
+        self.last_found = Cached::NONE;
         self.uplink_owners.retain(|(_, p)| *p != port);
         v
     }
@@ -353,8 +406,8 @@ impl Host {
         }
         self.me = dir.tep_index.get(&self.tep.ip).copied();
         self.dir = dir;
-        self.last_learned = None;
-        self.last_found = None;
+        self.last_learned = Cached::NONE;
+        self.last_found = Cached::NONE;
     }
 
     /// `ip`, an address of this host's ENI, belongs to the vNIC on `port`.
@@ -422,7 +475,7 @@ impl Host {
     /// stop at the first test.
     #[inline]
     fn learn(&mut self, vni: Vni, src: MacAddr, at: L2Dest) {
-        if src.is_group() || self.last_learned == Some((vni, src, at)) {
+        if src.is_group() || self.last_learned == Cached::new(vni, src, at) {
             return;
         }
         self.learn_in_table(vni, src, at);
@@ -437,7 +490,7 @@ impl Host {
             Some(e) if e.0 == at => e.1 = epoch,
             Some(e) => {
                 *e = (at, epoch);
-                self.last_found = None;
+                self.last_found = Cached::NONE;
             }
             None => {
                 if self.l2.len() >= MAX_LEARNED_MACS {
@@ -447,10 +500,10 @@ impl Host {
                     }
                 }
                 self.l2.insert(key, (at, epoch));
-                self.last_found = None;
+                self.last_found = Cached::NONE;
             }
         }
-        self.last_learned = Some((vni, src, at));
+        self.last_learned = Cached::new(vni, src, at);
     }
 
     /// Move to the aging period of `now`; forget entries two periods old.
@@ -465,18 +518,16 @@ impl Host {
         let before = self.l2.len();
         self.l2.retain(|_, (_, seen)| epoch < *seen + 2);
         self.counters.mac_aged_out += (before - self.l2.len()) as u64;
-        self.last_learned = None;
-        self.last_found = None;
+        self.last_learned = Cached::NONE;
+        self.last_found = Cached::NONE;
     }
 
     /// Where `mac` on segment `vni` is: a local vNIC that sent from it, the host the directory
     /// names, or a host it was learned behind.
     #[inline]
     fn find(&mut self, vni: Vni, mac: MacAddr) -> Option<L2Dest> {
-        if let Some((v, m, d)) = self.last_found {
-            if (v, m) == (vni, mac) {
-                return Some(d);
-            }
+        if let Some(d) = self.last_found.get(vni, mac) {
+            return Some(d);
         }
         self.find_in_table(vni, mac)
     }
@@ -492,7 +543,7 @@ impl Host {
                 _ => learned?,
             },
         };
-        self.last_found = Some((vni, mac, d));
+        self.last_found = Cached::new(vni, mac, d);
         Some(d)
     }
 
