@@ -280,7 +280,10 @@ pub struct Host {
     /// This host's index in the directory's TEPs.
     me: Option<usize>,
     /// Outer headers toward each TEP used so far, by index in the directory.
-    tunnels: FxHashMap<usize, Tunnel>,
+    tunnels: Vec<Option<Tunnel>>,
+    /// The last TEP address a tunnel packet came from and its index in the directory: a
+    /// flow's packets skip the directory's table.
+    last_tep: Option<(Ipv4Addr, usize)>,
     /// MAC table, keyed by [`l2_key`].
     l2: FxHashMap<u128, (L2Dest, u32)>,
     /// The current half-aging period (now / (MAC_AGING / 2)); entries carry the one they were
@@ -308,7 +311,8 @@ impl Host {
             vnics: Vec::new(),
             dir: Arc::default(),
             me: None,
-            tunnels: FxHashMap::default(),
+            tunnels: Vec::new(),
+            last_tep: None,
             l2: FxHashMap::default(),
             epoch: 0,
             epoch_end: HALF_AGING_NS,
@@ -405,6 +409,7 @@ impl Host {
             self.l2.retain(|_, (d, _)| matches!(d, L2Dest::Local(_)));
         }
         self.me = dir.tep_index.get(&self.tep.ip).copied();
+        self.last_tep = None;
         self.dir = dir;
         self.last_learned = Cached::NONE;
         self.last_found = Cached::NONE;
@@ -428,16 +433,12 @@ impl Host {
     }
 
     fn encap_to(&mut self, peer: usize, vni: Vni, inner: Frame, out: &mut Outbox) {
-        let (me, dir) = (self.tep, &self.dir);
-        let tunnel = self.tunnels.entry(peer).or_insert_with(|| {
-            let to = dir.teps[peer];
-            Tunnel::new(&Outer {
-                src_mac: me.mac,
-                dst_mac: to.mac,
-                src_ip: me.ip,
-                dst_ip: to.ip,
-            })
-        });
+        if !matches!(self.tunnels.get(peer), Some(Some(_))) {
+            self.add_tunnel(peer);
+        }
+        let Some(Some(tunnel)) = self.tunnels.get(peer) else {
+            return;
+        };
         // A super-frame too long for one Geneve packet (its stack ignored the lab's GSO size)
         // goes as its segments.
         if inner.len() > geneve::MAX_INNER_LEN && inner.gso().is_some() {
@@ -447,6 +448,21 @@ impl Host {
             return;
         }
         encap_one(&mut self.counters, tunnel, inner, vni, out);
+    }
+
+    /// Build the outer headers toward the TEP with index `peer` in the directory.
+    #[cold]
+    fn add_tunnel(&mut self, peer: usize) {
+        let (me, to) = (self.tep, self.dir.teps[peer]);
+        if self.tunnels.len() <= peer {
+            self.tunnels.resize(peer + 1, None);
+        }
+        self.tunnels[peer] = Some(Tunnel::new(&Outer {
+            src_mac: me.mac,
+            dst_mac: to.mac,
+            src_ip: me.ip,
+            dst_ip: to.ip,
+        }));
     }
 
     /// The other hosts a flood on `vni` goes to: those of its span, or every host.
@@ -754,9 +770,16 @@ impl Host {
             return;
         };
         self.counters.rx_decapsulated += 1;
-        let Some(&peer) = self.dir.tep_index.get(&d.outer_src) else {
-            self.counters.rx_dropped_unknown_tep += 1;
-            return;
+        let peer = match self.last_tep {
+            Some((ip, peer)) if ip == d.outer_src => peer,
+            _ => {
+                let Some(&peer) = self.dir.tep_index.get(&d.outer_src) else {
+                    self.counters.rx_dropped_unknown_tep += 1;
+                    return;
+                };
+                self.last_tep = Some((d.outer_src, peer));
+                peer
+            }
         };
         self.learn(d.vni, src, L2Dest::Remote(peer));
         match self.find(d.vni, dst) {
