@@ -25,6 +25,9 @@ pub struct Underlay {
     name: String,
     /// Destination MAC (as a number) → port.
     table: FxHashMap<u64, Port>,
+    /// The last destination looked up and its port: a flow's frames skip the table. Changing
+    /// the table forgets it.
+    last: Option<(u64, Port)>,
     pub counters: UnderlayCounters,
 }
 
@@ -33,6 +36,7 @@ impl Underlay {
         Underlay {
             name: name.to_string(),
             table: FxHashMap::default(),
+            last: None,
             counters: UnderlayCounters::default(),
         }
     }
@@ -40,6 +44,7 @@ impl Underlay {
     /// Frames for `mac` leave on `port`.
     pub fn set_port(&mut self, mac: MacAddr, port: Port) {
         self.table.insert(mac.to_u64(), port);
+        self.last = None;
     }
 }
 
@@ -63,8 +68,19 @@ impl Node for Underlay {
             self.counters.rx_dropped_runt += 1;
             return;
         };
-        match self.table.get(&dst.to_u64()) {
-            Some(&p) => {
+        let dst = dst.to_u64();
+        let port = match self.last {
+            Some((mac, p)) if mac == dst => Some(p),
+            _ => {
+                let p = self.table.get(&dst).copied();
+                if let Some(p) = p {
+                    self.last = Some((dst, p));
+                }
+                p
+            }
+        };
+        match port {
+            Some(p) => {
                 self.counters.forwarded += 1;
                 out.send(p, frame);
             }
