@@ -77,7 +77,7 @@ counters! {
 }
 
 /// Where a port's frames go: the peer port, over which link direction, whether that link is
-/// captured and whether it takes time. Kept small (12 bytes), as it is read for every frame.
+/// captured and whether it takes time. Kept small (16 bytes), as it is read for every frame.
 #[derive(Debug, Clone, Copy)]
 struct Wire {
     peer: u32,
@@ -86,11 +86,24 @@ struct Wire {
     timed: bool,
     /// `link * 2`, plus 1 for the direction from `b` to `a`.
     dir: u32,
+    /// Frames shorter than this take the fast path, straight to the peer: one past the
+    /// longest frame the link carries; 0 (none) when the link is captured or takes time.
+    fast_below: u32,
 }
 
 impl Wire {
     fn link(self) -> LinkId {
         (self.dir / 2) as LinkId
+    }
+
+    /// Set [`Wire::fast_below`] for a link with parameters `spec`.
+    fn set_fast_below(&mut self, spec: &LinkSpec) {
+        self.fast_below = if self.captured || self.timed {
+            0
+        } else {
+            let limit = (spec.mtu as usize).saturating_add(ETH_HEADER_LEN + 1);
+            u32::try_from(limit).unwrap_or(u32::MAX)
+        };
     }
 }
 
@@ -203,9 +216,6 @@ pub struct Sim {
     /// nodes tell is dropped.
     report_notices: bool,
     until_interrupt_check: u32,
-    /// The shortest frame some link cannot carry, less one: frames up to this long skip the
-    /// MTU check.
-    frame_limit_min: usize,
     pub counters: SimCounters,
 }
 
@@ -230,7 +240,6 @@ impl Default for Sim {
             interrupt: None,
             report_notices: false,
             until_interrupt_check: INTERRUPT_CHECK_EVERY,
-            frame_limit_min: usize::MAX,
             counters: SimCounters::default(),
         }
     }
@@ -322,8 +331,6 @@ impl Sim {
         }
         self.captures.push(None);
         self.wire(id);
-        let limit = (spec.mtu as usize).saturating_add(ETH_HEADER_LEN);
-        self.frame_limit_min = self.frame_limit_min.min(limit);
         id
     }
 
@@ -332,13 +339,15 @@ impl Sim {
         let Link { a, b, spec, .. } = self.links[link].clone();
         let captured = self.captures[link].is_some();
         for (side, (from, to)) in [(a, b), (b, a)].into_iter().enumerate() {
-            let w = Wire {
+            let mut w = Wire {
                 peer: to.0 as u32,
                 peer_port: to.1,
                 captured,
                 timed: !spec.is_instant(),
                 dir: (link * 2 + side) as u32,
+                fast_below: 0,
             };
+            w.set_fast_below(&spec);
             self.wire_port(from, Some(w));
         }
     }
@@ -389,11 +398,12 @@ impl Sim {
 
     /// Mark both ends of `link` as captured or not.
     fn set_captured(&mut self, link: LinkId, captured: bool) {
-        let Link { a, b, .. } = self.links[link].clone();
+        let Link { a, b, spec, .. } = self.links[link].clone();
         for (node, port) in [a, b] {
             if let Some(Some(w)) = self.wiring[node].get_mut(port as usize) {
                 if w.link() == link {
                     w.captured = captured;
+                    w.set_fast_below(&spec);
                 }
             }
         }
@@ -628,8 +638,8 @@ impl Sim {
             }
         };
         // One test for everything off the fast path: a link that takes time, a capture, a
-        // frame that may be too long for its link.
-        if w.timed | w.captured | (s.frame.len() > self.frame_limit_min) {
+        // frame too long for its link.
+        if s.frame.len() >= w.fast_below as usize {
             return self.carry_slow(s, w);
         }
         self.counters.delivered += 1;
@@ -640,12 +650,9 @@ impl Sim {
     /// link. Out of line: the fast path of `carry` stays small.
     #[inline(never)]
     fn carry_slow(&mut self, s: Sent, w: Wire) {
-        let len = s.frame.len();
-        if len > self.frame_limit_min {
-            let limit = (self.links[w.link()].spec.mtu as usize).saturating_add(ETH_HEADER_LEN);
-            if len > limit {
-                return self.carry_oversized(s, w, limit);
-            }
+        let limit = (self.links[w.link()].spec.mtu as usize).saturating_add(ETH_HEADER_LEN);
+        if s.frame.len() > limit {
+            return self.carry_oversized(s, w, limit);
         }
         if w.timed {
             send_timed(
