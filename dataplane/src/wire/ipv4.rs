@@ -139,11 +139,13 @@ pub fn fragment(frame: &[u8], mtu: usize) -> Vec<Frame> {
 /// Decrement the TTL of a frame that holds a valid IPv4 header, updating the header checksum
 /// incrementally (RFC 1624). The caller has checked that the TTL is above 1.
 pub fn decrement_ttl(frame: &mut [u8]) {
-    let old = u16::from_be_bytes([frame[IP + 8], frame[IP + 9]]);
-    frame[IP + 8] -= 1;
-    let new = u16::from_be_bytes([frame[IP + 8], frame[IP + 9]]);
-    let c = u16::from_be_bytes([frame[IP + 10], frame[IP + 11]]);
-    frame[IP + 10..IP + 12].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
+    // TTL, protocol, header checksum: one bounds check for the four bytes.
+    let h = &mut frame[IP + 8..IP + 12];
+    let old = u16::from_be_bytes([h[0], h[1]]);
+    h[0] -= 1;
+    let new = u16::from_be_bytes([h[0], h[1]]);
+    let c = u16::from_be_bytes([h[2], h[3]]);
+    h[2..4].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
 }
 
 /// Which address of the header to rewrite.
