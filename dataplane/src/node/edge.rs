@@ -288,6 +288,29 @@ impl Snat {
     }
 }
 
+/// The header fields [`Edge::forward`] reads.
+#[derive(Debug, Clone, Copy)]
+struct Forwarded {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    /// The IP packet's total length.
+    len: usize,
+    /// Don't Fragment.
+    df: bool,
+}
+
+impl Forwarded {
+    #[inline]
+    fn of(v: &Ipv4View<'_>) -> Forwarded {
+        Forwarded {
+            src: v.src(),
+            dst: v.dst(),
+            len: v.total_len(),
+            df: v.dont_fragment(),
+        }
+    }
+}
+
 /// The Edge.
 #[derive(Debug)]
 pub struct Edge {
@@ -298,6 +321,9 @@ pub struct Edge {
     /// /32): read for every packet, so kept apart from the interfaces.
     own_ips: Vec<Ipv4Addr>,
     directed_broadcasts: Vec<Ipv4Addr>,
+    /// The last destination found to be neither an address of the Edge's nor a group's: a
+    /// flow's packets skip those checks. Changing the interfaces forgets it.
+    last_transit: Option<Ipv4Addr>,
     routes: RouteTable<EdgeRoute>,
     arp: ArpCache,
     snat: Snat,
@@ -349,6 +375,7 @@ impl Edge {
             ifaces: cfg.ifaces,
             own_ips,
             directed_broadcasts,
+            last_transit: None,
             routes,
             arp: ArpCache::default(),
             snat: Snat::new(external),
@@ -421,6 +448,7 @@ impl Edge {
             },
         );
         self.own_ips.push(ifc.ip);
+        self.last_transit = None;
         if ifc.net.prefix_len() < 31 {
             self.directed_broadcasts.push(ifc.net.broadcast());
         }
@@ -437,6 +465,7 @@ impl Edge {
             return;
         }
         self.removed.push(port);
+        self.last_transit = None;
         if self
             .routes
             .get(ifc.net)
@@ -552,12 +581,22 @@ impl Edge {
     }
 
     /// Route a packet that this Edge forwards (TTL already checked and decremented).
-    fn forward(&mut self, now: Instant, in_port: usize, mut f: Frame, out: &mut Outbox) {
-        let Some((src, dst, len, df)) =
-            Ipv4View::parse(&f).map(|v| (v.src(), v.dst(), v.total_len(), v.dont_fragment()))
-        else {
+    fn forward(&mut self, now: Instant, in_port: usize, f: Frame, out: &mut Outbox) {
+        let Some(h) = Ipv4View::parse(&f).map(|v| Forwarded::of(&v)) else {
             return;
         };
+        self.forward_parsed(now, in_port, f, h, out);
+    }
+
+    /// [`Edge::forward`] with the packet's header fields already read.
+    fn forward_parsed(
+        &mut self,
+        now: Instant,
+        in_port: usize,
+        mut f: Frame,
+        Forwarded { src, dst, len, df }: Forwarded,
+        out: &mut Outbox,
+    ) {
         let Some(route) = self.routes.lookup(dst).map(|r| r.target) else {
             self.counters.rx_dropped_no_route += 1;
             let from = self.ifaces[in_port].ip;
@@ -743,16 +782,20 @@ impl Edge {
             return;
         };
         let (dst, ttl) = (v.dst(), v.ttl());
+        let h = Forwarded::of(&v);
         let mut nat_answer = None;
-        if self.is_own_ip(dst) {
+        let known_transit = self.last_transit == Some(dst);
+        if !known_transit && self.is_own_ip(dst) {
             nat_answer = self.nat_answer(port, &v);
             if nat_answer.is_none() {
                 return self.deliver_local(now, frame, out);
             }
-        } else if self.is_group_ip(dst) || Self::is_link_group(&frame) {
+        } else if (!known_transit && self.is_group_ip(dst)) || Self::is_link_group(&frame) {
             // No multicast routing, no broadcast forwarding (RFC 1812 §5.3.4, RFC 2644).
             self.counters.rx_dropped_not_routable += 1;
             return;
+        } else {
+            self.last_transit = Some(dst);
         }
         // The TTL is checked on the packet as received, so that an expired SNAT answer is
         // quoted as its sender sent it, and is not counted as translated.
@@ -767,9 +810,13 @@ impl Edge {
         if let Some(answer) = nat_answer {
             Snat::translate_in(&mut f, answer);
             self.counters.snat_in += 1;
+            ipv4::decrement_ttl(&mut f);
+            // The translation changed the destination: read the header again.
+            return self.forward(now, port, f, out);
         }
+        // The TTL is all that changes: the fields read above hold.
         ipv4::decrement_ttl(&mut f);
-        self.forward(now, port, f, out);
+        self.forward_parsed(now, port, f, h, out);
     }
 
     /// Answer a packet whose next hop never answered ARP with host-unreachable, from the
