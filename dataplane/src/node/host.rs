@@ -432,6 +432,7 @@ impl Host {
             .as_ref()
     }
 
+    #[inline(always)]
     fn encap_to(&mut self, peer: usize, vni: Vni, inner: Frame, out: &mut Outbox) {
         if !matches!(self.tunnels.get(peer), Some(Some(_))) {
             self.add_tunnel(peer);
@@ -581,6 +582,7 @@ impl Host {
     }
 
     /// Send `frame` to `dst` on segment `vni`: to a local vNIC, over the overlay, or flooded.
+    #[inline(always)]
     fn switch(
         &mut self,
         vni: Vni,
@@ -597,18 +599,23 @@ impl Host {
                 }
             }
             Some(L2Dest::Remote(peer)) if !dst.is_group() => self.encap_to(peer, vni, frame, out),
-            _ => {
-                self.counters.flooded += 1;
-                self.flood_local(vni, from, &frame, out);
-                // Head-end replication: a copy per host of the segment, the frame to the last.
-                let peers = self.flood_peers(vni);
-                if let Some((&last, rest)) = peers.split_last() {
-                    for &peer in rest {
-                        self.encap_to(peer, vni, frame.clone(), out);
-                    }
-                    self.encap_to(last, vni, frame, out);
-                }
+            _ => self.flood(vni, from, frame, out),
+        }
+    }
+
+    /// Flood `frame` on segment `vni`: to the local vNICs but `from`, and to the other hosts
+    /// of the segment.
+    #[inline(never)]
+    fn flood(&mut self, vni: Vni, from: Option<Port>, frame: Frame, out: &mut Outbox) {
+        self.counters.flooded += 1;
+        self.flood_local(vni, from, &frame, out);
+        // Head-end replication: a copy per host of the segment, the frame to the last.
+        let peers = self.flood_peers(vni);
+        if let Some((&last, rest)) = peers.split_last() {
+            for &peer in rest {
+                self.encap_to(peer, vni, frame.clone(), out);
             }
+            self.encap_to(last, vni, frame, out);
         }
     }
 
@@ -668,6 +675,7 @@ impl Host {
         self.switch(to.vni, mac, None, f, out);
     }
 
+    #[inline(always)]
     fn vnic_in(&mut self, port: Port, vnic_attach: Attachment, frame: Frame, out: &mut Outbox) {
         let (Some(dst), Some(src)) = (wire::eth_dst(&frame), wire::eth_src(&frame)) else {
             self.counters.rx_dropped_runt += 1;
