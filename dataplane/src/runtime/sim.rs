@@ -647,8 +647,8 @@ impl Sim {
     }
 
     /// [`Sim::carry`] for a frame that may be too long, a link that takes time or a captured
-    /// link. Out of line: the fast path of `carry` stays small.
-    #[inline(never)]
+    /// link.
+    #[inline]
     fn carry_slow(&mut self, s: Sent, w: Wire) {
         let limit = (self.links[w.link()].spec.mtu as usize).saturating_add(ETH_HEADER_LEN);
         if s.frame.len() > limit {
