@@ -106,6 +106,9 @@ pub struct VpcRouter {
     enis: Vec<EniSlot>,
     endpoints: Vec<Endpoint>,
     ip_to_eni: FxHashMap<Ipv4Addr, EniIdx>,
+    /// The last address found in `ip_to_eni` and its ENI: a flow's packets skip the map.
+    /// Changing the map forgets it.
+    last_owner: Option<(Ipv4Addr, EniIdx)>,
     main: RouteTable<VpcTarget>,
     /// Custom route tables, by index.
     custom: Vec<RouteTable<VpcTarget>>,
@@ -124,6 +127,7 @@ impl VpcRouter {
             enis: Vec::new(),
             endpoints: Vec::new(),
             ip_to_eni: FxHashMap::default(),
+            last_owner: None,
             main: RouteTable::new(),
             custom: Vec::new(),
             port_table: Vec::new(),
@@ -176,12 +180,14 @@ impl VpcRouter {
     pub fn assign_ip(&mut self, id: &str, ip: Ipv4Addr) {
         if let Some(i) = self.eni_idx(id) {
             self.ip_to_eni.insert(ip, i);
+            self.last_owner = None;
         }
     }
 
     /// No ENI holds `ip` any more.
     pub fn unassign_ip(&mut self, ip: Ipv4Addr) {
         self.ip_to_eni.remove(&ip);
+        self.last_owner = None;
     }
 
     /// The ENI's attachment changed.
@@ -280,9 +286,16 @@ impl VpcRouter {
         };
         match &route.target {
             VpcTarget::Local => {
-                let Some(&i) = self.ip_to_eni.get(&dst) else {
-                    self.counters.rx_dropped_no_eni_for_ip += 1;
-                    return None;
+                let i = match self.last_owner {
+                    Some((ip, i)) if ip == dst => i,
+                    _ => {
+                        let Some(&i) = self.ip_to_eni.get(&dst) else {
+                            self.counters.rx_dropped_no_eni_for_ip += 1;
+                            return None;
+                        };
+                        self.last_owner = Some((dst, i));
+                        i
+                    }
                 };
                 let e = &self.enis[i];
                 if !e.attached {
