@@ -133,6 +133,9 @@ impl LiveLab {
         }
         // Keep reading its stdout, so that it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
+        // Up means served: a `ctl` sent now finds the control socket.
+        let sock = format!("/run/vmcnet/{}.sock", lab.name);
+        assert!(std::path::Path::new(&sock).exists(), "{sock} after: {seen}");
         lab
     }
 

@@ -87,6 +87,14 @@ pub fn up(topo: &str, lab: &str, only: Option<&[String]>, cpu: Option<usize>) ->
         ]);
     }
     outln!("{table}")?;
+    let server = match live.listen() {
+        Ok(server) => server,
+        Err(e) => {
+            // Nothing is left behind of a lab that could not be served.
+            let _ = live.down();
+            return Err(e.into());
+        }
+    };
     let first = live
         .ports
         .first()
@@ -97,7 +105,7 @@ pub fn up(topo: &str, lab: &str, only: Option<&[String]>, cpu: Option<usize>) ->
          Ctrl-C or `vmcnet down {name}` ends it",
         std::process::id()
     )?;
-    let ended = live.serve(&signals, &mut answer);
+    let ended = live.serve(server, &signals, &mut answer);
     let removed = live.down();
     let ended = ended?;
     removed?;

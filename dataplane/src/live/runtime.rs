@@ -464,12 +464,21 @@ impl LiveLab {
         };
     }
 
-    /// Serve the control socket (`/run/vmcnet/LAB.sock`) and run until a signal ends the lab;
-    /// `handler` decides what each request does.
-    pub fn serve(&mut self, signals: &Signals, handler: &mut Handler) -> Result<Ended, LiveError> {
+    /// Listen on the lab's control socket: before the lab is announced, so that a `ctl` sent
+    /// as soon as `up` says the lab is up finds it.
+    pub fn listen(&self) -> Result<ControlServer, LiveError> {
         let path = state::socket_path(&self.name);
-        let server = ControlServer::listen(&path)
-            .map_err(io_err(format!("listening on {}", path.display())))?;
+        ControlServer::listen(&path).map_err(io_err(format!("listening on {}", path.display())))
+    }
+
+    /// Serve the control socket (`/run/vmcnet/LAB.sock`, from [`LiveLab::listen`]) and run
+    /// until a signal ends the lab; `handler` decides what each request does.
+    pub fn serve(
+        &mut self,
+        server: ControlServer,
+        signals: &Signals,
+        handler: &mut Handler,
+    ) -> Result<Ended, LiveError> {
         match self.run(signals, Some((&server, handler)), None)? {
             Some(ended) => Ok(ended),
             None => unreachable!("a run without a deadline ends by a signal"),
