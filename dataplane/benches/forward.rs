@@ -14,7 +14,7 @@
 //! `VMCNET_BENCH_SECS` to change the time per measurement (default 2; the measurements of a
 //! frame size take turns in ten rounds, and each reports its best round). For a profile that
 //! counts instructions, `VMCNET_BENCH_FRAMES=N` sends exactly N 64-byte frames down the VM → EC2
-//! path and nothing else:
+//! path (`VMCNET_BENCH_WAY=ec2-to-vm`: the other way) and nothing else:
 //! `VMCNET_BENCH_FRAMES=100000 valgrind --tool=callgrind target/release/deps/forward-*`.
 
 use std::hint::black_box;
@@ -277,9 +277,14 @@ fn full_path(way: Way, len: usize) -> Batch<'static> {
     })
 }
 
-/// Exactly `n` 64-byte frames down the full path, VM to EC2, for instruction counting.
+/// Exactly `n` 64-byte frames down the full path, VM to EC2 (or, with
+/// `VMCNET_BENCH_WAY=ec2-to-vm`, EC2 to VM), for instruction counting.
 fn fixed_work(n: u64) {
-    let (mut lab, (node, port), template) = full_path_lab(Way::VmToEc2, 64);
+    let way = match std::env::var("VMCNET_BENCH_WAY").as_deref() {
+        Ok("ec2-to-vm") => Way::Ec2ToVm,
+        _ => Way::VmToEc2,
+    };
+    let (mut lab, (node, port), template) = full_path_lab(way, 64);
     let sink = lab.sim.node_id("sink").unwrap();
     for _ in 0..n.div_ceil(BATCH as u64) {
         for _ in 0..BATCH {

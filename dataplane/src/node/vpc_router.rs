@@ -109,6 +109,10 @@ pub struct VpcRouter {
     /// The last address found in `ip_to_eni` and its ENI: a flow's packets skip the map.
     /// Changing the map forgets it.
     last_owner: Option<(Ipv4Addr, EniIdx)>,
+    /// The last address routed to an ENI, with the custom table it was routed by (`None`: the
+    /// main table) and that ENI: a flow's packets skip the search by ENI id. Changing a route
+    /// table forgets it (ENIs are only ever added, so their indices hold).
+    last_eni_route: Option<(Option<usize>, Ipv4Addr, EniIdx)>,
     main: RouteTable<VpcTarget>,
     /// Custom route tables, by index.
     custom: Vec<RouteTable<VpcTarget>>,
@@ -128,6 +132,7 @@ impl VpcRouter {
             endpoints: Vec::new(),
             ip_to_eni: FxHashMap::default(),
             last_owner: None,
+            last_eni_route: None,
             main: RouteTable::new(),
             custom: Vec::new(),
             port_table: Vec::new(),
@@ -199,6 +204,7 @@ impl VpcRouter {
 
     /// The main route table, to add, replace and delete routes.
     pub fn main_table_mut(&mut self) -> &mut RouteTable<VpcTarget> {
+        self.last_eni_route = None;
         &mut self.main
     }
 
@@ -209,6 +215,7 @@ impl VpcRouter {
             t.insert(*dest, target.clone());
         }
         self.custom.push(t);
+        self.last_eni_route = None;
         self.custom.len() - 1
     }
 
@@ -221,6 +228,7 @@ impl VpcRouter {
                 self.port_table.resize(port + 1, None);
             }
             self.port_table[port] = Some(table);
+            self.last_eni_route = None;
         }
     }
 
@@ -276,7 +284,8 @@ impl VpcRouter {
     /// Where a packet for `dst` that came in on `port` leaves: (port, next MAC), or the
     /// counter to bump. The route table is that of the subnet it came from.
     fn resolve(&mut self, port: Port, dst: Ipv4Addr) -> Option<(Port, MacAddr)> {
-        let table = match self.port_table.get(usize::from(port)).copied().flatten() {
+        let table_id = self.port_table.get(usize::from(port)).copied().flatten();
+        let table = match table_id {
             Some(i) => &self.custom[i],
             None => &self.main,
         };
@@ -304,13 +313,23 @@ impl VpcRouter {
                 }
                 Some((e.port, e.mac))
             }
-            VpcTarget::Eni(id) => match self.enis.iter().find(|e| e.id == *id && e.attached) {
-                Some(e) => Some((e.port, e.mac)),
-                None => {
-                    self.counters.rx_dropped_blackhole += 1;
-                    None
+            VpcTarget::Eni(id) => {
+                let i = match self.last_eni_route {
+                    Some((t, ip, i)) if t == table_id && ip == dst => Some(i),
+                    _ => {
+                        let i = self.enis.iter().position(|e| e.id == *id);
+                        self.last_eni_route = i.map(|i| (table_id, dst, i));
+                        i
+                    }
+                };
+                match i.map(|i| &self.enis[i]).filter(|e| e.attached) {
+                    Some(e) => Some((e.port, e.mac)),
+                    None => {
+                        self.counters.rx_dropped_blackhole += 1;
+                        None
+                    }
                 }
-            },
+            }
             VpcTarget::GatewayEndpoint(id) => match self.endpoints.iter().find(|e| e.id == *id) {
                 Some(e) => Some((e.port, e.mac)),
                 None => {
@@ -337,9 +356,11 @@ impl Node for VpcRouter {
                 target: Some(t),
             } => {
                 self.main.insert(*dest, t.clone());
+                self.last_eni_route = None;
             }
             Change::RouterRoute { dest, target: None } => {
                 self.main.remove(*dest);
+                self.last_eni_route = None;
             }
             _ => {}
         }
