@@ -43,8 +43,8 @@ pub const RESERVED_BY_VMC: [Ipv4Net; 3] = [
 ];
 /// The BFD multipliers an Edge accepts.
 pub const BFD_MULTIPLIERS: RangeInclusive<u32> = 2..=16;
-/// The BFD intervals an Edge accepts: NSX's range for Edge nodes is 50 ms to 60 s; 1 ms is
-/// allowed for experiments (every interval is a timer and a packet each way in a drill).
+/// The BFD intervals an Edge accepts: down to 1 ms for experiments (each interval is a timer and
+/// a packet each way in a drill, so far shorter ones would stall it), up to a minute.
 pub const BFD_INTERVALS: RangeInclusive<Duration> =
     Duration::from_millis(1)..=Duration::from_secs(60);
 
