@@ -152,8 +152,10 @@ impl VpcRouter {
         }
     }
 
-    /// Connect an ENI; returns the port it hangs on.
+    /// Connect an ENI; returns the port it hangs on. ENI ids are unique (the topology's names
+    /// are): routes name ENIs by id.
     pub fn add_eni(&mut self, id: &str, mac: MacAddr, attached: bool) -> Port {
+        debug_assert!(self.eni_idx(id).is_none(), "a second ENI {id}");
         let port = self.next_port;
         self.next_port += 1;
         self.enis.push(EniSlot {
