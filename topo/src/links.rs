@@ -133,6 +133,11 @@ impl Rate {
         if self.0 == 0 {
             return Duration::ZERO;
         }
+        // 64-bit arithmetic while it fits (any frame's length does): a 128-bit division is a
+        // call, for every frame sent onto a link that takes time.
+        if let Some(bits_ns) = (bytes as u64).checked_mul(8_000_000_000) {
+            return Duration::from_nanos(bits_ns.div_ceil(self.0));
+        }
         let nanos = (bytes as u128 * 8 * 1_000_000_000).div_ceil(self.0 as u128);
         Duration::from_nanos(nanos.min(u64::MAX as u128) as u64)
     }
@@ -522,6 +527,13 @@ mod tests {
         // 148 B at 25 Gbit/s: 1184 bits / 25 = 47.36 ns, rounded up to 48.
         assert_eq!(Rate::gbit(25).serialization(148), Duration::from_nanos(48));
         assert_eq!(Rate::UNLIMITED.serialization(9000), Duration::ZERO);
+        // Either side of where bits × 10^9 stops fitting in 64 bits: the same arithmetic
+        // (at 8 Gbit/s a byte takes a nanosecond).
+        let last_fit = (u64::MAX / 8_000_000_000) as usize;
+        for bytes in [last_fit, last_fit + 1] {
+            let want = Duration::from_nanos(bytes as u64);
+            assert_eq!(Rate::gbit(8).serialization(bytes), want);
+        }
     }
 
     #[test]
