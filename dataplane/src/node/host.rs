@@ -78,8 +78,11 @@ pub struct Tep {
 /// A learned MAC is forgotten when not seen for this long (give or take half of it: entries are
 /// swept by halves); ESXi's and Linux's bridges default to 300 s.
 pub const MAC_AGING: std::time::Duration = std::time::Duration::from_secs(300);
-/// MACs a host's table holds; past that, learning a new one evicts another (counted).
+/// MACs a host's table holds; a new one learned past that makes room first (see
+/// `Host::make_room`; evictions are counted).
 pub const MAX_LEARNED_MACS: usize = 16_384;
+/// A full MAC table forgets this share of its entries (one over it) to make room.
+const EVICT_SHARE: usize = 8;
 const HALF_AGING_NS: u64 = MAC_AGING.as_nanos() as u64 / 2;
 
 /// The MAC of the distributed router's interfaces, the same on every host (NSX's vMAC).
@@ -511,16 +514,36 @@ impl Host {
             }
             None => {
                 if self.l2.len() >= MAX_LEARNED_MACS {
-                    if let Some(&victim) = self.l2.keys().next() {
-                        self.l2.remove(&victim);
-                        self.counters.mac_evicted += 1;
-                    }
+                    self.make_room();
                 }
                 self.l2.insert(key, (at, epoch));
                 self.last_found = Cached::NONE;
             }
         }
         self.last_learned = Cached::new(vni, src, at);
+    }
+
+    /// The MAC table is full: forget an eighth of it at once (so that a flood of new MACs pays
+    /// for this once every so many frames), the entries seen longest ago first and, of those
+    /// seen as recently, MACs behind other hosts before the local vNICs' (what a flood from
+    /// the overlay or a vNIC brings in goes before the host's own VMs). Ties go by key, so
+    /// that which entries go does not depend on the table's order.
+    #[cold]
+    #[inline(never)]
+    fn make_room(&mut self) {
+        let mut ranked: Vec<(u32, bool, u128)> = self
+            .l2
+            .iter()
+            .map(|(k, (at, seen))| (*seen, matches!(at, L2Dest::Local(_)), *k))
+            .collect();
+        let n = (MAX_LEARNED_MACS / EVICT_SHARE).min(ranked.len());
+        ranked.select_nth_unstable(n.saturating_sub(1));
+        for (_, _, k) in &ranked[..n] {
+            self.l2.remove(k);
+        }
+        self.counters.mac_evicted += n as u64;
+        self.last_found = Cached::NONE;
+        self.last_learned = Cached::NONE;
     }
 
     /// Move to the aging period of `now`; forget entries two periods old.
@@ -1269,6 +1292,37 @@ mod tests {
             h.poll_at().is_some(),
             "a's MAC is still learned, so aging goes on"
         );
+    }
+
+    #[test]
+    fn a_full_mac_table_forgets_the_oldest_then_remote_entries_and_keeps_its_vms() {
+        let (mut h, a, b, ma, mb) = host_with_two_vms();
+        let mut out = Outbox::new();
+        // In the first aging period: a's VM sends, and a MAC is learned behind host 2.
+        let old = MacAddr::local(0x66, 1);
+        h.handle(Instant::ZERO, a, frame(MacAddr::BROADCAST, ma), &mut out);
+        h.learn(VNI, old, L2Dest::Remote(1));
+        // In the next (both still fresh): a's VM sends again, then a flood of new MACs from
+        // the overlay, as many as the table holds.
+        let next = Instant::from_nanos(HALF_AGING_NS + 1);
+        h.poll(next, &mut out);
+        h.handle(next, a, frame(MacAddr::BROADCAST, ma), &mut out);
+        out.clear();
+        for i in 0..MAX_LEARNED_MACS as u32 {
+            h.learn(VNI, MacAddr::local(0x77, i), L2Dest::Remote(2));
+        }
+        // One eviction made room for the rest: an eighth of the table, the older MAC first.
+        assert_eq!(
+            h.counters.mac_evicted,
+            (MAX_LEARNED_MACS / EVICT_SHARE) as u64
+        );
+        assert!(h.l2.len() <= MAX_LEARNED_MACS);
+        assert_eq!(h.find(VNI, old), None);
+        // a's VM, as fresh as the flood but local, is kept: b reaches it without a flood.
+        assert_eq!(h.find(VNI, ma), Some(L2Dest::Local(a)));
+        h.handle(next, b, frame(ma, mb), &mut out);
+        let to: Vec<Port> = out.drain().map(|(p, _)| p).collect();
+        assert_eq!(to, vec![a]);
     }
 
     /// Like [`host_with_directory`], with vNIC `b` too.
