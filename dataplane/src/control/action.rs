@@ -1338,7 +1338,11 @@ impl Lab {
                 role: IfaceRole::Segment,
                 mtu,
             };
-            self.configure(node, Change::EdgeAddIface(ifc));
+            let add = Change::EdgeAddIface {
+                port: edge_port,
+                iface: ifc,
+            };
+            self.configure(node, add);
             let host_node = self.model.host(&host).expect("the Edge's host").node;
             let host_port = self.model.free_port(&host).expect("the Edge's host");
             let vnic = Vnic {

@@ -430,9 +430,27 @@ impl Edge {
         }
     }
 
-    /// A new interface, on the next port, with its connected route.
-    pub fn add_iface(&mut self, ifc: EdgeIface) {
-        let i = self.ifaces.len();
+    /// A new interface on `port`, the one the control plane gave it, with its connected route.
+    /// Ports before it that no interface took stay unused; a port taken already is left as
+    /// it is (the control plane hands each out once).
+    pub fn add_iface(&mut self, port: Port, ifc: EdgeIface) {
+        let i = usize::from(port);
+        if i < self.ifaces.len() {
+            debug_assert!(false, "port {port} of {} is taken", self.name);
+            return;
+        }
+        while self.ifaces.len() < i {
+            let unused = self.ifaces.len();
+            self.ifaces.push(EdgeIface {
+                name: format!("p{unused}"),
+                mac: MacAddr::default(),
+                ip: Ipv4Addr::UNSPECIFIED,
+                net: Ipv4Net::default(),
+                role: IfaceRole::Segment,
+                mtu: 0,
+            });
+            self.removed.push(unused);
+        }
         if ifc.role == IfaceRole::Ha {
             // Nothing is routed on it: BFD alone runs there.
             self.ha_port = Some(i as Port);
@@ -858,7 +876,7 @@ impl Node for Edge {
                     self.announce(out);
                 }
             }
-            Change::EdgeAddIface(ifc) => self.add_iface(ifc.clone()),
+            Change::EdgeAddIface { port, iface } => self.add_iface(*port, iface.clone()),
             Change::EdgeRemoveIface { port } => self.remove_iface(usize::from(*port)),
             Change::EdgeBfd(cfg) => self.set_bfd(now, cfg.clone()),
             _ => {}

@@ -2211,3 +2211,38 @@ fn a_standby_edge_runs_bfd_and_tells_when_its_peer_goes_silent() {
     assert!(out.is_empty());
     assert_eq!(active.counters.rx_dropped_not_handled, before + 1);
 }
+
+/// An interface the control plane adds goes on the port it was given; ports skipped stay
+/// unused.
+#[test]
+fn an_added_interface_takes_the_port_the_control_plane_gives_it() {
+    let mut e = lab_edge();
+    let seg3 = EdgeIface {
+        name: "sddc-cgw-network-3".into(),
+        mac: MacAddr::local(0xed, 3),
+        ip: Ipv4Addr::new(192, 168, 3, 1),
+        net: net("192.168.3.0/24"),
+        role: IfaceRole::Segment,
+        mtu: 1500,
+    };
+    let mut out = Outbox::new();
+    let add = Change::EdgeAddIface {
+        port: 4,
+        iface: seg3.clone(),
+    };
+    e.configure(Instant::ZERO, &add, &mut out);
+    assert_eq!(e.port_name(4), "sddc-cgw-network-3");
+    assert_eq!(e.port_name(3), "p3");
+    let r = e.routes().lookup(Ipv4Addr::new(192, 168, 3, 10)).unwrap();
+    assert_eq!(r.target.iface, 4);
+    // Port 3 is unused: what arrives there is not for any interface.
+    let ping = udp_frame(VM1, Ipv4Addr::new(192, 168, 3, 10), 64, 1, 2, b"x");
+    e.handle(Instant::ZERO, 3, ping.into(), &mut out);
+    assert!(out.is_empty());
+    // A promotion announces the real interfaces only: not the unused port.
+    e.set_active(false);
+    let promote = Change::EdgeActive(true);
+    e.configure(Instant::ZERO, &promote, &mut out);
+    let announced: Vec<Port> = out.drain().map(|(p, _)| p).collect();
+    assert_eq!(announced, vec![0, 1, 2, 4]);
+}

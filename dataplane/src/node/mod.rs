@@ -186,8 +186,8 @@ pub enum Change {
     UnderlayPort { mac: MacAddr, port: Port },
     /// Edge: active or standby.
     EdgeActive(bool),
-    /// Edge: a new interface (a segment created), on the next port.
-    EdgeAddIface(edge::EdgeIface),
+    /// Edge: a new interface (a segment created), on `port`, which the control plane hands out.
+    EdgeAddIface { port: Port, iface: edge::EdgeIface },
     /// Edge: the interface on `port` is gone (its segment deleted); the port stays unused.
     EdgeRemoveIface { port: Port },
     /// Edge: a new BFD session to the other Edge (the Edge VM started), or (`None`) none (it
