@@ -17,7 +17,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::Port;
+use super::{Notice, Port};
 use crate::counters;
 use crate::time::Instant;
 use crate::wire::bfd::{self, Control, State};
@@ -35,15 +35,6 @@ pub struct BfdConfig {
     pub multiplier: u8,
     /// Our discriminator, not zero.
     pub discriminator: u32,
-}
-
-/// What a session tells its node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
-    /// The session came up: the peer is alive and hears us.
-    Up,
-    /// The peer is dead: nothing arrived from it for the detection time. Said once a silence.
-    PeerDead,
 }
 
 counters! {
@@ -130,8 +121,8 @@ impl Session {
     }
 
     /// Time passed: declare the peer dead once the detection time has gone by without a packet,
-    /// then send the packet due, if one is. Returns the packet and what changed.
-    pub fn poll(&mut self, now: Instant) -> (Option<Frame>, Option<Transition>) {
+    /// then send the packet due, if one is. Returns the packet and what to tell the control plane.
+    pub fn poll(&mut self, now: Instant) -> (Option<Frame>, Option<Notice>) {
         let mut change = None;
         if self.detect_at().is_some_and(|d| now >= d) {
             // RFC 5880 §6.8.1: forget the remote's discriminator, and leave Init or Up.
@@ -141,7 +132,7 @@ impl Session {
             self.remote_discriminator = 0;
             self.peer_dead = true;
             self.counters.bfd_peer_dead += 1;
-            change = Some(Transition::PeerDead);
+            change = Some(Notice::BfdPeerDead);
         }
         let mut sent = None;
         if now >= self.next_tx {
@@ -153,8 +144,8 @@ impl Session {
     }
 
     /// A frame arrived on the session's port: take it if it is a control packet for us (RFC
-    /// 5880 §6.8.6). Returns what changed.
-    pub fn receive(&mut self, now: Instant, frame: &[u8]) -> Option<Transition> {
+    /// 5880 §6.8.6). Returns what to tell the control plane.
+    pub fn receive(&mut self, now: Instant, frame: &[u8]) -> Option<Notice> {
         let Some(c) = bfd::parse(frame).filter(|c| {
             c.your_discriminator == 0 || c.your_discriminator == self.cfg.discriminator
         }) else {
@@ -183,7 +174,7 @@ impl Session {
         }
     }
 
-    fn set_state(&mut self, to: State, diag: u8) -> Option<Transition> {
+    fn set_state(&mut self, to: State, diag: u8) -> Option<Notice> {
         let from = std::mem::replace(&mut self.state, to);
         if from == to {
             return None;
@@ -192,7 +183,7 @@ impl Session {
         match (from, to) {
             (_, State::Up) => {
                 self.counters.bfd_up += 1;
-                Some(Transition::Up)
+                Some(Notice::BfdUp)
             }
             (State::Up, _) => {
                 self.counters.bfd_down += 1;
@@ -258,7 +249,7 @@ mod tests {
         end: Instant,
         delay: Duration,
         cut: impl Fn(Instant) -> bool,
-    ) -> (Vec<(Instant, Transition)>, Vec<(Instant, Transition)>) {
+    ) -> (Vec<(Instant, Notice)>, Vec<(Instant, Notice)>) {
         let mut in_flight: Vec<(Instant, bool, Frame)> = Vec::new();
         let (mut ta, mut tb) = (Vec::new(), Vec::new());
         loop {
@@ -302,8 +293,8 @@ mod tests {
         let (a, b) = run(&mut s, Instant::from_millis(10_000), d, |_| false);
         // Down/Down at 0 makes both Init; Init at one interval makes both Up.
         let up = Instant::ZERO + INTERVAL + d;
-        assert_eq!(a, vec![(up, Transition::Up)]);
-        assert_eq!(b, vec![(up, Transition::Up)]);
+        assert_eq!(a, vec![(up, Notice::BfdUp)]);
+        assert_eq!(b, vec![(up, Notice::BfdUp)]);
         assert_eq!(s.0.state(), State::Up);
         // A packet every interval from 0 to 10 s, each way.
         let sent = 10_000 / INTERVAL.as_millis() as u64 + 1;
@@ -320,8 +311,8 @@ mod tests {
         let (a, b) = run(&mut s, Instant::from_millis(10_000), d, |t| t >= cut_at);
         let last = Instant::from_millis(4_000) + d;
         let dead = last + INTERVAL * u32::from(MULT);
-        assert_eq!(a[1], (dead, Transition::PeerDead));
-        assert_eq!(b[1], (dead, Transition::PeerDead));
+        assert_eq!(a[1], (dead, Notice::BfdPeerDead));
+        assert_eq!(b[1], (dead, Notice::BfdPeerDead));
         assert!(s.0.peer_dead());
         assert_eq!(a.len(), 2, "no flapping once down: {a:?}");
         assert_eq!(s.0.state(), State::Down);
@@ -337,7 +328,7 @@ mod tests {
         });
         // First packets through at 6.5 s (Down: both go Init), Up at 7.0 s.
         let up = Instant::from_millis(7_000) + d;
-        assert_eq!(a.last(), Some(&(up, Transition::Up)));
+        assert_eq!(a.last(), Some(&(up, Notice::BfdUp)));
         assert_eq!(a.len(), 3, "up, down, up: {a:?}");
     }
 
@@ -352,7 +343,7 @@ mod tests {
         let (fb, _) = b.poll(Instant::ZERO + INTERVAL);
         assert_eq!(
             a.receive(Instant::ZERO + INTERVAL, &fb.expect("sent")),
-            Some(Transition::Up)
+            Some(Notice::BfdUp)
         );
         // Another session's packet (its "your discriminator" is not ours) changes nothing.
         let stranger = bfd::frame(
@@ -392,7 +383,7 @@ mod tests {
         });
         assert_eq!(
             a,
-            vec![(start + INTERVAL * u32::from(MULT), Transition::PeerDead)]
+            vec![(start + INTERVAL * u32::from(MULT), Notice::BfdPeerDead)]
         );
         // Its first packet went at the first multiple of the interval after the start.
         let sent = (10_000 - 500) / 500 + 1;

@@ -19,8 +19,8 @@
 //! drops what it held for ARP.
 //!
 //! In either role an Edge runs BFD ([`super::bfd`]) to the other Edge on its HA interface, which
-//! nothing is routed on, and tells the control plane ([`Notice`]) when the session comes up or
-//! goes down: the control plane decides what follows (NSX's failover).
+//! nothing is routed on, and tells the control plane ([`super::Notice`]) when the session comes
+//! up or finds its peer dead: the control plane decides what follows (NSX's failover).
 
 use std::net::Ipv4Addr;
 
@@ -28,9 +28,9 @@ use ipnet::Ipv4Net;
 use rustc_hash::FxHashMap;
 
 use super::arp_cache::{ArpCache, Enqueued};
-use super::bfd::{BfdConfig, BfdCounters, Session, Transition};
+use super::bfd::{BfdConfig, BfdCounters, Session};
 use super::route::RouteTable;
-use super::{Change, Counters, Node, Notice, Outbox, Port};
+use super::{Change, Counters, Node, Outbox, Port};
 use crate::counters;
 use crate::time::Instant;
 use crate::wire::arp::{Arp, OP_REPLY, OP_REQUEST};
@@ -412,7 +412,7 @@ impl Edge {
             return;
         };
         if let Some(t) = s.receive(now, frame) {
-            out.notify(notice(t));
+            out.notify(t);
         }
     }
 
@@ -426,7 +426,7 @@ impl Edge {
             out.send(s.port(), f);
         }
         if let Some(t) = t {
-            out.notify(notice(t));
+            out.notify(t);
         }
     }
 
@@ -964,14 +964,6 @@ impl Node for Edge {
             .map_or(&self.bfd_counters, |s| &s.counters);
         c.extend(bfd.list());
         c
-    }
-}
-
-/// What a BFD transition tells the control plane.
-fn notice(t: Transition) -> Notice {
-    match t {
-        Transition::Up => Notice::BfdUp,
-        Transition::PeerDead => Notice::BfdPeerDead,
     }
 }
 

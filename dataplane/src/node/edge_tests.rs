@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::node::arp_cache::{MAX_QUEUED, MAX_TRIES, RETRY};
+use crate::node::Notice;
 use crate::wire::checksum;
 use crate::wire::icmp::{
     TYPE_DEST_UNREACHABLE, TYPE_ECHO_REPLY, TYPE_ECHO_REQUEST, TYPE_TIME_EXCEEDED,
