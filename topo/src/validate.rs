@@ -987,8 +987,8 @@ fn edges(topo: &Topology) -> Check {
     Ok(())
 }
 
-/// Timing: a non-zero stun, a BFD interval of 1 ms to 60 s and a multiplier of 2 to 16, a route table
-/// quota that holds a route per segment plus the local route.
+/// Timing: a non-zero stun, a BFD interval of 1 ms to 60 s and a multiplier of 2 to 16, a route
+/// table quota that holds a route per segment plus the local route.
 fn timing(topo: &Topology) -> Check {
     let timing = &topo.timing;
     for (field, value) in [

@@ -40,10 +40,10 @@ pub type Port = u16;
 /// Frames nodes give out, with the node and port each leaves from.
 ///
 /// Nodes and tests see only [`Outbox::send`] and [`Outbox::drain`] (and, for what a node tells
-/// the control plane rather than a link, [`Outbox::notify`] and [`Outbox::take_notices`]). A runtime hands the same
-/// outbox to every node it calls at one instant and takes what was sent as a batch: it alone
-/// puts each frame onto its link and decides when it reaches the far end (frames on links that
-/// take time wait on the runtime's timeline, never here).
+/// the control plane rather than a link, [`Outbox::notify`] and [`Outbox::take_notices`]). A
+/// runtime hands the same outbox to every node it calls at one instant and takes what was sent
+/// as a batch: it alone puts each frame onto its link and decides when it reaches the far end
+/// (frames on links that take time wait on the runtime's timeline, never here).
 #[derive(Debug, Default)]
 pub struct Outbox {
     /// The node whose frames are being sent.

@@ -85,8 +85,9 @@ impl Control {
     }
 
     /// A control packet as RFC 5880 §6.8.6 accepts it: version 1, a length that fits, a
-    /// detect multiplier, a discriminator and a desired transmit interval not zero, no authentication, not multipoint;
-    /// a zero "your discriminator" only in the Down and AdminDown states.
+    /// detect multiplier, a discriminator and a desired transmit interval not zero, no
+    /// authentication, not multipoint; a zero "your discriminator" only in the Down and
+    /// AdminDown states.
     pub fn parse(b: &[u8]) -> Option<Control> {
         if b.len() < LEN || b[0] >> 5 != 1 {
             return None;
