@@ -2133,7 +2133,7 @@ fn poll_edge(e: &mut Edge, now: Instant) -> (Vec<(Port, Frame)>, Vec<Notice>) {
     if e.poll_at().is_some_and(|t| t <= now) {
         e.poll(now, &mut out);
     }
-    let notices = out.take_notices().into_iter().map(|n| n.1).collect();
+    let notices = out.take_notices();
     (out.drain().collect(), notices)
 }
 
@@ -2160,12 +2160,12 @@ fn a_standby_edge_runs_bfd_and_tells_when_its_peer_goes_silent() {
         assert_eq!(ip.header().source_addr(), Ipv4Addr::new(169, 254, 0, 2));
         let mut out = Outbox::new();
         active.handle(now, 1, f.clone(), &mut out);
-        told.extend(out.take_notices().into_iter().map(|n| (now, n.1)));
+        told.extend(out.take_notices().into_iter().map(|n| (now, n)));
         if now < silent {
             for (port, f) in from_active {
                 let mut out = Outbox::new();
                 standby.handle(now, port, f, &mut out);
-                told.extend(out.take_notices().into_iter().map(|n| (now, n.1)));
+                told.extend(out.take_notices().into_iter().map(|n| (now, n)));
             }
         }
     }

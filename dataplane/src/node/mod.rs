@@ -49,8 +49,9 @@ pub struct Outbox {
     /// The node whose frames are being sent.
     from: u32,
     sent: Vec<Sent>,
-    /// What nodes told the control plane, with the node that told it.
-    notices: Vec<(u32, Notice)>,
+    /// What nodes told the control plane. The control plane reads what it needs from its own
+    /// model and the nodes' state; a notice only says when to look.
+    notices: Vec<Notice>,
 }
 
 /// News a node gives the control plane, beside its frames: what the control plane of the system
@@ -94,15 +95,12 @@ impl Outbox {
 
     /// Tell the control plane `notice`.
     pub fn notify(&mut self, notice: Notice) {
-        self.notices.push((self.from, notice));
+        self.notices.push(notice);
     }
 
-    /// Take what nodes told the control plane, in order, with the node that told each.
-    pub fn take_notices(&mut self) -> Vec<(usize, Notice)> {
-        self.notices
-            .drain(..)
-            .map(|(n, x)| (n as usize, x))
-            .collect()
+    /// Take what nodes told the control plane, in order.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
     }
 
     pub(crate) fn has_notices(&self) -> bool {

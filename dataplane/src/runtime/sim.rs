@@ -494,9 +494,8 @@ impl Sim {
         self.report_notices = on;
     }
 
-    /// What nodes told the control plane since this was last called, in order, with the node
-    /// that told each.
-    pub fn take_notices(&mut self) -> Vec<(NodeId, Notice)> {
+    /// What nodes told the control plane since this was last called, in order.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
         self.outbox.take_notices()
     }
 
