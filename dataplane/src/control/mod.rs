@@ -719,7 +719,6 @@ pub(crate) fn bfd_config(m: &Model, edge: &EdgeFact, t: &vmcnet_topo::Timing) ->
         .find(|(_, e)| e.name == edge.name)?;
     let peer = m.edges.iter().find(|e| e.name != edge.name)?;
     Some(BfdConfig {
-        port: edge.ha.edge_port,
         local: (edge.ha.mac, edge.ha_ip),
         peer: (peer.ha.mac, peer.ha_ip),
         interval: t.bfd_interval,

@@ -17,7 +17,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::{Notice, Port};
+use super::Notice;
 use crate::counters;
 use crate::time::Instant;
 use crate::wire::bfd::{self, Control, State};
@@ -26,8 +26,6 @@ use crate::wire::{Frame, MacAddr};
 /// A session's configuration, as the control plane programs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BfdConfig {
-    /// The node's port the session runs on.
-    pub port: Port,
     pub local: (MacAddr, Ipv4Addr),
     /// The peer, MAC and address both programmed (no ARP).
     pub peer: (MacAddr, Ipv4Addr),
@@ -91,10 +89,6 @@ impl Session {
         }
     }
 
-    pub fn port(&self) -> Port {
-        self.cfg.port
-    }
-
     pub fn state(&self) -> State {
         self.state
     }
@@ -143,7 +137,7 @@ impl Session {
         (sent, change)
     }
 
-    /// A frame arrived on the session's port: take it if it is a control packet for us (RFC
+    /// A frame arrived on the node's port for the session: take it if it is a control packet for us (RFC
     /// 5880 §6.8.6). Returns what to tell the control plane.
     pub fn receive(&mut self, now: Instant, frame: &[u8]) -> Option<Notice> {
         let Some(c) = bfd::parse(frame).filter(|c| {
@@ -227,7 +221,6 @@ mod tests {
         let a = (MacAddr::local(0xed, 1), Ipv4Addr::new(169, 254, 0, 1));
         let b = (MacAddr::local(0xed, 2), Ipv4Addr::new(169, 254, 0, 2));
         let cfg = |local, peer, discriminator| BfdConfig {
-            port: 9,
             local,
             peer,
             interval: INTERVAL,

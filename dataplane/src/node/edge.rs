@@ -422,8 +422,8 @@ impl Edge {
             return;
         };
         let (frame, t) = s.poll(now);
-        if let Some(f) = frame {
-            out.send(s.port(), f);
+        if let Some((f, port)) = frame.zip(self.ha_port) {
+            out.send(port, f);
         }
         if let Some(t) = t {
             out.notify(t);

@@ -2116,7 +2116,6 @@ fn ha_edge(me: u8, active: bool) -> Edge {
     });
     e.set_active(active);
     let cfg = BfdConfig {
-        port: 1,
         local: ha(me),
         peer: ha(3 - me),
         interval: Duration::from_millis(500),
