@@ -431,25 +431,12 @@ impl Edge {
     }
 
     /// A new interface on `port`, the one the control plane gave it, with its connected route.
-    /// Ports before it that no interface took stay unused; a port taken already is left as
-    /// it is (the control plane hands each out once).
+    /// The control plane hands ports out in order, so `port` is the next one; any other is
+    /// refused, and the Edge stays as it was.
     pub fn add_iface(&mut self, port: Port, ifc: EdgeIface) {
         let i = usize::from(port);
-        if i < self.ifaces.len() {
-            debug_assert!(false, "port {port} of {} is taken", self.name);
+        if i != self.ifaces.len() {
             return;
-        }
-        while self.ifaces.len() < i {
-            let unused = self.ifaces.len();
-            self.ifaces.push(EdgeIface {
-                name: format!("p{unused}"),
-                mac: MacAddr::default(),
-                ip: Ipv4Addr::UNSPECIFIED,
-                net: Ipv4Net::default(),
-                role: IfaceRole::Segment,
-                mtu: 0,
-            });
-            self.removed.push(unused);
         }
         if ifc.role == IfaceRole::Ha {
             // Nothing is routed on it: BFD alone runs there.

@@ -2212,8 +2212,8 @@ fn a_standby_edge_runs_bfd_and_tells_when_its_peer_goes_silent() {
     assert_eq!(active.counters.rx_dropped_not_handled, before + 1);
 }
 
-/// An interface the control plane adds goes on the port it was given; ports skipped stay
-/// unused.
+/// An interface the control plane adds goes on the port it was given, the next one; a port out
+/// of turn is refused and changes nothing.
 #[test]
 fn an_added_interface_takes_the_port_the_control_plane_gives_it() {
     let mut e = lab_edge();
@@ -2225,24 +2225,27 @@ fn an_added_interface_takes_the_port_the_control_plane_gives_it() {
         role: IfaceRole::Segment,
         mtu: 1500,
     };
+    let vm = Ipv4Addr::new(192, 168, 3, 10);
     let mut out = Outbox::new();
+    for port in [2, 4] {
+        let add = Change::EdgeAddIface {
+            port,
+            iface: seg3.clone(),
+        };
+        e.configure(Instant::ZERO, &add, &mut out);
+        assert!(e.routes().lookup(vm).is_none(), "port {port} refused");
+        assert_eq!(e.ifaces().len(), 3);
+    }
     let add = Change::EdgeAddIface {
-        port: 4,
-        iface: seg3.clone(),
+        port: 3,
+        iface: seg3,
     };
     e.configure(Instant::ZERO, &add, &mut out);
-    assert_eq!(e.port_name(4), "sddc-cgw-network-3");
-    assert_eq!(e.port_name(3), "p3");
-    let r = e.routes().lookup(Ipv4Addr::new(192, 168, 3, 10)).unwrap();
-    assert_eq!(r.target.iface, 4);
-    // Port 3 is unused: what arrives there is not for any interface.
-    let ping = udp_frame(VM1, Ipv4Addr::new(192, 168, 3, 10), 64, 1, 2, b"x");
-    e.handle(Instant::ZERO, 3, ping.into(), &mut out);
-    assert!(out.is_empty());
-    // A promotion announces the real interfaces only: not the unused port.
+    assert_eq!(e.port_name(3), "sddc-cgw-network-3");
+    assert_eq!(e.routes().lookup(vm).unwrap().target.iface, 3);
+    // A promotion announces it with the others.
     e.set_active(false);
-    let promote = Change::EdgeActive(true);
-    e.configure(Instant::ZERO, &promote, &mut out);
+    e.configure(Instant::ZERO, &Change::EdgeActive(true), &mut out);
     let announced: Vec<Port> = out.drain().map(|(p, _)| p).collect();
-    assert_eq!(announced, vec![0, 1, 2, 4]);
+    assert_eq!(announced, vec![0, 1, 2, 3]);
 }
