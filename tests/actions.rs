@@ -1020,10 +1020,7 @@ fn an_edge_made_active_announces_each_of_its_addresses_with_a_gratuitous_arp() {
         .and_then(|e| e.took_effect_at)
         .expect("the promotion took effect");
     assert_eq!(took, at + t.timing.promotion);
-    let sink = lab.sim.take_capture(link).unwrap();
-    let mem = (sink as Box<dyn std::any::Any>)
-        .downcast::<MemorySink>()
-        .unwrap();
+    let mem = common::take_memory_capture(&mut lab.sim, link);
     let garps: Vec<_> = mem
         .frames
         .iter()
@@ -1042,10 +1039,7 @@ fn an_edge_made_active_announces_each_of_its_addresses_with_a_gratuitous_arp() {
     assert_eq!(edge.counters.garp_sent, addressed.count() as u64);
     // On a segment, its host's ARP suppression does not answer the announcement either: the
     // link carries the GARP and nothing back.
-    let sink = lab.sim.take_capture(segment).unwrap();
-    let mem = (sink as Box<dyn std::any::Any>)
-        .downcast::<MemorySink>()
-        .unwrap();
+    let mem = common::take_memory_capture(&mut lab.sim, segment);
     let arps: Vec<Arp> = mem
         .frames
         .iter()

@@ -807,10 +807,7 @@ fn bfd_crosses_the_overlay_between_the_edges_hosts_once_an_interval_each_way() {
     lab.sim.capture(link, Box::new(MemorySink::default()));
     let end = vmcnet::time::Instant::from_millis(10_000);
     lab.run_until(end);
-    let sink = lab.sim.take_capture(link).unwrap();
-    let mem = (sink as Box<dyn std::any::Any>)
-        .downcast::<MemorySink>()
-        .unwrap();
+    let mem = common::take_memory_capture(&mut lab.sim, link);
     let mut from = std::collections::BTreeMap::new();
     for (_, f) in &mem.frames {
         let outer = etherparse::SlicedPacket::from_ethernet(f).unwrap();
@@ -849,22 +846,18 @@ fn bfd_crosses_the_overlay_between_the_edges_hosts_once_an_interval_each_way() {
 /// the extra delay.
 #[test]
 fn losing_the_ha_link_alone_promotes_the_standby_when_bfd_says_so() {
-    use vmcnet::control::Lab;
     let unplug_at = vmcnet::time::Instant::from_millis(3_200);
     let promoted_at = |topo: &Topology| {
-        let mut lab = Lab::build(topo, 1);
-        lab.set_sddc_automation(true);
+        let mut lab = automated(topo, &[]);
         lab.run_until(unplug_at);
         let standby = lab.model.edge(&topo.sddc.edges.standby.name).unwrap();
-        let link = standby.ha.link;
-        lab.sim.disconnect(link);
+        lab.sim.disconnect(standby.ha.link);
         lab.run_until(unplug_at + Duration::from_secs(5));
-        let took = lab
-            .timeline()
-            .iter()
-            .find(|e| matches!(&e.action, Action::PromoteEdge { edge } if *edge == standby_name(topo)))
-            .and_then(|e| e.took_effect_at);
-        took.expect("the standby took the active role")
+        let roles = role_changes(&lab);
+        let took = format!("{} takes the active role", topo.sddc.edges.standby.name);
+        assert_eq!(roles.len(), 1, "{roles:?}");
+        assert_eq!(roles[0].0, took);
+        roles[0].1
     };
     let topo = default_topo();
     let t = &topo.timing;
@@ -882,10 +875,6 @@ fn losing_the_ha_link_alone_promotes_the_standby_when_bfd_says_so() {
     slow.links.overrides.insert(name, spec);
     assert_eq!(bfd_path(&slow), bfd_path(&topo) + extra);
     assert_eq!(promoted_at(&slow), last + extra + detect + t.promotion);
-}
-
-fn standby_name(topo: &Topology) -> String {
-    topo.sddc.edges.standby.name.clone()
 }
 
 /// An Edge vMotion whose stun outlasts BFD's detection time fails over, as NSX does: the

@@ -51,10 +51,7 @@ fn corpus(max: usize) -> Vec<Vec<u8>> {
     lab.run_until(now + Duration::from_secs(3));
     let mut frames = Vec::new();
     for i in 0..links {
-        let sink = lab.sim.take_capture(i).unwrap();
-        let mem = (sink as Box<dyn std::any::Any>)
-            .downcast::<MemorySink>()
-            .unwrap();
+        let mem = common::take_memory_capture(&mut lab.sim, i);
         frames.extend(mem.frames.into_iter().map(|(_, f)| f));
     }
     frames.sort();

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use vmcnet::capture::MemorySink;
+use vmcnet::runtime::sim::{LinkId, Sim};
 use vmcnet_topo::Topology;
 
 /// The repository's root.
@@ -17,4 +19,12 @@ pub fn root() -> PathBuf {
 /// topo/default.toml, loaded and validated.
 pub fn default_topo() -> Topology {
     vmcnet_topo::load(&root().join("topo/default.toml")).expect("default topology")
+}
+
+/// Take the capture off `link`, where a [`MemorySink`] was put: what it holds.
+pub fn take_memory_capture(sim: &mut Sim, link: LinkId) -> MemorySink {
+    let sink = sim.take_capture(link).expect("a capture on the link");
+    *(sink as Box<dyn std::any::Any>)
+        .downcast::<MemorySink>()
+        .expect("a MemorySink")
 }
