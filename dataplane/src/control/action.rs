@@ -1212,7 +1212,7 @@ impl Lab {
             e.ha.edge_port,
             e.ha.host_port,
             Iface::Ha,
-            super::HA_IFACE.into(),
+            vmcnet_topo::EDGE_HA_IFACE.into(),
         );
         ifaces.push(ha);
         let mut links = Vec::new();
@@ -1300,7 +1300,7 @@ impl Lab {
         if m.segments.iter().any(|s| s.name == name) {
             return Err(format!("a segment is named {name} already"));
         }
-        if [vmcnet_topo::EDGE_UPLINK_IFACE, super::HA_IFACE].contains(&name) {
+        if [vmcnet_topo::EDGE_UPLINK_IFACE, vmcnet_topo::EDGE_HA_IFACE].contains(&name) {
             return Err(format!("{name} names an interface of every Edge"));
         }
         if let Some(s) = m.segments.iter().find(|s| overlaps(s.cidr, cidr)) {

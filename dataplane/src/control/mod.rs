@@ -22,7 +22,7 @@ pub mod state;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use vmcnet_topo::{link_name, nth_addr, vpc_router_ip, LinkKind, Topology};
+use vmcnet_topo::{link_name, nth_addr, vpc_router_ip, LinkKind, Topology, EDGE_HA_IFACE};
 
 use crate::node::bfd::BfdConfig;
 use crate::node::edge::{Edge, EdgeConfig, EdgeIface, IfaceRole};
@@ -59,8 +59,6 @@ pub const HA_NET: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(169, 254, 0, 0), 30
     Ok(n) => n,
     Err(_) => panic!("a /30"),
 };
-/// The name of an Edge's HA interface (`<edge>.ha`); no segment may take it.
-pub const HA_IFACE: &str = vmcnet_topo::EDGE_HA_IFACE;
 
 pub(crate) mod mac_kind {
     pub const TEP: u8 = 0x10;
@@ -598,12 +596,12 @@ impl<'t> Builder<'t> {
             // After the segments: interfaces of segments added later take the ports after it.
             let ha_ip = nth_addr(HA_NET, 1 + self.model.edges.len() as u32);
             ifaces.push(EdgeIface {
-                name: HA_IFACE.into(),
+                name: EDGE_HA_IFACE.into(),
                 mac: self.mac(mac_kind::EDGE),
                 ip: ha_ip,
                 net: HA_NET,
                 role: IfaceRole::Ha,
-                mtu: mtu(HA_IFACE, LinkKind::Vnic),
+                mtu: mtu(EDGE_HA_IFACE, LinkKind::Vnic),
             });
             let mut edge = Edge::new(EdgeConfig {
                 name: vm.name.clone(),
