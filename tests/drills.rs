@@ -1140,3 +1140,43 @@ fn automation_turned_on_late_acts_on_what_bfd_knows() {
         )]
     );
 }
+
+/// A BFD cut holds while an Edge moves: the moved Edge's HA link is plugged in dark, and only
+/// the heal lights it (and the split brain it caused ends then).
+#[test]
+fn a_bfd_cut_holds_across_an_edge_vmotion_until_healed() {
+    let topo = default_topo();
+    let standby = topo.sddc.edges.standby.name.clone();
+    let vmotion = [
+        Action::StunVm {
+            vm: standby.clone(),
+        },
+        Action::ResumeVm {
+            vm: standby.clone(),
+            host: "esxi-1".into(),
+        },
+    ];
+    let mut lab = automated(
+        &topo,
+        &[
+            (1_000, Action::CutBfd),
+            (5_000, vmotion[0].clone()),
+            (5_000, vmotion[1].clone()),
+            (10_000, Action::HealBfd),
+        ],
+    );
+    let ha = |lab: &vmcnet::control::Lab| lab.model.edge(&standby).unwrap().ha.link;
+    lab.run_until(vmcnet::time::Instant::from_millis(9_000));
+    assert_eq!(lab.model.edge(&standby).unwrap().host, "esxi-1", "it moved");
+    assert!(!lab.sim.is_connected(ha(&lab)), "cut, after the move too");
+    lab.run_until(vmcnet::time::Instant::from_millis(15_000));
+    assert!(lab.sim.is_connected(ha(&lab)), "healed");
+    let roles: Vec<String> = role_changes(&lab).into_iter().map(|r| r.0).collect();
+    assert_eq!(
+        roles,
+        [
+            format!("{standby} takes the active role"),
+            "edge-1 steps down to standby".to_string()
+        ]
+    );
+}

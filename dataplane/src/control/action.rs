@@ -414,7 +414,7 @@ impl Lab {
     }
 
     /// Start a BFD session on each Edge that came to run (a fresh one, as a VM that boots), end
-    /// the session of each that stopped; and keep the HA links dark while BFD is cut.
+    /// the session of each that stopped.
     fn program_bfd(&mut self, ran: &[bool]) {
         let mut changes = Vec::new();
         for (e, &was) in self.model.edges.iter().zip(ran) {
@@ -429,25 +429,25 @@ impl Lab {
         for (node, c) in changes {
             self.configure(node, c);
         }
-        if self.bfd_cut {
-            let links: Vec<_> = self.model.edges.iter().map(|e| e.ha.link).collect();
-            for l in links {
-                self.sim.disconnect(l);
-            }
-        }
     }
 
-    /// Plug back the HA links that BFD's cut left dark: those of Edges whose links are up.
-    fn heal_bfd(&mut self) {
+    /// Cut BFD between the Edges (`cut`): their HA links go dark, and stay dark when an Edge
+    /// moves or its host comes back (`resume_edge`, `set_host_failed`). Heal it: plug back the
+    /// HA links of the Edges whose links are up.
+    fn cut_bfd(&mut self, cut: bool) {
+        self.bfd_cut = cut;
         let m = &self.model;
         let links: Vec<_> = m
             .edges
             .iter()
-            .filter(|e| m.edge_runs(e) && !e.stunned)
+            .filter(|e| cut || m.edge_links_up(e))
             .map(|e| e.ha.link)
             .collect();
         for l in links {
-            self.sim.reconnect(l);
+            match cut {
+                true => self.sim.disconnect(l),
+                false => self.sim.reconnect(l),
+            }
         }
     }
 
@@ -885,13 +885,12 @@ impl Lab {
             Action::StandbyEdge { edge } => self.standby_edge(edge),
             Action::CutBfd if self.bfd_cut => Err("BFD is cut already".into()),
             Action::CutBfd => {
-                self.bfd_cut = true;
+                self.cut_bfd(true);
                 Ok(())
             }
             Action::HealBfd if !self.bfd_cut => Err("BFD is not cut".into()),
             Action::HealBfd => {
-                self.bfd_cut = false;
-                self.heal_bfd();
+                self.cut_bfd(false);
                 Ok(())
             }
             Action::StopEdge { edge } => self.stop_edge(edge),
@@ -1259,6 +1258,10 @@ impl Lab {
                 Iface::Ha => {
                     f.ha.host_port = port;
                     f.ha.link = link;
+                    if self.bfd_cut {
+                        // Plugged in, dark until BFD is healed.
+                        self.sim.disconnect(link);
+                    }
                 }
                 Iface::Uplink => uplink_port = port,
             }
@@ -1539,8 +1542,10 @@ impl Lab {
         );
         let mut edges = Vec::new();
         for e in m.edges.iter().filter(|e| e.host == host) {
-            if failed || !(e.stopped || e.stunned) {
-                links.extend(e.links.iter().copied());
+            if failed || m.edge_links_up(e) {
+                // A cut HA link stays dark until BFD is healed.
+                let dark = |l: &LinkId| !failed && self.bfd_cut && *l == e.ha.link;
+                links.extend(e.links.iter().copied().filter(|l| !dark(l)));
             }
             edges.push((e.name.clone(), e.node));
         }

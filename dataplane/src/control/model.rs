@@ -299,6 +299,11 @@ impl Model {
         !e.stopped && self.host(&e.host).is_some_and(|h| !h.failed)
     }
 
+    /// Whether an Edge's links are plugged in: it runs and is not stunned.
+    pub fn edge_links_up(&self, e: &EdgeFact) -> bool {
+        self.edge_runs(e) && !e.stunned
+    }
+
     /// The ENI attached to `host`, if any.
     pub fn eni_of_host(&self, host: &str) -> Option<&EniFact> {
         self.enis
