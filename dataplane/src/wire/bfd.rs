@@ -3,9 +3,6 @@
 
 use std::net::Ipv4Addr;
 
-use bytes::BytesMut;
-
-use super::checksum;
 use super::ipv4::{self, Ipv4Params, Ipv4View, PROTO_UDP};
 use super::{Frame, MacAddr};
 
@@ -118,19 +115,6 @@ impl Control {
 
 /// A control packet in an Ethernet frame from `src` to `dst`, with its UDP checksum.
 pub fn frame(src: (MacAddr, Ipv4Addr), dst: (MacAddr, Ipv4Addr), c: &Control) -> Frame {
-    let body = c.to_bytes();
-    let udp_len = (UDP_LEN + LEN) as u16;
-    let mut udp = [0u8; UDP_LEN + LEN];
-    udp[0..2].copy_from_slice(&SOURCE_PORT.to_be_bytes());
-    udp[2..4].copy_from_slice(&CONTROL_PORT.to_be_bytes());
-    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
-    udp[UDP_LEN..].copy_from_slice(&body);
-    let pseudo = checksum::pseudo_header(src.1.octets(), dst.1.octets(), PROTO_UDP, udp_len);
-    let sum = !(checksum::sum(&udp, pseudo) as u16);
-    // A computed zero is sent as all ones (RFC 768).
-    let sum = if sum == 0 { 0xffff } else { sum };
-    udp[6..8].copy_from_slice(&sum.to_be_bytes());
-    let mut b = BytesMut::with_capacity(14 + 20 + udp.len());
     let p = Ipv4Params {
         src: src.1,
         dst: dst.1,
@@ -138,9 +122,8 @@ pub fn frame(src: (MacAddr, Ipv4Addr), dst: (MacAddr, Ipv4Addr), c: &Control) ->
         ttl: TTL,
         ident: 0,
     };
-    ipv4::put_headers(&mut b, dst.0, src.0, &p, udp.len());
-    b.extend_from_slice(&udp);
-    Frame::from(b)
+    let ports = (SOURCE_PORT, CONTROL_PORT);
+    Frame::from(ipv4::udp(dst.0, src.0, &p, ports, &c.to_bytes()))
 }
 
 /// The control packet a frame carries, if it is one that single-hop BFD accepts: IPv4 with a

@@ -282,6 +282,38 @@ pub fn put_headers(
     buf[start + 10..start + 12].copy_from_slice(&c.to_be_bytes());
 }
 
+/// A UDP datagram from port `sport` to `dport` in an Ethernet frame from `src` to `dst`, its
+/// checksums filled in (`p.protocol` is taken as UDP). The caller keeps the payload short
+/// enough for IPv4.
+pub fn udp(
+    dst: MacAddr,
+    src: MacAddr,
+    p: &Ipv4Params,
+    (sport, dport): (u16, u16),
+    payload: &[u8],
+) -> BytesMut {
+    const UDP_HEADER: usize = 8;
+    let udp_len = (UDP_HEADER + payload.len()) as u16;
+    let p = Ipv4Params {
+        protocol: PROTO_UDP,
+        ..*p
+    };
+    let mut b = BytesMut::with_capacity(ETH_HEADER_LEN + HEADER_LEN + usize::from(udp_len));
+    put_headers(&mut b, dst, src, &p, usize::from(udp_len));
+    let l4 = b.len();
+    b.extend_from_slice(&sport.to_be_bytes());
+    b.extend_from_slice(&dport.to_be_bytes());
+    b.extend_from_slice(&udp_len.to_be_bytes());
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(payload);
+    let ph = checksum::pseudo_header(p.src.octets(), p.dst.octets(), PROTO_UDP, udp_len);
+    let c = !(checksum::sum(&b[l4..], ph) as u16);
+    // A computed zero is sent as all ones: zero means "no checksum" (RFC 768).
+    let c = if c == 0 { 0xffff } else { c };
+    b[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+    b
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -295,7 +327,6 @@ pub(crate) mod tests {
         dport: u16,
         payload: &[u8],
     ) -> BytesMut {
-        let mut b = BytesMut::new();
         let p = Ipv4Params {
             src,
             dst,
@@ -303,28 +334,8 @@ pub(crate) mod tests {
             ttl,
             ident: 7,
         };
-        put_headers(
-            &mut b,
-            MacAddr::local(1, 1),
-            MacAddr::local(1, 2),
-            &p,
-            8 + payload.len(),
-        );
-        let l4 = b.len();
-        b.extend_from_slice(&sport.to_be_bytes());
-        b.extend_from_slice(&dport.to_be_bytes());
-        b.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        b.extend_from_slice(&[0, 0]);
-        b.extend_from_slice(payload);
-        let ph = checksum::pseudo_header(
-            src.octets(),
-            dst.octets(),
-            PROTO_UDP,
-            (8 + payload.len()) as u16,
-        );
-        let c = !(checksum::sum(&b[l4..], ph) as u16);
-        b[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
-        b
+        let macs = (MacAddr::local(1, 1), MacAddr::local(1, 2));
+        udp(macs.0, macs.1, &p, (sport, dport), payload)
     }
 
     const A: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
