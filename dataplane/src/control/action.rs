@@ -260,6 +260,13 @@ pub struct TimelineEvent {
     pub error: Option<String>,
 }
 
+impl TimelineEvent {
+    /// Asked for, and yet to take effect or fail.
+    pub fn is_pending(&self) -> bool {
+        self.took_effect_at.is_none() && self.error.is_none()
+    }
+}
+
 fn ser_instant<S: serde::Serializer>(t: &Instant, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(t.as_secs_f64())
 }
@@ -320,9 +327,7 @@ impl Lab {
 
     /// Whether an action requested has yet to take effect (or fail).
     pub fn pending_actions(&self) -> bool {
-        self.timeline
-            .iter()
-            .any(|e| e.took_effect_at.is_none() && e.error.is_none())
+        self.timeline.iter().any(TimelineEvent::is_pending)
     }
 
     /// Run VMC's reconciler with `strategy`, or (`None`) none. It watches the active Edge's host
@@ -366,8 +371,7 @@ impl Lab {
         };
         let pending = |edge: &str| {
             self.timeline.iter().any(|t| {
-                t.took_effect_at.is_none()
-                    && t.error.is_none()
+                t.is_pending()
                     && matches!(&t.action,
                         Action::SetActiveEdge { edge: e }
                         | Action::PromoteEdge { edge: e }
@@ -621,9 +625,7 @@ impl Lab {
     /// Whether an attachment of `eni` was asked for and has yet to take effect (or fail).
     fn attach_pending(&self, eni: &str) -> bool {
         self.timeline.iter().any(|e| {
-            matches!(&e.action, Action::AttachEni { eni: x, .. } if x == eni)
-                && e.took_effect_at.is_none()
-                && e.error.is_none()
+            matches!(&e.action, Action::AttachEni { eni: x, .. } if x == eni) && e.is_pending()
         })
     }
 
@@ -664,9 +666,10 @@ impl Lab {
     /// The reconciler noticed a change: it acts after `control_plane_notice`.
     /// Changes noticed while a pass is pending are taken by that pass.
     fn notice(&mut self) {
-        let pending = self.timeline.iter().any(|e| {
-            e.action == Action::Reconcile && e.took_effect_at.is_none() && e.error.is_none()
-        });
+        let pending = self
+            .timeline
+            .iter()
+            .any(|e| e.action == Action::Reconcile && e.is_pending());
         if self.reconciler.is_some() && !pending {
             let now = self.sim.now();
             self.request(now, Action::Reconcile).expect("names nothing");
