@@ -128,6 +128,17 @@ impl Rate {
         self.0 == 0
     }
 
+    /// The bytes sent at this rate in `d`, rounded up (none at an unlimited rate, which takes
+    /// no time). 64-bit arithmetic while it fits, as for [`Rate::serialization`].
+    pub fn bytes_in(self, d: Duration) -> u64 {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        match ns.checked_mul(self.0) {
+            _ if ns == 0 => 0,
+            Some(bits_ns) => bits_ns.div_ceil(8_000_000_000),
+            None => (u128::from(ns) * u128::from(self.0)).div_ceil(8_000_000_000) as u64,
+        }
+    }
+
     /// The time `bytes` bytes take to send at this rate, rounded up to the nanosecond.
     pub fn serialization(self, bytes: usize) -> Duration {
         if self.0 == 0 {
@@ -528,12 +539,17 @@ mod tests {
         assert_eq!(Rate::gbit(25).serialization(148), Duration::from_nanos(48));
         assert_eq!(Rate::UNLIMITED.serialization(9000), Duration::ZERO);
         // Either side of where bits × 10^9 stops fitting in 64 bits: the same arithmetic
-        // (at 8 Gbit/s a byte takes a nanosecond).
+        // (at 8 Gbit/s a byte takes a nanosecond), both ways.
         let last_fit = (u64::MAX / 8_000_000_000) as usize;
         for bytes in [last_fit, last_fit + 1] {
             let want = Duration::from_nanos(bytes as u64);
             assert_eq!(Rate::gbit(8).serialization(bytes), want);
+            assert_eq!(Rate::gbit(8).bytes_in(want), bytes as u64);
         }
+        // What a sender has sent in 1 µs at 25 Gbit/s: 3,125 bytes; in 1 ns, 3.125, so 4.
+        assert_eq!(Rate::gbit(25).bytes_in(Duration::from_micros(1)), 3_125);
+        assert_eq!(Rate::gbit(25).bytes_in(Duration::from_nanos(1)), 4);
+        assert_eq!(Rate::UNLIMITED.bytes_in(Duration::from_secs(1)), 0);
     }
 
     #[test]

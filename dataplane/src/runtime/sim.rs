@@ -826,15 +826,8 @@ fn send_timed(
 ) {
     let len = frame.len();
     let start = d.busy_until.max(now);
-    // Bytes ahead of this frame: what the sender still has to send at its rate (none when it
-    // is idle, as it mostly is; 64-bit arithmetic while it fits).
-    let ahead_ns = start.as_nanos() - now.as_nanos();
-    let rate = d.spec.rate.bits_per_sec();
-    let waiting = match ahead_ns.checked_mul(rate) {
-        _ if ahead_ns == 0 => 0,
-        Some(bits_ns) => bits_ns.div_ceil(8_000_000_000),
-        None => (u128::from(ahead_ns) * u128::from(rate)).div_ceil(8_000_000_000) as u64,
-    };
+    // Bytes ahead of this frame: what the sender still has to send at its rate.
+    let waiting = d.spec.rate.bytes_in(start - now);
     if waiting.saturating_add(len as u64) > d.spec.queue.0 {
         d.counters.tx_dropped_queue_full += 1;
         counters.tx_dropped_queue_full += 1;
