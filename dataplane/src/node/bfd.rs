@@ -60,9 +60,9 @@ pub struct Session {
     remote_discriminator: u32,
     /// The detection time, from the last packet received.
     detect: Duration,
-    last_rx: Option<Instant>,
-    /// When the session started: the detection time runs from here until a packet arrives.
-    started: Instant,
+    /// When the peer was last heard from, or (nothing heard yet) when the session started: the
+    /// detection time runs from here.
+    last_heard: Instant,
     /// Nothing was heard from the peer for the detection time, nor since.
     peer_dead: bool,
     next_tx: Instant,
@@ -81,8 +81,7 @@ impl Session {
             diag: bfd::DIAG_NONE,
             remote_discriminator: 0,
             detect,
-            last_rx: None,
-            started: now,
+            last_heard: now,
             peer_dead: false,
             next_tx,
             counters: BfdCounters::default(),
@@ -105,7 +104,7 @@ impl Session {
     /// When the session declares its peer dead if nothing arrives: the detection time after
     /// the last packet received (or the session's start), unless it is dead already.
     fn detect_at(&self) -> Option<Instant> {
-        (!self.peer_dead).then(|| self.last_rx.unwrap_or(self.started) + self.detect)
+        (!self.peer_dead).then(|| self.last_heard + self.detect)
     }
 
     /// When the session next wants [`Session::poll`] called.
@@ -153,7 +152,7 @@ impl Session {
         self.detect = required_rx
             .max(remote_tx)
             .saturating_mul(u32::from(c.detect_mult));
-        self.last_rx = Some(now);
+        self.last_heard = now;
         self.peer_dead = false;
         match (self.state, c.state) {
             (State::Down | State::Init | State::Up, State::AdminDown) => {

@@ -34,15 +34,6 @@ impl State {
             _ => State::Up,
         }
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            State::AdminDown => "admin-down",
-            State::Down => "down",
-            State::Init => "init",
-            State::Up => "up",
-        }
-    }
 }
 
 /// Why a session last left Up (RFC 5880 §4.1, the `Diag` field): the values a session without
