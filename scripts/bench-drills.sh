@@ -21,19 +21,21 @@ topology_of() {
     echo "${t:-topo/default.toml}"
 }
 
-printf '%-28s %12s %14s %16s\n' "drill" "median ms" "virtual s" "virtual s/wall s"
+printf '%-28s %12s %14s %16s  %s\n' "drill" "median ms" "virtual s" "virtual s/wall s" "result"
 for drill in scripts/drills/*.toml scripts/bench/hour.toml; do
     topo=$(topology_of "$drill")
     times=""
     virtual=""
+    result=passed
     for _ in $(seq "$REPS"); do
         t0=$(date +%s%N)
-        out=$("$VMCNET" drill "$topo" "$drill" 2>&1) || true
+        # A drill that fails is still timed, and said to have failed.
+        out=$("$VMCNET" drill "$topo" "$drill" 2>&1) || result=FAILED
         t1=$(date +%s%N)
         times+="$(((t1 - t0) / 1000)) "
         virtual=$(grep -o '[0-9.]* s of virtual time' <<<"$out" | awk '{ s += $1 } END { print s + 0 }')
     done
     m=$(tr ' ' '\n' <<<"$times" | grep . | median)
-    awk -v d="$(basename "$drill" .toml)" -v m="$m" -v v="$virtual" \
-        'BEGIN { printf "%-28s %12.1f %14.1f %16.0f\n", d, m / 1000, v, v / (m / 1000000) }'
+    awk -v d="$(basename "$drill" .toml)" -v m="$m" -v v="$virtual" -v r="$result" \
+        'BEGIN { printf "%-28s %12.1f %14.1f %16.0f  %s\n", d, m / 1000, v, v / (m / 1000000), r }'
 done
