@@ -16,7 +16,7 @@ fn smoke() -> DrillFile {
     DrillFile::load(&root().join("scripts/drills/smoke.toml")).expect("smoke drill")
 }
 
-/// A directory removed when the test ends, pass or fail.
+/// A scratch directory, new and empty, removed when the test ends, pass or fail.
 struct TempDir(PathBuf);
 
 impl TempDir {
@@ -766,10 +766,8 @@ fn cli_json_views_match_their_golden_files_and_speak_aws_and_nsx() {
 fn a_reader_that_goes_away_ends_the_output_quietly() {
     use std::io::Read;
     use std::process::Stdio;
-    // Removed when the test ends, pass or fail.
-    let tmp = TempDir(std::env::temp_dir().join(format!("vmcnet-pipe-{}", std::process::id())));
-    let dir = &tmp.0;
-    let _ = std::fs::remove_dir_all(dir);
+    let tmp = TempDir::new("pipe");
+    let dir = &tmp.0.join("report");
     // The JSON report is larger than a pipe holds: the writer meets the closed pipe.
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmcnet"))
         .args([
@@ -797,7 +795,6 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     // The report files were written before the output began.
     let json = std::fs::read_to_string(dir.join("report.json")).unwrap();
     assert!(json.len() > 64 * 1024, "larger than a pipe");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -824,11 +821,8 @@ fn an_output_path_that_cannot_be_written_is_an_error_before_the_drill_runs() {
 
 #[test]
 fn one_pcapng_file_captures_every_link_of_a_lab_with_more_links_than_open_files() {
-    // Removed when the test ends, pass or fail.
-    let tmp = TempDir(std::env::temp_dir().join(format!("vmcnet-pcapng-{}", std::process::id())));
+    let tmp = TempDir::new("pcapng");
     let dir = &tmp.0;
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
     // 16 hosts and 300 VMs: far more links than the 64 files the drill may open.
     let topo = vmcnet_topo::scale::scaled(1, 16, 300);
     let links = Lab::build(&topo, 1).sim.links().len();
@@ -896,5 +890,4 @@ fn one_pcapng_file_captures_every_link_of_a_lab_with_more_links_than_open_files(
         .map(|t| t.trim().parse::<f64>().unwrap())
         .fold(0.0, f64::max);
     assert!((0.2..1.0).contains(&last), "last frame at {last} s");
-    std::fs::remove_dir_all(dir).unwrap();
 }
