@@ -789,12 +789,9 @@ impl Lab {
         loop {
             match self.sim.run_while(deadline, &mut done) {
                 Stop::Control { token, .. } => self.apply(token as usize),
-                Stop::Notice => {
-                    // What each Edge's session knows is read where it is; the notice only says
-                    // that it changed.
-                    self.sim.take_notices();
-                    self.ha_roles();
-                }
+                // What each Edge's session knows is read where it is; the notice only says
+                // that it changed.
+                Stop::Notice => self.ha_roles(),
                 stop => return stop,
             }
         }

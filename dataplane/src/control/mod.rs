@@ -134,12 +134,9 @@ impl Lab {
         let router = plan
             .node_id(VPC_ROUTER)
             .expect("the plan has the VPC router");
-        let mut sim = Sim::from_plan(plan);
-        // The Edges tell the control plane what BFD learns.
-        sim.report_notices(true);
         Lab {
             topo: topo.clone(),
-            sim,
+            sim: Sim::from_plan(plan),
             model,
             timeline: Vec::new(),
             router,

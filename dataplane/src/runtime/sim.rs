@@ -26,7 +26,7 @@ use vmcnet_topo::LinkSpec;
 use crate::capture::FrameSink;
 use crate::control::plan::LabPlan;
 use crate::counters;
-use crate::node::{Change, Node, Notice, Outbox, Port, Sent};
+use crate::node::{Change, Node, Outbox, Port, Sent};
 use crate::time::Instant;
 use crate::wire::{Frame, ETH_HEADER_LEN};
 
@@ -168,8 +168,8 @@ pub enum Stop {
     /// A control action scheduled with [`Sim::schedule_control`] came due; the clock reads its
     /// instant. Apply it, then run on.
     Control { at: Instant, token: u64 },
-    /// A node told the control plane something ([`crate::node::Outbox::notify`]); take it with
-    /// [`Sim::take_notices`], then run on. The instant's frames are all carried first.
+    /// A node told the control plane something ([`crate::node::Outbox::notify`]): look at what
+    /// changed, then run on. The instant's frames are all carried first.
     Notice,
 }
 
@@ -212,9 +212,6 @@ pub struct Sim {
     outbox: Outbox,
     /// Set from outside (a Ctrl-C handler) to stop the run where it is.
     interrupt: Option<Arc<AtomicBool>>,
-    /// Return [`Stop::Notice`] when a node tells the control plane something; otherwise what
-    /// nodes tell is dropped.
-    report_notices: bool,
     until_interrupt_check: u32,
     pub counters: SimCounters,
 }
@@ -238,7 +235,6 @@ impl Default for Sim {
             is_dirty: Vec::new(),
             outbox: Outbox::new(),
             interrupt: None,
-            report_notices: false,
             until_interrupt_check: INTERRUPT_CHECK_EVERY,
             counters: SimCounters::default(),
         }
@@ -488,17 +484,6 @@ impl Sim {
         self.outbox.send(port, frame);
     }
 
-    /// Return [`Stop::Notice`] from a run when a node tells the control plane something (a
-    /// control plane listens), or (`false`, the default) drop what nodes tell.
-    pub fn report_notices(&mut self, on: bool) {
-        self.report_notices = on;
-    }
-
-    /// What nodes told the control plane since this was last called, in order.
-    pub fn take_notices(&mut self) -> Vec<Notice> {
-        self.outbox.take_notices()
-    }
-
     /// Put a control action on the timeline at `at` (not before now): a run that reaches it
     /// returns [`Stop::Control`] with `token`.
     pub fn schedule_control(&mut self, at: Instant, token: u64) {
@@ -524,8 +509,8 @@ impl Sim {
     /// Handle everything due at the current instant: what the timeline holds for now, in
     /// (time, sequence) order, and the frames that causes on zero-time links, wave after wave.
     /// Events due now were put on the timeline before the frames of the current wave were sent,
-    /// so they go first. Returns early when interrupted, when a control action comes due or (see
-    /// [`Sim::report_notices`]) when a node told the control plane something.
+    /// so they go first. Returns early when interrupted, when a control action comes due or when a
+    /// node told the control plane something (once for what it told).
     pub fn settle(&mut self) -> Option<Stop> {
         self.read_due();
         loop {
@@ -538,11 +523,8 @@ impl Sim {
                 return stop;
             }
             if self.outbox.has_notices() {
-                if self.report_notices {
-                    return Some(Stop::Notice);
-                }
-                // Nobody listens: a run of the sim alone.
                 self.outbox.take_notices();
+                return Some(Stop::Notice);
             }
             if self.due || !self.outbox.is_empty() || !self.rest.is_empty() {
                 continue;
