@@ -11,7 +11,7 @@ use std::time::Duration;
 use vmcnet::control::action::Action;
 use vmcnet::drill::{run_drill, DrillFile, DrillReport, RunOptions};
 use vmcnet::node::endpoint::AppReport;
-use vmcnet_topo::{link_name, LinkKind, Topology, EDGE_HA_IFACE, UNDERLAY};
+use vmcnet_topo::{edge_iface_end, link_name, LinkKind, Topology, EDGE_HA_IFACE, UNDERLAY};
 
 fn drill(name: &str) -> DrillFile {
     DrillFile::load(&root().join(format!("scripts/drills/{name}.toml"))).unwrap()
@@ -30,7 +30,7 @@ fn bfd_path(topo: &Topology) -> Duration {
     let e = &topo.sddc.edges;
     let mut path = Duration::ZERO;
     for edge in [&e.active, &e.standby] {
-        let vnic = link_name(&format!("{}.{EDGE_HA_IFACE}", edge.name), &edge.host);
+        let vnic = link_name(&edge_iface_end(&edge.name, EDGE_HA_IFACE), &edge.host);
         let vnic = topo.links.spec(&vnic, LinkKind::Vnic);
         let underlay = link_name(&edge.host, UNDERLAY);
         let underlay = topo.links.spec(&underlay, LinkKind::Underlay);

@@ -1097,7 +1097,8 @@ fn tshark_reads_the_edges_bfd_and_cut_bfd_fails_over_live() {
     let lab = LiveLab::up();
     let t = common::default_topo();
     let (tm, edges) = (&t.timing, &t.sddc.edges);
-    let link = format!("{}.ha--{}", edges.standby.name, edges.standby.host);
+    let ha = vmcnet_topo::edge_iface_end(&edges.standby.name, vmcnet_topo::EDGE_HA_IFACE);
+    let link = vmcnet_topo::link_name(&ha, &edges.standby.host);
     let file = std::env::temp_dir().join(format!("vmcnet-{}-ha.pcap", lab.name));
     // The session comes up an interval after the lab starts (Down, Init, Up).
     std::thread::sleep(tm.bfd_interval * 2);

@@ -435,6 +435,11 @@ pub const EDGE_UPLINK_IFACE: &str = "uplink";
 /// The name of an Edge's HA interface, which BFD to the other Edge runs on.
 pub const EDGE_HA_IFACE: &str = "ha";
 
+/// How an Edge's interface is named as the end of its link (`edge-1.uplink`).
+pub fn edge_iface_end(edge: &str, iface: &str) -> String {
+    format!("{edge}.{iface}")
+}
+
 /// The name of the link between nodes `a` and `b`.
 pub fn link_name(a: &str, b: &str) -> String {
     format!("{a}--{b}")
@@ -483,19 +488,19 @@ impl Topology {
         let e = &self.sddc.edges;
         for edge in [&e.active, &e.standby] {
             add(
-                &format!("{}.{EDGE_UPLINK_IFACE}", edge.name),
+                &edge_iface_end(&edge.name, EDGE_UPLINK_IFACE),
                 &edge.host,
                 LinkKind::Uplink,
             );
             for s in &self.sddc.segments {
                 add(
-                    &format!("{}.{}", edge.name, s.name),
+                    &edge_iface_end(&edge.name, &s.name),
                     &edge.host,
                     LinkKind::Vnic,
                 );
             }
             add(
-                &format!("{}.{EDGE_HA_IFACE}", edge.name),
+                &edge_iface_end(&edge.name, EDGE_HA_IFACE),
                 &edge.host,
                 LinkKind::Vnic,
             );

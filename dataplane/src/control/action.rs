@@ -1196,7 +1196,7 @@ impl Lab {
             0 as Port,
             e.uplink_port,
             Iface::Uplink,
-            "uplink".to_string(),
+            vmcnet_topo::EDGE_UPLINK_IFACE.to_string(),
         )];
         for (i, s) in e.segment_ifaces.iter().enumerate() {
             let seg = &self.model.segments[i];
@@ -1245,7 +1245,7 @@ impl Lab {
             };
             self.configure(new_node, Change::HostPlug { port, vnic });
             self.model.set_vnic(host, port, Some(name));
-            let link_name = link_name(&format!("{edge}.{iface}"), host);
+            let link_name = link_name(&vmcnet_topo::edge_iface_end(edge, &iface), host);
             let link = self.plug(&link_name, kind, ((e.node, edge_port), (new_node, port)));
             links.push(link);
             let f = self.model.edge_mut(edge).expect("checked");
@@ -1330,7 +1330,7 @@ impl Lab {
             let e = &self.model.edges[i];
             let (edge_name, host, node, edge_port) =
                 (e.name.clone(), e.host.clone(), e.node, e.next_port);
-            let iface_name = format!("{edge_name}.{name}");
+            let iface_name = vmcnet_topo::edge_iface_end(&edge_name, name);
             let link_name = link_name(&iface_name, &host);
             let mtu = self.topo.links.spec(&link_name, LinkKind::Vnic).mtu as usize;
             let ifc = EdgeIface {

@@ -22,7 +22,10 @@ pub mod state;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use vmcnet_topo::{link_name, nth_addr, vpc_router_ip, LinkKind, Topology, EDGE_HA_IFACE};
+use vmcnet_topo::{
+    edge_iface_end, link_name, nth_addr, vpc_router_ip, LinkKind, Topology, EDGE_HA_IFACE,
+    EDGE_UPLINK_IFACE,
+};
 
 use crate::node::bfd::BfdConfig;
 use crate::node::edge::{Edge, EdgeConfig, EdgeIface, IfaceRole};
@@ -569,16 +572,16 @@ impl<'t> Builder<'t> {
         for (vm, active) in [(&e.active, true), (&e.standby, false)] {
             // Each interface's MTU is its link's.
             let mtu = |iface: &str, kind| {
-                let name = link_name(&format!("{}.{iface}", vm.name), &vm.host);
+                let name = link_name(&edge_iface_end(&vm.name, iface), &vm.host);
                 t.links.spec(&name, kind).mtu as usize
             };
             let mut ifaces = vec![EdgeIface {
-                name: "uplink".into(),
+                name: EDGE_UPLINK_IFACE.into(),
                 mac: self.mac(mac_kind::EDGE),
                 ip: e.uplink_ip,
                 net: t.vpc.connected_subnet.cidr,
                 role: IfaceRole::Uplink,
-                mtu: mtu("uplink", LinkKind::Uplink),
+                mtu: mtu(EDGE_UPLINK_IFACE, LinkKind::Uplink),
             }];
             for s in &t.sddc.segments {
                 ifaces.push(EdgeIface {
@@ -637,7 +640,7 @@ impl<'t> Builder<'t> {
                 if active && ifc.role == IfaceRole::Uplink {
                     h.set_uplink_owner(e.uplink_ip, port);
                 }
-                let iface = format!("{}.{}", vm.name, ifc.name);
+                let iface = edge_iface_end(&vm.name, &ifc.name);
                 let kind = match ifc.role {
                     IfaceRole::Uplink => LinkKind::Uplink,
                     IfaceRole::Segment | IfaceRole::Ha => LinkKind::Vnic,
