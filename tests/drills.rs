@@ -853,7 +853,7 @@ fn losing_the_ha_link_alone_promotes_the_standby_when_bfd_says_so() {
         let standby = lab.model.edge(&topo.sddc.edges.standby.name).unwrap();
         lab.sim.disconnect(standby.ha.link);
         lab.run_until(unplug_at + Duration::from_secs(5));
-        let roles = role_changes(&lab);
+        let roles = role_changes(lab.timeline());
         let took = format!("{} takes the active role", topo.sddc.edges.standby.name);
         assert_eq!(roles.len(), 1, "{roles:?}");
         assert_eq!(roles[0].0, took);
@@ -887,27 +887,33 @@ fn an_edge_vmotion_stun_longer_than_bfd_dead_fails_over() {
     let roles = |stun: Duration| {
         let mut topo = topo.clone();
         topo.timing.vmotion_stun = stun;
-        let r = run(&topo, &drill("edge-vmotion"));
-        r.timeline
-            .iter()
-            .filter(|e| {
-                let s = e.action.to_string();
-                s.contains("active role") || s.contains("steps down")
-            })
-            .map(|e| (e.action.to_string(), e.took_effect_at))
-            .collect::<Vec<_>>()
+        role_changes(&run(&topo, &drill("edge-vmotion")).timeline)
     };
     let t = &topo.timing;
     let dead = t.bfd_interval * t.bfd_multiplier;
-    assert_eq!(roles(dead - t.bfd_interval), vec![]);
-    let long = roles(dead + t.bfd_interval * 2);
-    assert_eq!(long.len(), 2, "{long:?}");
-    assert!(
-        long[0].0.starts_with("edge-2 takes the active role"),
-        "{long:?}"
+    assert_eq!(roles(dead - t.bfd_interval), []);
+    let stun = dead + t.bfd_interval * 2;
+    // The stun at 1 s comes before that instant's packet: edge-2 last heard edge-1 half a
+    // second in, and declares it dead a detection time later.
+    let at = |ms| vmcnet::time::Instant::from_millis(ms);
+    let promoted = at(500) + bfd_path(&topo) + dead + t.promotion;
+    // edge-1 resumes on esxi-3, edge-2's host, at 1 s + stun, itself on a BFD instant: both
+    // sessions are Down, so Init then, Up an interval later, across the two vNICs of one host.
+    let bfd_frame = 14 + 20 + 8 + vmcnet::wire::bfd::LEN;
+    let hop = |edge: &str| {
+        let end = edge_iface_end(edge, EDGE_HA_IFACE);
+        let vnic = topo.links.spec(&link_name(&end, "esxi-3"), LinkKind::Vnic);
+        vnic.delay + vnic.rate.serialization(bfd_frame)
+    };
+    let same_host = hop("edge-1") + hop("edge-2");
+    let stepped = at(1_000) + stun + t.bfd_interval + same_host;
+    assert_eq!(
+        roles(stun),
+        [
+            ("edge-2 takes the active role".to_string(), promoted),
+            ("edge-1 steps down to standby".to_string(), stepped),
+        ]
     );
-    assert!(long[1].0.starts_with("edge-1 steps down"), "{long:?}");
-    assert!(long[0].1 < long[1].1);
 }
 
 /// BFD back up before the standby's promotion takes effect (a promotion slower than an
@@ -976,8 +982,10 @@ fn automated(topo: &Topology, actions: &[(u64, Action)]) -> vmcnet::control::Lab
 }
 
 /// When each role change took effect, and that none failed.
-fn role_changes(lab: &vmcnet::control::Lab) -> Vec<(String, vmcnet::time::Instant)> {
-    let roles = lab.timeline().iter().filter(|e| {
+fn role_changes(
+    timeline: &[vmcnet::control::action::TimelineEvent],
+) -> Vec<(String, vmcnet::time::Instant)> {
+    let roles = timeline.iter().filter(|e| {
         matches!(
             e.action,
             Action::SetActiveEdge { .. } | Action::PromoteEdge { .. } | Action::StandbyEdge { .. }
@@ -1012,7 +1020,7 @@ fn a_heal_with_no_traffic_makes_the_older_edge_step_down_once() {
     let cut = vmcnet::time::Instant::from_millis(1_000);
     let healed = vmcnet::time::Instant::from_millis(20_000);
     assert_eq!(
-        role_changes(&lab),
+        role_changes(lab.timeline()),
         vec![
             (
                 "edge-2 takes the active role".to_string(),
@@ -1037,7 +1045,7 @@ fn a_cut_before_bfd_came_up_still_promotes_the_standby() {
     let t = &topo.timing;
     let first = vmcnet::time::Instant::ZERO + bfd_path(&topo);
     assert_eq!(
-        role_changes(&lab),
+        role_changes(lab.timeline()),
         [(
             "edge-2 takes the active role".to_string(),
             first + t.bfd_interval * t.bfd_multiplier + t.promotion
@@ -1075,7 +1083,7 @@ fn a_standby_stunned_when_its_peer_died_takes_over_when_it_resumes() {
     lab.run_until(vmcnet::time::Instant::from_millis(8_000));
     let resumed = vmcnet::time::Instant::from_millis(1_000) + topo.timing.vmotion_stun;
     assert_eq!(
-        role_changes(&lab),
+        role_changes(lab.timeline()),
         [(
             format!("make {standby} the active Edge"),
             resumed + topo.timing.promotion
@@ -1109,7 +1117,7 @@ fn both_edges_restarted_as_standby_elect_one_active() {
     let t = &topo.timing;
     let restarted = vmcnet::time::Instant::from_millis(1_000) + t.ha_host_dead + t.ha_restart;
     lab.run_until(restarted + std::time::Duration::from_secs(10));
-    let roles = role_changes(&lab);
+    let roles = role_changes(lab.timeline());
     assert_eq!(roles.len(), 1, "{roles:?}");
     assert_eq!(roles[0].0, "make edge-1 the active Edge");
     assert!(roles[0].1 > restarted, "{roles:?}");
@@ -1129,11 +1137,11 @@ fn automation_turned_on_late_acts_on_what_bfd_knows() {
         .unwrap();
     let late = vmcnet::time::Instant::from_millis(5_000);
     lab.run_until(late);
-    assert_eq!(role_changes(&lab), []);
+    assert_eq!(role_changes(lab.timeline()), []);
     lab.set_sddc_automation(true);
     lab.run_until(late + std::time::Duration::from_secs(1));
     assert_eq!(
-        role_changes(&lab),
+        role_changes(lab.timeline()),
         [(
             "make edge-2 the active Edge".to_string(),
             late + topo.timing.promotion
@@ -1171,7 +1179,10 @@ fn a_bfd_cut_holds_across_an_edge_vmotion_until_healed() {
     assert!(!lab.sim.is_connected(ha(&lab)), "cut, after the move too");
     lab.run_until(vmcnet::time::Instant::from_millis(15_000));
     assert!(lab.sim.is_connected(ha(&lab)), "healed");
-    let roles: Vec<String> = role_changes(&lab).into_iter().map(|r| r.0).collect();
+    let roles: Vec<String> = role_changes(lab.timeline())
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
     assert_eq!(
         roles,
         [
