@@ -16,7 +16,8 @@ pub mod validate;
 
 pub use links::{
     edge_iface_end, instance_eni_id, link_name, ByteSize, LinkKind, LinkOpt, LinkSpec, Links,
-    PlannedLink, Rate, EDGE_HA_IFACE, EDGE_UPLINK_IFACE, UNDERLAY, VPC_ROUTER,
+    PlannedLink, Rate, EDGE_HA_IFACE, EDGE_RESERVED_IFACES, EDGE_UPLINK_IFACE, UNDERLAY,
+    VPC_ROUTER,
 };
 pub use model::*;
 pub use validate::{name_ok, FieldPath, TopoError, Violation};

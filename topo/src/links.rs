@@ -434,6 +434,8 @@ impl Links {
 pub const EDGE_UPLINK_IFACE: &str = "uplink";
 /// The name of an Edge's HA interface, which BFD to the other Edge runs on.
 pub const EDGE_HA_IFACE: &str = "ha";
+/// The interfaces every Edge has beside its segments': no segment may take their names.
+pub const EDGE_RESERVED_IFACES: [&str; 2] = [EDGE_UPLINK_IFACE, EDGE_HA_IFACE];
 
 /// How an Edge's interface is named as the end of its link (`edge-1.uplink`).
 pub fn edge_iface_end(edge: &str, iface: &str) -> String {

@@ -492,8 +492,7 @@ fn names(topo: &Topology) -> Check {
     }
     // An Edge's interfaces are named after their segments, beside its uplink and HA ones.
     for (i, segment) in topo.sddc.segments.iter().enumerate() {
-        let reserved = [crate::links::EDGE_UPLINK_IFACE, crate::links::EDGE_HA_IFACE];
-        if reserved.contains(&segment.name.as_str()) {
+        if crate::links::EDGE_RESERVED_IFACES.contains(&segment.name.as_str()) {
             let field = FieldPath::new("sddc.segments").index(i).key("name");
             return Err(field.violation(format!(
                 "`{}` names an interface of every Edge; a segment may not take it",

@@ -1303,7 +1303,7 @@ impl Lab {
         if m.segments.iter().any(|s| s.name == name) {
             return Err(format!("a segment is named {name} already"));
         }
-        if [vmcnet_topo::EDGE_UPLINK_IFACE, vmcnet_topo::EDGE_HA_IFACE].contains(&name) {
+        if vmcnet_topo::EDGE_RESERVED_IFACES.contains(&name) {
             return Err(format!("{name} names an interface of every Edge"));
         }
         if let Some(s) = m.segments.iter().find(|s| overlaps(s.cidr, cidr)) {
