@@ -557,6 +557,66 @@ fn segments_come_and_go_with_stable_vnis_and_the_edges_interfaces() {
 }
 
 #[test]
+fn an_edge_moved_after_a_segment_before_anothers_went_keeps_each_interface_on_its_segment() {
+    let mut lab = Lab::build(&topo(), 1);
+    let mut t = lab.sim.now();
+    let seg = |n: u8| format!("sddc-cgw-network-{n}");
+    for n in [4u8, 5] {
+        let cidr: ipnet::Ipv4Net = format!("192.168.{n}.0/24").parse().unwrap();
+        let add = Action::AddSegment {
+            name: seg(n),
+            cidr,
+            gateway: vmcnet_topo::Gateway::Cgw,
+        };
+        lab.request(t, add).unwrap();
+        let route = Action::CreateRoute {
+            dest: cidr,
+            eni: "eni-2".into(),
+        };
+        lab.request(t, route).unwrap();
+    }
+    t += lab.topo.timing.replace_route;
+    lab.run_until(t);
+    // The earlier of the two goes: the later one's interfaces now sit on a lower index.
+    lab.request(t, Action::RemoveSegment { name: seg(4) })
+        .unwrap();
+    lab.run_until(t);
+    // The active Edge moves to another host: every interface is plugged in again there.
+    lab.request(
+        t,
+        Action::StunVm {
+            vm: "edge-1".into(),
+        },
+    )
+    .unwrap();
+    let resume = Action::ResumeVm {
+        vm: "edge-1".into(),
+        host: "esxi-3".into(),
+    };
+    lab.request(t, resume).unwrap();
+    t += lab.topo.timing.vmotion_stun;
+    lab.run_until(t);
+    assert!(lab.timeline().iter().all(|e| e.error.is_none()));
+    let edge = lab.model.edge("edge-1").unwrap();
+    assert_eq!(edge.host, "esxi-3");
+    for v in edge.segment_vnics() {
+        let vmcnet::control::model::EdgeVnicIface::Segment(i) = v.iface else {
+            unreachable!()
+        };
+        let (attach, _, name) = lab.model.edge_vnic_plug(v.iface);
+        assert_eq!(name, lab.model.segments[i].name);
+        assert_eq!(
+            attach,
+            vmcnet::node::host::Attachment::Segment(lab.model.segments[i].vni)
+        );
+    }
+    // On its new host the Edge answers at the remaining segment's gateway, and no longer at
+    // the removed one's.
+    assert_eq!(ping(&mut lab, "web-1", Ipv4Addr::new(192, 168, 5, 1), 2), 2);
+    assert_eq!(ping(&mut lab, "web-1", Ipv4Addr::new(192, 168, 4, 1), 2), 0);
+}
+
+#[test]
 fn a_host_joins_takes_an_available_eni_and_runs_a_vm_then_leaves() {
     let mut lab = Lab::build(&topo(), 1);
     let in_use = |lab: &Lab| lab.enis().iter().filter(|e| e.host.is_some()).count();

@@ -851,7 +851,7 @@ fn losing_the_ha_link_alone_promotes_the_standby_when_bfd_says_so() {
         let mut lab = automated(topo, &[]);
         lab.run_until(unplug_at);
         let standby = lab.model.edge(&topo.sddc.edges.standby.name).unwrap();
-        lab.sim.disconnect(standby.ha.link);
+        lab.sim.disconnect(standby.ha().link);
         lab.run_until(unplug_at + Duration::from_secs(5));
         let roles = role_changes(lab.timeline());
         let took = format!("{} takes the active role", topo.sddc.edges.standby.name);
@@ -1173,7 +1173,7 @@ fn a_bfd_cut_holds_across_an_edge_vmotion_until_healed() {
             (10_000, Action::HealBfd),
         ],
     );
-    let ha = |lab: &vmcnet::control::Lab| lab.model.edge(&standby).unwrap().ha.link;
+    let ha = |lab: &vmcnet::control::Lab| lab.model.edge(&standby).unwrap().ha().link;
     lab.run_until(vmcnet::time::Instant::from_millis(9_000));
     assert_eq!(lab.model.edge(&standby).unwrap().host, "esxi-1", "it moved");
     assert!(!lab.sim.is_connected(ha(&lab)), "cut, after the move too");

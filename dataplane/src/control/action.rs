@@ -13,7 +13,7 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 use vmcnet_topo::{link_name, LinkKind, Timing};
 
-use super::model::{EdgeFact, EdgeSegmentIface, RouteDest, RouteFact, SegmentFact};
+use super::model::{EdgeFact, EdgeVnic, EdgeVnicIface, RouteDest, RouteFact, SegmentFact};
 use super::{Lab, Maintenance};
 use crate::node::edge::{EdgeIface, IfaceRole};
 use crate::node::host::Vnic;
@@ -445,7 +445,7 @@ impl Lab {
             .edges
             .iter()
             .filter(|e| cut || m.edge_links_up(e))
-            .map(|e| e.ha.link)
+            .map(|e| e.ha().link)
             .collect();
         for l in links {
             match cut {
@@ -1168,7 +1168,8 @@ impl Lab {
             return Err(format!("{edge} is already stunned"));
         }
         e.stunned = true;
-        for l in e.links.clone() {
+        let links: Vec<LinkId> = e.links().collect();
+        for l in links {
             self.sim.disconnect(l);
         }
         Ok(())
@@ -1180,96 +1181,40 @@ impl Lab {
         let e = self.model.edge(edge).expect("checked").clone();
         let old_node = self.model.host(&e.host).expect("the Edge's host").node;
         let new_node = self.model.host(host).expect("checked").node;
-        for l in &e.links {
-            self.sim.disconnect(*l);
+        for l in e.links() {
+            self.sim.disconnect(l);
         }
-        // Which of the Edge's interfaces a vNIC is.
-        #[derive(Clone, Copy)]
-        enum Iface {
-            Uplink,
-            Segment(usize),
-            Ha,
-        }
-        // The uplink first, then the segments, as the Edge's ports run; the HA interface's
-        // port lies among the segments', but the order of plugging does not matter.
-        let mut ifaces = vec![(
-            0 as Port,
-            e.uplink_port,
-            Iface::Uplink,
-            vmcnet_topo::EDGE_UPLINK_IFACE.to_string(),
-        )];
-        for (i, s) in e.segment_ifaces.iter().enumerate() {
-            let seg = &self.model.segments[i];
-            ifaces.push((
-                s.edge_port,
-                s.host_port,
-                Iface::Segment(i),
-                seg.name.clone(),
-            ));
-        }
-        let ha = (
-            e.ha.edge_port,
-            e.ha.host_port,
-            Iface::Ha,
-            vmcnet_topo::EDGE_HA_IFACE.into(),
-        );
-        ifaces.push(ha);
-        let mut links = Vec::new();
-        let mut uplink_port = e.uplink_port;
+        // The uplink first, then the segments, then the HA interface (see `EdgeFact::vnics`).
         let mut announce = Vec::new();
-        for (edge_port, old_port, which, iface) in ifaces {
-            self.configure(old_node, Change::HostUnplug { port: old_port });
-            self.model.set_vnic(&e.host, old_port, None);
+        for (i, v) in e.vnics.iter().enumerate() {
+            self.configure(old_node, Change::HostUnplug { port: v.host_port });
+            self.model.set_vnic(&e.host, v.host_port, None);
             let port = self.model.free_port(host).expect("checked");
-            let mac = match which {
-                Iface::Segment(i) => e.segment_ifaces[i].mac,
-                Iface::Ha => e.ha.mac,
-                Iface::Uplink => e.uplink_mac,
-            };
-            let (attach, kind) = match which {
-                Iface::Segment(i) => {
-                    let vni = self.model.segments[i].vni;
-                    (crate::node::host::Attachment::Segment(vni), LinkKind::Vnic)
-                }
-                Iface::Ha => (
-                    crate::node::host::Attachment::Segment(super::HA_VNI),
-                    LinkKind::Vnic,
-                ),
-                Iface::Uplink => (crate::node::host::Attachment::Uplink, LinkKind::Uplink),
-            };
+            let (attach, kind, iface) = self.model.edge_vnic_plug(v.iface);
             let name = format!("{edge}/{iface}");
             let vnic = Vnic {
                 name: name.clone(),
-                mac,
+                mac: v.mac,
                 attach,
             };
             self.configure(new_node, Change::HostPlug { port, vnic });
             self.model.set_vnic(host, port, Some(name));
             let link_name = link_name(&vmcnet_topo::edge_iface_end(edge, &iface), host);
-            let link = self.plug(&link_name, kind, ((e.node, edge_port), (new_node, port)));
-            links.push(link);
+            let link = self.plug(&link_name, kind, ((e.node, v.edge_port), (new_node, port)));
             let f = self.model.edge_mut(edge).expect("checked");
-            match which {
-                Iface::Segment(i) => {
-                    f.segment_ifaces[i].host_port = port;
-                    f.segment_ifaces[i].link = link;
-                    announce.push(port);
+            f.vnics[i].host_port = port;
+            f.vnics[i].link = link;
+            match v.iface {
+                EdgeVnicIface::Segment(_) => announce.push(port),
+                EdgeVnicIface::Ha if self.bfd_cut => {
+                    // Plugged in, dark until BFD is healed.
+                    self.sim.disconnect(link);
                 }
-                Iface::Ha => {
-                    f.ha.host_port = port;
-                    f.ha.link = link;
-                    if self.bfd_cut {
-                        // Plugged in, dark until BFD is healed.
-                        self.sim.disconnect(link);
-                    }
-                }
-                Iface::Uplink => uplink_port = port,
+                EdgeVnicIface::Ha | EdgeVnicIface::Uplink => {}
             }
         }
         let f = self.model.edge_mut(edge).expect("checked");
         f.host = host.to_string();
-        f.uplink_port = uplink_port;
-        f.links = links;
         f.stunned = false;
         self.program_uplink_owners();
         self.program_directory();
@@ -1286,7 +1231,7 @@ impl Lab {
         }
         e.stopped = true;
         e.active = false;
-        let (node, links) = (e.node, e.links.clone());
+        let (node, links) = (e.node, e.links().collect::<Vec<_>>());
         self.configure(node, Change::EdgeActive(false));
         for l in links {
             self.sim.disconnect(l);
@@ -1325,6 +1270,7 @@ impl Lab {
             gateway_ip,
             vni,
         });
+        let segment = self.model.segments.len() - 1;
         for i in 0..self.model.edges.len() {
             let mac = self.model.new_mac(super::mac_kind::EDGE);
             let e = &self.model.edges[i];
@@ -1372,8 +1318,8 @@ impl Lab {
             }
             let e = self.model.edge_mut(&edge_name).expect("exists");
             e.next_port += 1;
-            e.links.push(link);
-            e.segment_ifaces.push(EdgeSegmentIface {
+            e.insert_vnic(EdgeVnic {
+                iface: EdgeVnicIface::Segment(segment),
                 mac,
                 edge_port,
                 host_port,
@@ -1403,8 +1349,19 @@ impl Lab {
         }
         for i in 0..self.model.edges.len() {
             let e = &mut self.model.edges[i];
-            let ifc = e.segment_ifaces.remove(idx);
-            e.links.retain(|l| *l != ifc.link);
+            let at = e
+                .vnics
+                .iter()
+                .position(|v| v.iface == EdgeVnicIface::Segment(idx))
+                .expect("an interface on every segment");
+            let ifc = e.vnics.remove(at);
+            for v in &mut e.vnics {
+                if let EdgeVnicIface::Segment(j) = &mut v.iface {
+                    if *j > idx {
+                        *j -= 1;
+                    }
+                }
+            }
             let (node, host) = (e.node, e.host.clone());
             self.configure(
                 node,
@@ -1544,8 +1501,8 @@ impl Lab {
         for e in m.edges.iter().filter(|e| e.host == host) {
             if failed || m.edge_links_up(e) {
                 // A cut HA link stays dark until BFD is healed.
-                let dark = |l: &LinkId| !failed && self.bfd_cut && *l == e.ha.link;
-                links.extend(e.links.iter().copied().filter(|l| !dark(l)));
+                let dark = |l: &LinkId| !failed && self.bfd_cut && *l == e.ha().link;
+                links.extend(e.links().filter(|l| !dark(l)));
             }
             edges.push((e.name.clone(), e.node));
         }
@@ -1641,7 +1598,7 @@ impl Lab {
                     .filter(|e| e.host == h.name && e.active && m.edge_runs(e))
                     .max_by_key(|e| e.promoted)
                     .filter(|_| holds)
-                    .map(|e| e.uplink_port);
+                    .map(|e| e.uplink().host_port);
                 (h.node, port)
             })
             .collect();

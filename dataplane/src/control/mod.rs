@@ -41,8 +41,8 @@ use crate::wire::geneve::Vni;
 use crate::wire::MacAddr;
 use action::TimelineEvent;
 use model::{
-    CustomTableFact, EdgeFact, EdgeSegmentIface, EniAttachmentFact, EniFact, HostFact, Model,
-    RouteDest, RouteFact, SegmentFact, VmFact,
+    CustomTableFact, EdgeFact, EdgeVnic, EdgeVnicIface, EniAttachmentFact, EniFact, HostFact,
+    Model, RouteDest, RouteFact, SegmentFact, VmFact,
 };
 use plan::LabPlan;
 
@@ -616,16 +616,14 @@ impl<'t> Builder<'t> {
                 .plan
                 .node_id(&vm.host)
                 .expect("validated: Edge on a known host");
-            let mut uplink_port = 0;
-            let mut links = Vec::new();
-            let mut segment_ifaces = Vec::new();
-            let mut ha = None;
+            let mut vnics = Vec::new();
             for (k, ifc) in ifaces.iter().enumerate() {
-                let attach = match ifc.role {
-                    IfaceRole::Uplink => Attachment::Uplink,
-                    IfaceRole::Segment => Attachment::Segment(segment_vni(k - 1)),
-                    IfaceRole::Ha => Attachment::Segment(HA_VNI),
+                let which = match ifc.role {
+                    IfaceRole::Uplink => EdgeVnicIface::Uplink,
+                    IfaceRole::Segment => EdgeVnicIface::Segment(k - 1),
+                    IfaceRole::Ha => EdgeVnicIface::Ha,
                 };
+                let (attach, kind, _) = self.model.edge_vnic_plug(which);
                 let vnic = Vnic {
                     name: format!("{}/{}", vm.name, ifc.name),
                     mac: ifc.mac,
@@ -634,30 +632,18 @@ impl<'t> Builder<'t> {
                 let vnic_name = vnic.name.clone();
                 let h: &mut Host = self.plan.get_mut(hid).expect("host");
                 let port = h.add_vnic(vnic);
-                if ifc.role == IfaceRole::Uplink {
-                    uplink_port = port;
-                }
                 if active && ifc.role == IfaceRole::Uplink {
                     h.set_uplink_owner(e.uplink_ip, port);
                 }
                 let iface = edge_iface_end(&vm.name, &ifc.name);
-                let kind = match ifc.role {
-                    IfaceRole::Uplink => LinkKind::Uplink,
-                    IfaceRole::Segment | IfaceRole::Ha => LinkKind::Vnic,
-                };
                 let link = self.link(kind, (&iface, eid, k as u16), (&vm.host, hid, port));
-                links.push(link);
-                let on_segment = EdgeSegmentIface {
+                vnics.push(EdgeVnic {
+                    iface: which,
                     mac: ifc.mac,
                     edge_port: k as Port,
                     host_port: port,
                     link,
-                };
-                match ifc.role {
-                    IfaceRole::Segment => segment_ifaces.push(on_segment),
-                    IfaceRole::Ha => ha = Some(on_segment),
-                    IfaceRole::Uplink => {}
-                }
+                });
                 self.model.set_vnic(&vm.host, port, Some(vnic_name));
             }
             self.model.edges.push(EdgeFact {
@@ -667,13 +653,9 @@ impl<'t> Builder<'t> {
                 promoted: u64::from(active),
                 stopped: false,
                 stunned: false,
-                links,
                 node: eid,
-                uplink_port,
-                uplink_mac: ifaces[0].mac,
+                vnics,
                 next_port: ifaces.len() as Port,
-                segment_ifaces,
-                ha: ha.expect("an HA interface"),
                 ha_ip,
             });
             if active {
@@ -717,8 +699,8 @@ pub(crate) fn bfd_config(m: &Model, edge: &EdgeFact, t: &vmcnet_topo::Timing) ->
         .find(|(_, e)| e.name == edge.name)?;
     let peer = m.edges.iter().find(|e| e.name != edge.name)?;
     Some(BfdConfig {
-        local: (edge.ha.mac, edge.ha_ip),
-        peer: (peer.ha.mac, peer.ha_ip),
+        local: (edge.ha().mac, edge.ha_ip),
+        peer: (peer.ha().mac, peer.ha_ip),
         interval: t.bfd_interval,
         multiplier: u8::try_from(t.bfd_multiplier).unwrap_or(u8::MAX),
         discriminator: k as u32 + 1,

@@ -8,9 +8,9 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use vmcnet_topo::Gateway;
+use vmcnet_topo::{Gateway, LinkKind, EDGE_HA_IFACE, EDGE_UPLINK_IFACE};
 
-use crate::node::host::{Directory, RoutedSegment, Tep};
+use crate::node::host::{Attachment, Directory, RoutedSegment, Tep};
 use crate::node::vpc_router::{RouteState, VpcTarget};
 use crate::node::Port;
 use crate::runtime::sim::{LinkId, NodeId};
@@ -90,24 +90,67 @@ pub struct EdgeFact {
     pub stopped: bool,
     /// Stunned: a vMotion's switchover, until it resumes (it keeps its role).
     pub stunned: bool,
-    /// The links of its interfaces' vNICs.
-    pub links: Vec<LinkId>,
     pub node: NodeId,
-    /// The port of its uplink interface's vNIC on its host, and that interface's MAC.
-    pub uplink_port: Port,
-    pub uplink_mac: MacAddr,
-    /// Its interface on each segment, by segment index.
-    pub segment_ifaces: Vec<EdgeSegmentIface>,
+    /// Its interfaces' vNICs, in the order they are plugged in: the uplink, one per segment
+    /// by segment index, the HA interface.
+    pub vnics: Vec<EdgeVnic>,
     /// The port its next interface will take.
     pub next_port: Port,
-    /// Its HA interface, on the overlay segment BFD runs on, and that interface's address.
-    pub ha: EdgeSegmentIface,
+    /// The address of its HA interface, on the overlay segment BFD runs on.
     pub ha_ip: Ipv4Addr,
 }
 
-/// An Edge's interface on a segment: its MAC, its port on the Edge and on the host, its link.
+impl EdgeFact {
+    /// The vNIC of one of its interfaces.
+    pub fn vnic(&self, iface: EdgeVnicIface) -> Option<&EdgeVnic> {
+        self.vnics.iter().find(|v| v.iface == iface)
+    }
+
+    /// Its uplink interface's vNIC.
+    pub fn uplink(&self) -> &EdgeVnic {
+        self.vnic(EdgeVnicIface::Uplink)
+            .expect("every Edge has an uplink")
+    }
+
+    /// Its HA interface's vNIC.
+    pub fn ha(&self) -> &EdgeVnic {
+        self.vnic(EdgeVnicIface::Ha)
+            .expect("every Edge has an HA interface")
+    }
+
+    /// Its interfaces' vNICs on the segments, by segment index.
+    pub fn segment_vnics(&self) -> impl Iterator<Item = &EdgeVnic> {
+        self.vnics
+            .iter()
+            .filter(|v| matches!(v.iface, EdgeVnicIface::Segment(_)))
+    }
+
+    /// The links of its interfaces' vNICs.
+    pub fn links(&self) -> impl Iterator<Item = LinkId> + '_ {
+        self.vnics.iter().map(|v| v.link)
+    }
+
+    /// Add a vNIC where it is plugged in among the others (see [`EdgeFact::vnics`]).
+    pub fn insert_vnic(&mut self, v: EdgeVnic) {
+        let at = self.vnics.partition_point(|o| o.iface < v.iface);
+        self.vnics.insert(at, v);
+    }
+}
+
+/// Which of an Edge's interfaces a vNIC is. Ordered as the vNICs are plugged in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EdgeVnicIface {
+    Uplink,
+    /// On the segment of this index.
+    Segment(usize),
+    Ha,
+}
+
+/// One of an Edge's interfaces as its host sees it: its MAC, its port on the Edge and on the
+/// host, its link.
 #[derive(Debug, Clone, Copy)]
-pub struct EdgeSegmentIface {
+pub struct EdgeVnic {
+    pub iface: EdgeVnicIface,
     pub mac: MacAddr,
     pub edge_port: Port,
     pub host_port: Port,
@@ -230,9 +273,9 @@ impl Model {
         }
         for e in &self.edges {
             if let Some(tep) = tep_of(&e.host) {
-                d.place(super::HA_VNI, e.ha.mac, tep);
+                d.place(super::HA_VNI, e.ha().mac, tep);
             }
-            for (seg, ifc) in self.segments.iter().zip(&e.segment_ifaces) {
+            for (seg, ifc) in self.segments.iter().zip(e.segment_vnics()) {
                 if let Some(tep) = tep_of(&e.host) {
                     d.place(seg.vni, ifc.mac, tep);
                 }
@@ -297,6 +340,27 @@ impl Model {
     /// nothing until it resumes).
     pub fn edge_runs(&self, e: &EdgeFact) -> bool {
         !e.stopped && self.host(&e.host).is_some_and(|h| !h.failed)
+    }
+
+    /// How an Edge's interface is plugged into its host: the vNIC's attachment, its link's
+    /// kind, and the interface's name.
+    pub fn edge_vnic_plug(&self, iface: EdgeVnicIface) -> (Attachment, LinkKind, String) {
+        match iface {
+            EdgeVnicIface::Uplink => (
+                Attachment::Uplink,
+                LinkKind::Uplink,
+                EDGE_UPLINK_IFACE.to_string(),
+            ),
+            EdgeVnicIface::Segment(i) => {
+                let s = &self.segments[i];
+                (Attachment::Segment(s.vni), LinkKind::Vnic, s.name.clone())
+            }
+            EdgeVnicIface::Ha => (
+                Attachment::Segment(super::HA_VNI),
+                LinkKind::Vnic,
+                EDGE_HA_IFACE.to_string(),
+            ),
+        }
     }
 
     /// Whether an Edge's links are plugged in: it runs and is not stunned.
