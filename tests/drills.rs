@@ -25,19 +25,38 @@ fn run(topo: &Topology, d: &DrillFile) -> DrillReport {
 /// sender's HA vNIC, across both hosts' underlay links in Geneve, into the receiver's vNIC, each
 /// link's delay plus the packet's serialization at its rate.
 fn bfd_path(topo: &Topology) -> Duration {
+    let e = &topo.sddc.edges;
+    bfd_path_between(
+        topo,
+        (&e.active.name, &e.active.host),
+        (&e.standby.name, &e.standby.host),
+    )
+}
+
+/// How long a BFD packet takes from one Edge to the other, each `(edge, host)`: out of its
+/// HA vNIC, across the underlay in Geneve when the hosts differ, into the other's.
+fn bfd_path_between(topo: &Topology, a: (&str, &str), b: (&str, &str)) -> Duration {
     let bfd_frame = 14 + 20 + 8 + vmcnet::wire::bfd::LEN;
     let in_geneve = bfd_frame + vmcnet::wire::geneve::OVERHEAD;
-    let e = &topo.sddc.edges;
     let mut path = Duration::ZERO;
-    for edge in [&e.active, &e.standby] {
-        let vnic = link_name(&edge_iface_end(&edge.name, EDGE_HA_IFACE), &edge.host);
+    for (edge, host) in [a, b] {
+        let vnic = link_name(&edge_iface_end(edge, EDGE_HA_IFACE), host);
         let vnic = topo.links.spec(&vnic, LinkKind::Vnic);
-        let underlay = link_name(&edge.host, UNDERLAY);
-        let underlay = topo.links.spec(&underlay, LinkKind::Underlay);
         path += vnic.delay + vnic.rate.serialization(bfd_frame);
-        path += underlay.delay + underlay.rate.serialization(in_geneve);
+        if a.1 != b.1 {
+            let underlay = link_name(host, UNDERLAY);
+            let underlay = topo.links.spec(&underlay, LinkKind::Underlay);
+            path += underlay.delay + underlay.rate.serialization(in_geneve);
+        }
     }
     path
+}
+
+/// The first instant at or after `t` that is a multiple of `interval`: when a BFD session
+/// started (or a path healed) at `t` sends its next packet.
+fn next_bfd_tx(t: vmcnet::time::Instant, interval: Duration) -> vmcnet::time::Instant {
+    let i = interval.as_nanos() as u64;
+    vmcnet::time::Instant::from_nanos(t.as_nanos().div_ceil(i) * i)
 }
 
 /// `expected` as probes every `interval` see it: from `expected` to one interval more.
@@ -946,13 +965,31 @@ interval = "10ms"
 "#;
     let d = DrillFile::parse(src, "flap.toml").unwrap();
     let r = run(&topo, &d);
-    let promoted = took(&r, "edge-2 takes the active role");
-    let stepped = took(&r, "edge-1 steps down to standby");
-    assert_eq!(stepped, promoted, "{r}");
-    // Up again an interval after the first packets through, before the promotion landed.
     let t = &topo.timing;
-    let up = vmcnet::time::Instant::from_millis(2_500) + t.bfd_interval + bfd_path(&topo);
+    let path = bfd_path(&topo);
+    let (cut, healed) = (
+        vmcnet::time::Instant::from_millis(1_000),
+        vmcnet::time::Instant::from_millis(2_100),
+    );
+    // The standby last heard the packet sent an interval before the cut, and declares its
+    // peer dead a detection time later; the promotion lands `promotion` after that. The
+    // session came back up before it landed (see below): the older Edge steps down as it does.
+    let promoted = cut + t.bfd_interval * (t.bfd_multiplier - 1) + path + t.promotion;
+    assert_eq!(took(&r, "edge-2 takes the active role"), promoted, "{r}");
+    assert_eq!(took(&r, "edge-1 steps down to standby"), promoted, "{r}");
+    // Up again an interval after the first packets sent after the heal: Down, then Init.
+    let up = next_bfd_tx(healed, t.bfd_interval) + t.bfd_interval + path;
     assert!(up < promoted);
+    let mut lab = automated(&topo, &[(1_000, Action::CutBfd), (2_100, Action::HealBfd)]);
+    let standby = lab.id(&topo.sddc.edges.standby.name).unwrap();
+    let state = |lab: &vmcnet::control::Lab| {
+        let edge = lab.sim.get::<vmcnet::node::edge::Edge>(standby).unwrap();
+        edge.bfd().map(|s| s.state())
+    };
+    lab.run_until(vmcnet::time::Instant::from_nanos(up.as_nanos() - 1));
+    assert_ne!(state(&lab), Some(vmcnet::wire::bfd::State::Up));
+    lab.run_until(up);
+    assert_eq!(state(&lab), Some(vmcnet::wire::bfd::State::Up));
 }
 
 /// The drills the benches run are valid drill files; the hour-long one, cut to 20 s of traffic,
@@ -1117,10 +1154,17 @@ fn both_edges_restarted_as_standby_elect_one_active() {
     let t = &topo.timing;
     let restarted = vmcnet::time::Instant::from_millis(1_000) + t.ha_host_dead + t.ha_restart;
     lab.run_until(restarted + std::time::Duration::from_secs(10));
-    let roles = role_changes(lab.timeline());
-    assert_eq!(roles.len(), 1, "{roles:?}");
-    assert_eq!(roles[0].0, "make edge-1 the active Edge");
-    assert!(roles[0].1 > restarted, "{roles:?}");
+    // Both sessions start Down at the restart and send at the next multiple of the interval:
+    // Down, then Init; Up as the Init arrives. Then the Edge active last takes the role.
+    let e = &topo.sddc.edges;
+    let host = |edge: &str| lab.model.edge(edge).unwrap().host.clone();
+    let (a, b) = (host(&e.active.name), host(&e.standby.name));
+    let path = bfd_path_between(&topo, (&e.active.name, &a), (&e.standby.name, &b));
+    let up = next_bfd_tx(restarted, t.bfd_interval) + t.bfd_interval + path;
+    assert_eq!(
+        role_changes(lab.timeline()),
+        [("make edge-1 the active Edge".to_string(), up + t.promotion)]
+    );
     assert_eq!(active_edges(&lab), ["edge-1"]);
 }
 
