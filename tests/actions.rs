@@ -13,7 +13,7 @@ use vmcnet::control::action::Action;
 use vmcnet::control::Lab;
 use vmcnet::node::edge::IfaceRole;
 use vmcnet::node::endpoint::{AppReport, Endpoint};
-use vmcnet::node::host::Host;
+use vmcnet::node::host::{Attachment, Host};
 use vmcnet::node::vpc_router::VpcRouter;
 use vmcnet::time::Instant;
 use vmcnet::wire::ipv4::{put_headers, Ipv4Params, PROTO_UDP};
@@ -556,30 +556,35 @@ fn segments_come_and_go_with_stable_vnis_and_the_edges_interfaces() {
     assert_eq!(ping(&mut lab, "web-1", app_1, 2), 2);
 }
 
+/// A CGW segment of `192.168.<n>.0/24` named `sddc-cgw-network-<n>`, with its VPC route.
+fn add_segment(lab: &mut Lab, t: Instant, n: u8) {
+    let cidr: ipnet::Ipv4Net = format!("192.168.{n}.0/24").parse().unwrap();
+    let add = Action::AddSegment {
+        name: format!("sddc-cgw-network-{n}"),
+        cidr,
+        gateway: vmcnet_topo::Gateway::Cgw,
+    };
+    lab.request(t, add).unwrap();
+    let route = Action::CreateRoute {
+        dest: cidr,
+        eni: "eni-2".into(),
+    };
+    lab.request(t, route).unwrap();
+}
+
 #[test]
-fn an_edge_moved_after_a_segment_before_anothers_went_keeps_each_interface_on_its_segment() {
+fn segment_vnics_renumbered_after_a_removal_survive_an_edge_vmotion() {
     let mut lab = Lab::build(&topo(), 1);
     let mut t = lab.sim.now();
-    let seg = |n: u8| format!("sddc-cgw-network-{n}");
-    for n in [4u8, 5] {
-        let cidr: ipnet::Ipv4Net = format!("192.168.{n}.0/24").parse().unwrap();
-        let add = Action::AddSegment {
-            name: seg(n),
-            cidr,
-            gateway: vmcnet_topo::Gateway::Cgw,
-        };
-        lab.request(t, add).unwrap();
-        let route = Action::CreateRoute {
-            dest: cidr,
-            eni: "eni-2".into(),
-        };
-        lab.request(t, route).unwrap();
-    }
+    add_segment(&mut lab, t, 4);
+    add_segment(&mut lab, t, 5);
     t += lab.topo.timing.replace_route;
     lab.run_until(t);
     // The earlier of the two goes: the later one's interfaces now sit on a lower index.
-    lab.request(t, Action::RemoveSegment { name: seg(4) })
-        .unwrap();
+    let remove = Action::RemoveSegment {
+        name: "sddc-cgw-network-4".into(),
+    };
+    lab.request(t, remove).unwrap();
     lab.run_until(t);
     // The active Edge moves to another host: every interface is plugged in again there.
     lab.request(
@@ -597,23 +602,63 @@ fn an_edge_moved_after_a_segment_before_anothers_went_keeps_each_interface_on_it
     t += lab.topo.timing.vmotion_stun;
     lab.run_until(t);
     assert!(lab.timeline().iter().all(|e| e.error.is_none()));
+    // What esxi-3 has plugged in for each of the Edge's segment interfaces: the vNIC named
+    // after that segment, on that segment's VNI.
     let edge = lab.model.edge("edge-1").unwrap();
     assert_eq!(edge.host, "esxi-3");
-    for v in edge.segment_vnics() {
-        let vmcnet::control::model::EdgeVnicIface::Segment(i) = v.iface else {
-            unreachable!()
-        };
-        let (attach, _, name) = lab.model.edge_vnic_plug(v.iface);
-        assert_eq!(name, lab.model.segments[i].name);
-        assert_eq!(
-            attach,
-            vmcnet::node::host::Attachment::Segment(lab.model.segments[i].vni)
-        );
-    }
+    let host = lab.sim.get::<Host>(lab.id("esxi-3").unwrap()).unwrap();
+    let plugged: Vec<(String, Attachment)> = edge
+        .segment_vnics()
+        .map(|v| {
+            let (_, vnic) = host.vnics().find(|(p, _)| *p == v.host_port).unwrap();
+            (vnic.name.clone(), vnic.attach)
+        })
+        .collect();
+    let expected: Vec<(String, Attachment)> = lab
+        .model
+        .segments
+        .iter()
+        .map(|s| (format!("edge-1/{}", s.name), Attachment::Segment(s.vni)))
+        .collect();
+    assert_eq!(plugged, expected);
+    assert!(expected
+        .iter()
+        .any(|(n, _)| n == "edge-1/sddc-cgw-network-5"));
     // On its new host the Edge answers at the remaining segment's gateway, and no longer at
     // the removed one's.
     assert_eq!(ping(&mut lab, "web-1", Ipv4Addr::new(192, 168, 5, 1), 2), 2);
     assert_eq!(ping(&mut lab, "web-1", Ipv4Addr::new(192, 168, 4, 1), 2), 0);
+}
+
+/// A segment added while an Edge is stunned: its new interface's link stays dark like the
+/// Edge's others until the vMotion resumes it, then the Edge answers on it.
+#[test]
+fn a_segment_added_during_an_edge_vmotion_is_dark_until_the_edge_resumes() {
+    let mut lab = Lab::build(&topo(), 1);
+    let t = Instant::from_millis(1_000);
+    lab.request(
+        t,
+        Action::StunVm {
+            vm: "edge-1".into(),
+        },
+    )
+    .unwrap();
+    let resume = Action::ResumeVm {
+        vm: "edge-1".into(),
+        host: "esxi-3".into(),
+    };
+    lab.request(t, resume).unwrap();
+    add_segment(&mut lab, t, 4);
+    lab.run_until(t);
+    let link = |lab: &Lab, edge: &str| {
+        let e = lab.model.edge(edge).unwrap();
+        e.segment_vnics().last().unwrap().link
+    };
+    assert!(!lab.sim.is_connected(link(&lab, "edge-1")), "stunned: dark");
+    assert!(lab.sim.is_connected(link(&lab, "edge-2")), "running: lit");
+    lab.run_until(t + lab.topo.timing.vmotion_stun);
+    assert!(lab.sim.is_connected(link(&lab, "edge-1")), "resumed: lit");
+    assert_eq!(ping(&mut lab, "web-1", Ipv4Addr::new(192, 168, 4, 1), 2), 2);
 }
 
 #[test]

@@ -1190,8 +1190,8 @@ impl Lab {
             self.configure(old_node, Change::HostUnplug { port: v.host_port });
             self.model.set_vnic(&e.host, v.host_port, None);
             let port = self.model.free_port(host).expect("checked");
-            let (attach, kind, iface) = self.model.edge_vnic_plug(v.iface);
-            let name = format!("{edge}/{iface}");
+            let (attach, kind, iface_name) = self.model.edge_vnic_plug(v.iface);
+            let name = format!("{edge}/{iface_name}");
             let vnic = Vnic {
                 name: name.clone(),
                 mac: v.mac,
@@ -1199,7 +1199,7 @@ impl Lab {
             };
             self.configure(new_node, Change::HostPlug { port, vnic });
             self.model.set_vnic(host, port, Some(name));
-            let link_name = link_name(&vmcnet_topo::edge_iface_end(edge, &iface), host);
+            let link_name = link_name(&vmcnet_topo::edge_iface_end(edge, &iface_name), host);
             let link = self.plug(&link_name, kind, ((e.node, v.edge_port), (new_node, port)));
             let f = self.model.edge_mut(edge).expect("checked");
             f.vnics[i].host_port = port;
@@ -1270,15 +1270,16 @@ impl Lab {
             gateway_ip,
             vni,
         });
-        let segment = self.model.segments.len() - 1;
+        let segment = EdgeVnicIface::Segment(self.model.segments.len() - 1);
+        let (attach, kind, iface_name) = self.model.edge_vnic_plug(segment);
         for i in 0..self.model.edges.len() {
             let mac = self.model.new_mac(super::mac_kind::EDGE);
             let e = &self.model.edges[i];
             let (edge_name, host, node, edge_port) =
                 (e.name.clone(), e.host.clone(), e.node, e.next_port);
-            let iface_name = vmcnet_topo::edge_iface_end(&edge_name, name);
-            let link_name = link_name(&iface_name, &host);
-            let mtu = self.topo.links.spec(&link_name, LinkKind::Vnic).mtu as usize;
+            let links_up = self.model.edge_links_up(e);
+            let link_name = link_name(&vmcnet_topo::edge_iface_end(&edge_name, &iface_name), &host);
+            let mtu = self.topo.links.spec(&link_name, kind).mtu as usize;
             let ifc = EdgeIface {
                 name: name.to_string(),
                 mac,
@@ -1295,9 +1296,9 @@ impl Lab {
             let host_node = self.model.host(&host).expect("the Edge's host").node;
             let host_port = self.model.free_port(&host).expect("the Edge's host");
             let vnic = Vnic {
-                name: format!("{edge_name}/{name}"),
+                name: format!("{edge_name}/{iface_name}"),
                 mac,
-                attach: crate::node::host::Attachment::Segment(vni),
+                attach,
             };
             self.configure(
                 host_node,
@@ -1309,17 +1310,18 @@ impl Lab {
             self.model.set_vnic(&host, host_port, Some(vnic.name));
             let link = self.plug(
                 &link_name,
-                LinkKind::Vnic,
+                kind,
                 ((node, edge_port), (host_node, host_port)),
             );
-            if self.model.host(&host).is_some_and(|h| h.failed) {
-                // Plugged in, dark until the host comes back.
+            if !links_up {
+                // Plugged in, dark like the Edge's other links: until its host comes back, or
+                // its vMotion plugs them all in again; a stopped Edge's stay dark.
                 self.sim.disconnect(link);
             }
             let e = self.model.edge_mut(&edge_name).expect("exists");
             e.next_port += 1;
             e.insert_vnic(EdgeVnic {
-                iface: EdgeVnicIface::Segment(segment),
+                iface: segment,
                 mac,
                 edge_port,
                 host_port,
