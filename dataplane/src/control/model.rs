@@ -91,9 +91,10 @@ pub struct EdgeFact {
     /// Stunned: a vMotion's switchover, until it resumes (it keeps its role).
     pub stunned: bool,
     pub node: NodeId,
-    /// Its interfaces' vNICs, in the order they are plugged in: the uplink, one per segment
-    /// by segment index, the HA interface.
-    pub vnics: Vec<EdgeVnic>,
+    /// Its interfaces' vNICs: the uplink, one per segment by segment index, the HA interface,
+    /// in that order (the order a vMotion plugs them in; the Edge's own ports need not follow
+    /// it, as a segment added later takes the port after the HA interface's).
+    pub(crate) vnics: Vec<EdgeVnic>,
     /// The port its next interface will take.
     pub next_port: Port,
     /// The address of its HA interface, on the overlay segment BFD runs on.
@@ -130,14 +131,14 @@ impl EdgeFact {
         self.vnics.iter().map(|v| v.link)
     }
 
-    /// Add a vNIC where it is plugged in among the others (see [`EdgeFact::vnics`]).
+    /// Add a vNIC in its place among the others (see [`EdgeFact::vnics`]).
     pub fn insert_vnic(&mut self, v: EdgeVnic) {
         let at = self.vnics.partition_point(|o| o.iface < v.iface);
         self.vnics.insert(at, v);
     }
 }
 
-/// Which of an Edge's interfaces a vNIC is. Ordered as the vNICs are plugged in.
+/// Which of an Edge's interfaces a vNIC is. Ordered as [`EdgeFact::vnics`] keeps them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum EdgeVnicIface {
     Uplink,
@@ -272,16 +273,25 @@ impl Model {
             d.address(vni, v.ip, v.mac);
         }
         for e in &self.edges {
-            if let Some(tep) = tep_of(&e.host) {
-                d.place(super::HA_VNI, e.ha().mac, tep);
-            }
-            for (seg, ifc) in self.segments.iter().zip(e.segment_vnics()) {
-                if let Some(tep) = tep_of(&e.host) {
-                    d.place(seg.vni, ifc.mac, tep);
-                }
-                if gateway == Some(e.name.as_str()) {
-                    d.edge_interface(seg.vni, ifc.mac);
-                    d.address(seg.vni, seg.gateway_ip, ifc.mac);
+            let tep = tep_of(&e.host);
+            for v in &e.vnics {
+                match v.iface {
+                    EdgeVnicIface::Uplink => {}
+                    EdgeVnicIface::Ha => {
+                        if let Some(tep) = tep {
+                            d.place(super::HA_VNI, v.mac, tep);
+                        }
+                    }
+                    EdgeVnicIface::Segment(i) => {
+                        let seg = &self.segments[i];
+                        if let Some(tep) = tep {
+                            d.place(seg.vni, v.mac, tep);
+                        }
+                        if gateway == Some(e.name.as_str()) {
+                            d.edge_interface(seg.vni, v.mac);
+                            d.address(seg.vni, seg.gateway_ip, v.mac);
+                        }
+                    }
                 }
             }
         }
