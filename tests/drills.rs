@@ -59,6 +59,25 @@ fn next_bfd_tx(t: vmcnet::time::Instant, interval: Duration) -> vmcnet::time::In
     vmcnet::time::Instant::from_nanos(t.as_nanos().div_ceil(i) * i)
 }
 
+/// When the standby, cut off from the active Edge at `cut` (a BFD cut, or the active Edge's
+/// host failing), takes the active role: the last packet sent before the cut (one sent at the
+/// cut itself is lost, as the action goes first) arrives a path later; the peer is dead a
+/// detection time after that, and the promotion lands `promotion` later.
+fn promoted_after_cut(topo: &Topology, cut: vmcnet::time::Instant) -> vmcnet::time::Instant {
+    let t = &topo.timing;
+    let next = next_bfd_tx(cut, t.bfd_interval);
+    let last_sent =
+        vmcnet::time::Instant::from_nanos(next.as_nanos() - t.bfd_interval.as_nanos() as u64);
+    last_sent + bfd_path(topo) + t.bfd_interval * t.bfd_multiplier + t.promotion
+}
+
+/// When sessions that are Down come Up once the path between them is whole again at `healed`:
+/// the packets sent at the next interval (Down) make both Init, the next ones (Init) Up.
+fn up_after_heal(topo: &Topology, healed: vmcnet::time::Instant) -> vmcnet::time::Instant {
+    let i = topo.timing.bfd_interval;
+    next_bfd_tx(healed, i) + i + bfd_path(topo)
+}
+
 /// `expected` as probes every `interval` see it: from `expected` to one interval more.
 fn within_one_probe(outage: Duration, expected: Duration, interval: Duration) -> bool {
     outage >= expected && outage <= expected + interval
@@ -268,15 +287,14 @@ fn edge_host_failure_fails_over_by_bfd_and_the_enis_go_3_2_3() {
     let r = run(&topo, &drill("edge-host-failure"));
     assert!(r.passed, "{r}");
     let t = &topo.timing;
-    // The failure at 1 s falls on a BFD instant: edge-2 last heard edge-1 one interval before,
-    // when that packet arrived. Probes go every millisecond.
-    let failover = t.bfd_interval * (t.bfd_multiplier - 1) + bfd_path(&topo) + t.promotion;
+    // Probes go every millisecond.
+    let failed = vmcnet::time::Instant::from_millis(1_000);
+    let failover = promoted_after_cut(&topo, failed) - failed;
     let probe = Duration::from_millis(1);
     let [there, back] = outages(&r);
     assert!(within_one_probe(there, failover, probe), "{there:?}");
     let reconciled = failover + t.control_plane_notice + t.move_secondary_ip.max(t.replace_route);
     assert!(within_one_probe(back, reconciled, probe), "{back:?}");
-    let failed = vmcnet::time::Instant::from_millis(1_000);
     assert_eq!(took(&r, "make edge-2 the active Edge"), failed + failover);
     // ENIs in use: 3, then 2 once vSphere HA declares esxi-2 dead and its ENI is detached, then
     // 3 when the replacement host takes an available one.
@@ -688,19 +706,14 @@ fn bfd_split_brain_makes_both_edges_active_until_healed() {
     let r = run(&topo, &drill("bfd-split-brain"));
     assert!(r.passed, "{r}");
     let t = &topo.timing;
-    // The cut at 1 s falls on a BFD instant: edge-2 last heard edge-1 one interval before,
-    // when that packet arrived.
     let cut = vmcnet::time::Instant::from_millis(1_000);
-    let path = bfd_path(&topo);
-    let promoted = cut + t.bfd_interval * (t.bfd_multiplier - 1) + path + t.promotion;
+    let promoted = promoted_after_cut(&topo, cut);
     assert_eq!(took(&r, "edge-2 takes the active role"), promoted);
-    // Nothing made edge-1 step down until BFD came back: the heal at 20 s falls on a BFD
-    // instant, whose packets (Down) make both sessions Init; the next ones (Init), an interval
-    // later, make them Up.
+    // Nothing made edge-1 step down until BFD came back up after the heal.
     let healed = vmcnet::time::Instant::from_millis(20_000);
     assert_eq!(
         took(&r, "edge-1 steps down to standby"),
-        healed + t.bfd_interval + path
+        up_after_heal(&topo, healed)
     );
     assert!(!r
         .timeline
@@ -965,20 +978,16 @@ interval = "10ms"
 "#;
     let d = DrillFile::parse(src, "flap.toml").unwrap();
     let r = run(&topo, &d);
-    let t = &topo.timing;
-    let path = bfd_path(&topo);
     let (cut, healed) = (
         vmcnet::time::Instant::from_millis(1_000),
         vmcnet::time::Instant::from_millis(2_100),
     );
-    // The standby last heard the packet sent an interval before the cut, and declares its
-    // peer dead a detection time later; the promotion lands `promotion` after that. The
-    // session came back up before it landed (see below): the older Edge steps down as it does.
-    let promoted = cut + t.bfd_interval * (t.bfd_multiplier - 1) + path + t.promotion;
+    // The session came back up before the promotion landed (checked below): the older Edge
+    // steps down as it lands.
+    let promoted = promoted_after_cut(&topo, cut);
     assert_eq!(took(&r, "edge-2 takes the active role"), promoted, "{r}");
     assert_eq!(took(&r, "edge-1 steps down to standby"), promoted, "{r}");
-    // Up again an interval after the first packets sent after the heal: Down, then Init.
-    let up = next_bfd_tx(healed, t.bfd_interval) + t.bfd_interval + path;
+    let up = up_after_heal(&topo, healed);
     assert!(up < promoted);
     let mut lab = automated(&topo, &[(1_000, Action::CutBfd), (2_100, Action::HealBfd)]);
     let standby = lab.id(&topo.sddc.edges.standby.name).unwrap();
@@ -987,7 +996,7 @@ interval = "10ms"
         edge.bfd().map(|s| s.state())
     };
     lab.run_until(vmcnet::time::Instant::from_nanos(up.as_nanos() - 1));
-    assert_ne!(state(&lab), Some(vmcnet::wire::bfd::State::Up));
+    assert_eq!(state(&lab), Some(vmcnet::wire::bfd::State::Init));
     lab.run_until(up);
     assert_eq!(state(&lab), Some(vmcnet::wire::bfd::State::Up));
 }
@@ -1052,8 +1061,6 @@ fn a_heal_with_no_traffic_makes_the_older_edge_step_down_once() {
     let topo = default_topo();
     let mut lab = automated(&topo, &[(1_000, Action::CutBfd), (20_000, Action::HealBfd)]);
     lab.run_until(vmcnet::time::Instant::from_millis(30_000));
-    let t = &topo.timing;
-    let path = bfd_path(&topo);
     let cut = vmcnet::time::Instant::from_millis(1_000);
     let healed = vmcnet::time::Instant::from_millis(20_000);
     assert_eq!(
@@ -1061,11 +1068,11 @@ fn a_heal_with_no_traffic_makes_the_older_edge_step_down_once() {
         vec![
             (
                 "edge-2 takes the active role".to_string(),
-                cut + t.bfd_interval * (t.bfd_multiplier - 1) + path + t.promotion
+                promoted_after_cut(&topo, cut)
             ),
             (
                 "edge-1 steps down to standby".to_string(),
-                healed + t.bfd_interval + path
+                up_after_heal(&topo, healed)
             ),
         ]
     );
@@ -1154,12 +1161,16 @@ fn both_edges_restarted_as_standby_elect_one_active() {
     let t = &topo.timing;
     let restarted = vmcnet::time::Instant::from_millis(1_000) + t.ha_host_dead + t.ha_restart;
     lab.run_until(restarted + std::time::Duration::from_secs(10));
+    // vSphere HA restarts both on the one host of the cluster left: BFD between them stays
+    // on that host.
+    let e = &topo.sddc.edges;
+    let left = "esxi-1";
+    for edge in [&e.active.name, &e.standby.name] {
+        assert_eq!(lab.model.edge(edge).unwrap().host, left);
+    }
+    let path = bfd_path_between(&topo, (&e.active.name, left), (&e.standby.name, left));
     // Both sessions start Down at the restart and send at the next multiple of the interval:
     // Down, then Init; Up as the Init arrives. Then the Edge active last takes the role.
-    let e = &topo.sddc.edges;
-    let host = |edge: &str| lab.model.edge(edge).unwrap().host.clone();
-    let (a, b) = (host(&e.active.name), host(&e.standby.name));
-    let path = bfd_path_between(&topo, (&e.active.name, &a), (&e.standby.name, &b));
     let up = next_bfd_tx(restarted, t.bfd_interval) + t.bfd_interval + path;
     assert_eq!(
         role_changes(lab.timeline()),
