@@ -17,8 +17,8 @@
 //! path (`VMCNET_BENCH_WAY=ec2-to-vm`: the other way) and nothing else:
 //! `VMCNET_BENCH_FRAMES=100000 valgrind --tool=callgrind target/release/deps/forward-*`.
 //!
-//! Bulk TCP: a 10 MB transfer from web-1 to ec2-1, over the default links and over links that
-//! take no time. `VMCNET_BENCH_BULK_MB=N` runs one transfer of N MiB and nothing else
+//! Bulk TCP: 10 MiB from web-1 to ec2-1, over the default links and over links that take no
+//! time. `VMCNET_BENCH_BULK_MIB=N` runs one transfer of N MiB and nothing else
 //! (`VMCNET_BENCH_LINKS=instant`: over links that take no time); instructions per payload
 //! byte are the difference of two sizes' counts under callgrind, divided by the bytes between.
 
@@ -310,15 +310,16 @@ fn main() {
     {
         return fixed_work(n);
     }
-    if let Some(mb) = std::env::var("VMCNET_BENCH_BULK_MB")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    {
+    if let Ok(mib) = std::env::var("VMCNET_BENCH_BULK_MIB") {
+        let mib: u64 = mib
+            .parse()
+            .expect("VMCNET_BENCH_BULK_MIB: a whole number of MiB");
         let links = match std::env::var("VMCNET_BENCH_LINKS").as_deref() {
             Ok("instant") => BulkLinks::Instant,
-            _ => BulkLinks::Default,
+            Ok("default") | Err(_) => BulkLinks::Default,
+            Ok(other) => panic!("VMCNET_BENCH_LINKS: `default` or `instant`, not `{other}`"),
         };
-        bulk_transfer(links, mb << 20);
+        bulk_transfer(links, mib << 20);
         return;
     }
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run briefly then.
@@ -425,16 +426,26 @@ enum BulkLinks {
 }
 
 impl BulkLinks {
+    /// The default lab; for [`BulkLinks::Instant`], with every link kind at no delay and an
+    /// unlimited rate (MTUs and queues as they are).
     fn topology(self) -> vmcnet_topo::Topology {
-        match self {
-            BulkLinks::Default => vmcnet_topo::parse(vmcnet_topo::DEFAULT_TOPOLOGY, "default"),
-            // The default lab with every link kind at no delay and an unlimited rate.
-            BulkLinks::Instant => vmcnet_topo::parse(
-                include_str!("../../topo/examples/bench-live.toml"),
-                "bench-live",
-            ),
+        let mut topo = vmcnet_topo::parse(vmcnet_topo::DEFAULT_TOPOLOGY, "default").unwrap();
+        if let BulkLinks::Instant = self {
+            let l = &mut topo.links;
+            for kind in [
+                &mut l.vnic,
+                &mut l.uplink,
+                &mut l.underlay,
+                &mut l.eni,
+                &mut l.ec2,
+                &mut l.s3,
+            ] {
+                kind.delay = Some(Duration::ZERO);
+                kind.rate = Some(vmcnet_topo::Rate::UNLIMITED);
+            }
+            assert!(l.overrides.is_empty(), "the default lab overrides no link");
         }
-        .unwrap()
+        topo
     }
 }
 
@@ -453,7 +464,7 @@ fn bulk_transfer(links: BulkLinks, bytes: u64) -> (Duration, f64) {
     (wall, r.steps[0].duration_s)
 }
 
-/// Bulk TCP in the sim: 10 MB from web-1 to ec2-1, over the default lab's links (each hop its
+/// Bulk TCP in the sim: 10 MiB from web-1 to ec2-1, over the default lab's links (each hop its
 /// own instant on the timeline) and over links that take no time (the fast path: what
 /// smoltcp and the nodes cost alone). Payload bits per wall second, best of three.
 fn bulk_tcp() {
@@ -475,7 +486,7 @@ fn bulk_tcp() {
             virtual_s = v;
         }
         println!(
-            "sim, bulk TCP {} MB web-1 -> ec2-1, {what}: {:.2} payload Gbit/s per wall second \
+            "sim, bulk TCP {} MiB web-1 -> ec2-1, {what}: {:.2} payload Gbit/s per wall second \
              ({:.3} s wall, {:.3} s virtual)",
             BYTES >> 20,
             BYTES as f64 * 8.0 / best.as_secs_f64() / 1e9,
