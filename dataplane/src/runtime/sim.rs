@@ -16,7 +16,8 @@
 
 use std::any::Any;
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,31 +108,41 @@ impl Wire {
     }
 }
 
-/// One direction of a link: its parameters, when its sender is next free, what it carried.
-#[derive(Debug, Clone)]
+/// One direction of a link: its parameters, when its sender is next free, what it carried and
+/// the frames crossing it.
+#[derive(Debug)]
 struct Direction {
     spec: LinkSpec,
     busy_until: Instant,
     counters: LinkCounters,
+    /// Where its frames arrive: the node and port at the far end.
+    to: (u32, Port),
+    /// The frames crossing it, in (arrival, sequence) order. Only the first is on the timeline:
+    /// a link's frames arrive in the order they were sent, so the timeline holds one entry a
+    /// busy link rather than one a frame.
+    crossing: VecDeque<Crossing>,
+}
+
+/// A frame on a link that takes time: when it arrives, and its place on the timeline.
+#[derive(Debug)]
+struct Crossing {
+    at: Instant,
+    seq: u64,
+    frame: Frame,
 }
 
 /// Something on the timeline.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum What {
     /// A node asked to be polled.
-    Timer(NodeId),
-    /// A frame arrives at `node`:`port`, having crossed direction `dir`.
-    Deliver {
-        node: u32,
-        port: Port,
-        dir: u32,
-        frame: Frame,
-    },
+    Timer(u32),
+    /// The first frame crossing link direction `dir` arrives.
+    Deliver(u32),
     /// A control action comes due; the caller of the run applies it.
     Control(u64),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Event {
     at: Instant,
     seq: u64,
@@ -318,11 +329,13 @@ impl Sim {
             b,
             spec,
         });
-        for _ in 0..2 {
+        for (node, port) in [b, a] {
             self.dirs.push(Direction {
                 spec,
                 busy_until: Instant::ZERO,
                 counters: LinkCounters::default(),
+                to: (node as u32, port),
+                crossing: VecDeque::new(),
             });
         }
         self.captures.push(None);
@@ -575,17 +588,25 @@ impl Sim {
 
     /// Take the timeline's earliest event, which is due now, and act on it.
     fn pop_due(&mut self) -> Option<Stop> {
-        let e = self.events.pop().expect("a due event");
-        self.read_due();
+        let mut top = self.events.peek_mut().expect("a due event");
+        let e = *top;
         match e.what {
-            What::Timer(id) => self.fire(e.at, id),
-            What::Deliver {
-                node,
-                port,
-                dir,
-                frame,
-            } => {
-                let node = node as NodeId;
+            What::Deliver(dir) => {
+                let d = &mut self.dirs[dir as usize];
+                let frame = d.crossing.pop_front().expect("a frame crossing").frame;
+                // The link's next frame takes its place on the timeline.
+                match d.crossing.front() {
+                    Some(next) => {
+                        top.at = next.at;
+                        top.seq = next.seq;
+                        drop(top);
+                    }
+                    None => {
+                        PeekMut::pop(top);
+                    }
+                }
+                let (node, port) = (d.to.0 as NodeId, d.to.1);
+                self.read_due();
                 match self.peer((node, port)) {
                     Some(w) if w.dir / 2 == dir / 2 => self.handle(node, port, frame),
                     _ => {
@@ -594,7 +615,16 @@ impl Sim {
                     }
                 }
             }
-            What::Control(token) => return Some(Stop::Control { at: e.at, token }),
+            What::Timer(id) => {
+                PeekMut::pop(top);
+                self.read_due();
+                self.fire(e.at, id as NodeId);
+            }
+            What::Control(token) => {
+                PeekMut::pop(top);
+                self.read_due();
+                return Some(Stop::Control { at: e.at, token });
+            }
         }
         None
     }
@@ -790,7 +820,7 @@ impl Sim {
 
     fn queue_timer_entry(&mut self, at: Instant, id: NodeId) {
         self.scheduled[id] = Some(at);
-        self.push_event(at, What::Timer(id));
+        self.push_event(at, What::Timer(id as u32));
     }
 }
 
@@ -825,16 +855,44 @@ fn send_timed(
     }
     counters.delivered += 1;
     *seq += 1;
-    events.push(Event {
+    let c = Crossing {
         at: d.busy_until + d.spec.delay,
         seq: *seq,
-        what: What::Deliver {
-            node: w.peer,
-            port: w.peer_port,
-            dir: w.dir,
-            frame,
-        },
-    });
+        frame,
+    };
+    match d.crossing.back() {
+        None => {
+            events.push(Event {
+                at: c.at,
+                seq: c.seq,
+                what: What::Deliver(w.dir),
+            });
+            d.crossing.push_back(c);
+        }
+        Some(last) if last.at <= c.at => d.crossing.push_back(c),
+        Some(_) => overtake(d, events, w.dir, c),
+    }
+}
+
+/// A frame that arrives before the last frame crossing its link (which a link whose parameters
+/// never change does not see): it takes its place in the order, and on the timeline if it
+/// arrives first.
+#[cold]
+#[inline(never)]
+fn overtake(d: &mut Direction, events: &mut BinaryHeap<Event>, dir: u32, c: Crossing) {
+    let i = d
+        .crossing
+        .partition_point(|f| (f.at, f.seq) < (c.at, c.seq));
+    if i == 0 {
+        let mut all = std::mem::take(events).into_vec();
+        for e in &mut all {
+            if matches!(e.what, What::Deliver(x) if x == dir) {
+                (e.at, e.seq) = (c.at, c.seq);
+            }
+        }
+        *events = BinaryHeap::from(all);
+    }
+    d.crossing.insert(i, c);
 }
 
 #[cfg(test)]
@@ -1122,6 +1180,32 @@ mod tests {
         assert_eq!(sim.link_counters(l)[0].dropped_in_flight, 1);
         sim.reconnect(l);
         assert!(sim.is_connected(l));
+    }
+
+    #[test]
+    fn a_frame_that_overtakes_those_crossing_before_it_arrives_first() {
+        // No action changes a link's parameters while frames cross it; were one to cut its
+        // delay, a frame sent after could arrive before.
+        let mut sim = Sim::new();
+        let a = sim.add_node(Box::new(Recorder::default()));
+        let b = sim.add_node(Box::new(Recorder::default()));
+        let l = sim.connect_with("a--b", (a, 0), (b, 0), spec(100, Rate::UNLIMITED, 1 << 20));
+        sim.emit(a, 0, Frame::copy_from_slice(b"slow"));
+        sim.run_until(Instant::from_micros(10));
+        sim.dirs[l * 2].spec.delay = Duration::from_micros(10);
+        for f in [b"fast", b"next"] {
+            sim.emit(a, 0, Frame::copy_from_slice(f));
+        }
+        sim.run_until(Instant::from_millis(1));
+        let seen: Vec<(u64, &[u8])> = sim
+            .get::<Recorder>(b)
+            .unwrap()
+            .seen
+            .iter()
+            .map(|(t, f)| (t.as_micros(), f.as_ref()))
+            .collect();
+        let want: Vec<(u64, &[u8])> = vec![(20, b"fast"), (20, b"next"), (100, b"slow")];
+        assert_eq!(seen, want);
     }
 
     #[test]
