@@ -131,7 +131,12 @@ impl Rate {
     /// The bytes sent at this rate in `d`, rounded up (none at an unlimited rate, which takes
     /// no time). 64-bit arithmetic while it fits, as for [`Rate::serialization`].
     pub fn bytes_in(self, d: Duration) -> u64 {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.bytes_in_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// [`Rate::bytes_in`] `ns` nanoseconds.
+    #[inline]
+    pub fn bytes_in_nanos(self, ns: u64) -> u64 {
         match ns.checked_mul(self.0) {
             _ if ns == 0 => 0,
             Some(bits_ns) => bits_ns.div_ceil(8_000_000_000),
@@ -141,16 +146,22 @@ impl Rate {
 
     /// The time `bytes` bytes take to send at this rate, rounded up to the nanosecond.
     pub fn serialization(self, bytes: usize) -> Duration {
+        Duration::from_nanos(self.serialization_nanos(bytes))
+    }
+
+    /// [`Rate::serialization`] in nanoseconds (at most `u64::MAX`).
+    #[inline]
+    pub fn serialization_nanos(self, bytes: usize) -> u64 {
         if self.0 == 0 {
-            return Duration::ZERO;
+            return 0;
         }
         // 64-bit arithmetic while it fits (any frame's length does): a 128-bit division is a
         // call, for every frame sent onto a link that takes time.
         if let Some(bits_ns) = (bytes as u64).checked_mul(8_000_000_000) {
-            return Duration::from_nanos(bits_ns.div_ceil(self.0));
+            return bits_ns.div_ceil(self.0);
         }
         let nanos = (bytes as u128 * 8 * 1_000_000_000).div_ceil(self.0 as u128);
-        Duration::from_nanos(nanos.min(u64::MAX as u128) as u64)
+        nanos.min(u64::MAX as u128) as u64
     }
 }
 

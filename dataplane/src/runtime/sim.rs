@@ -113,6 +113,10 @@ impl Wire {
 #[derive(Debug)]
 struct Direction {
     spec: LinkSpec,
+    /// `spec.delay` in nanoseconds, and the longest frame it carries (its MTU + 14): read
+    /// for every frame.
+    delay_ns: u64,
+    frame_limit: usize,
     busy_until: Instant,
     counters: LinkCounters,
     /// Where its frames arrive: the node and port at the far end.
@@ -332,6 +336,8 @@ impl Sim {
         for (node, port) in [b, a] {
             self.dirs.push(Direction {
                 spec,
+                delay_ns: spec.delay.as_nanos() as u64,
+                frame_limit: (spec.mtu as usize).saturating_add(ETH_HEADER_LEN),
                 busy_until: Instant::ZERO,
                 counters: LinkCounters::default(),
                 to: (node as u32, port),
@@ -661,14 +667,15 @@ impl Sim {
     /// link.
     #[inline]
     fn carry_slow(&mut self, s: Sent, w: Wire) {
-        let limit = (self.links[w.link()].spec.mtu as usize).saturating_add(ETH_HEADER_LEN);
-        if s.frame.len() > limit {
+        let d = &mut self.dirs[w.dir as usize];
+        if s.frame.len() > d.frame_limit {
+            let limit = d.frame_limit;
             return self.carry_oversized(s, w, limit);
         }
         if w.timed {
             send_timed(
-                &mut self.dirs[w.dir as usize],
-                &mut self.captures[w.link()],
+                d,
+                &mut self.captures,
                 &mut self.counters,
                 (&mut self.events, &mut self.seq),
                 self.now,
@@ -829,7 +836,7 @@ impl Sim {
 #[cold]
 fn send_timed(
     d: &mut Direction,
-    capture: &mut Option<Box<dyn FrameSink>>,
+    captures: &mut [Option<Box<dyn FrameSink>>],
     counters: &mut SimCounters,
     (events, seq): (&mut BinaryHeap<Event>, &mut u64),
     now: Instant,
@@ -837,26 +844,28 @@ fn send_timed(
     frame: Frame,
 ) {
     let len = frame.len();
-    let start = d.busy_until.max(now);
+    // In nanoseconds, as `Instant` and `Duration` would compute it.
+    let start = d.busy_until.as_nanos().max(now.as_nanos());
     // Bytes ahead of this frame: what the sender still has to send at its rate.
-    let waiting = d.spec.rate.bytes_in(start - now);
+    let waiting = d.spec.rate.bytes_in_nanos(start - now.as_nanos());
     if waiting.saturating_add(len as u64) > d.spec.queue.0 {
         d.counters.tx_dropped_queue_full += 1;
         counters.tx_dropped_queue_full += 1;
         return;
     }
-    d.busy_until = start + d.spec.rate.serialization(len);
+    let busy_until = start.saturating_add(d.spec.rate.serialization_nanos(len));
+    d.busy_until = Instant::from_nanos(busy_until);
     d.counters.tx_frames += 1;
     d.counters.tx_bytes += len as u64;
     if w.captured {
-        if let Some(sink) = capture.as_mut() {
+        if let Some(sink) = captures[w.link()].as_mut() {
             sink.write(now, &frame);
         }
     }
     counters.delivered += 1;
     *seq += 1;
     let c = Crossing {
-        at: d.busy_until + d.spec.delay,
+        at: Instant::from_nanos(busy_until.saturating_add(d.delay_ns)),
         seq: *seq,
         frame,
     };
@@ -1192,7 +1201,7 @@ mod tests {
         let l = sim.connect_with("a--b", (a, 0), (b, 0), spec(100, Rate::UNLIMITED, 1 << 20));
         sim.emit(a, 0, Frame::copy_from_slice(b"slow"));
         sim.run_until(Instant::from_micros(10));
-        sim.dirs[l * 2].spec.delay = Duration::from_micros(10);
+        sim.dirs[l * 2].delay_ns = 10_000;
         for f in [b"fast", b"next"] {
             sim.emit(a, 0, Frame::copy_from_slice(f));
         }
