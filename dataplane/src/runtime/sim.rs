@@ -589,6 +589,10 @@ impl Sim {
             }
             debug_assert!(!self.due, "an event came due in the middle of a wave");
             self.wave = wave;
+            // Nothing due and no next wave (frames onto links that take time): settled.
+            if !self.due && self.outbox.is_empty() {
+                return None;
+            }
         }
     }
 
