@@ -703,7 +703,7 @@ impl Sim {
             return self.carry_oversized(s, w, limit);
         }
         if w.timed {
-            send_timed(
+            let changed = send_timed(
                 d,
                 &mut self.captures,
                 &mut self.counters,
@@ -712,7 +712,9 @@ impl Sim {
                 w,
                 s.frame,
             );
-            self.read_due();
+            if changed {
+                self.read_due();
+            }
             return;
         }
         if w.captured {
@@ -862,8 +864,9 @@ impl Sim {
 }
 
 /// Send a frame onto a link direction that takes time: behind the frames still waiting, if
-/// the queue has room; it arrives once its last bit has crossed.
-#[cold]
+/// the queue has room; it arrives once its last bit has crossed. Returns whether the timeline
+/// changed (the direction had no frame crossing).
+#[inline]
 fn send_timed(
     d: &mut Direction,
     captures: &mut [Option<Box<dyn FrameSink>>],
@@ -872,7 +875,7 @@ fn send_timed(
     now: Instant,
     w: Wire,
     frame: Frame,
-) {
+) -> bool {
     let len = frame.len();
     // In nanoseconds, as `Instant` and `Duration` would compute it.
     let start = d.busy_until.as_nanos().max(now.as_nanos());
@@ -881,7 +884,7 @@ fn send_timed(
     if waiting.saturating_add(len as u64) > d.spec.queue.0 {
         d.counters.tx_dropped_queue_full += 1;
         counters.tx_dropped_queue_full += 1;
-        return;
+        return false;
     }
     let busy_until = start.saturating_add(d.spec.rate.serialization_nanos(len));
     d.busy_until = Instant::from_nanos(busy_until);
@@ -907,9 +910,16 @@ fn send_timed(
                 what: What::Deliver(w.dir),
             });
             d.crossing.push_back(c);
+            true
         }
-        Some(last) if last.at <= c.at => d.crossing.push_back(c),
-        Some(_) => overtake(d, events, w.dir, c),
+        Some(last) if last.at <= c.at => {
+            d.crossing.push_back(c);
+            false
+        }
+        Some(_) => {
+            overtake(d, events, w.dir, c);
+            true
+        }
     }
 }
 
