@@ -119,8 +119,10 @@ struct Direction {
     frame_limit: usize,
     busy_until: Instant,
     counters: LinkCounters,
-    /// Where its frames arrive: the node and port at the far end.
+    /// Where its frames arrive: the node and port at the far end, and whether the link is
+    /// plugged in there (that port's wire is this link's), kept as the wiring changes.
     to: (u32, Port),
+    plugged: bool,
     /// The frames crossing it, in (arrival, sequence) order. Only the first is on the timeline:
     /// a link's frames arrive in the order they were sent, so the timeline holds one entry a
     /// busy link rather than one a frame.
@@ -367,6 +369,7 @@ impl Sim {
                 busy_until: Instant::ZERO,
                 counters: LinkCounters::default(),
                 to: (node as u32, port),
+                plugged: false,
                 crossing: VecDeque::new(),
             });
         }
@@ -430,7 +433,16 @@ impl Sim {
         if ports.len() <= port as usize {
             ports.resize(port as usize + 1, None);
         }
-        ports[port as usize] = to;
+        let old = std::mem::replace(&mut ports[port as usize], to);
+        // Only the directions of the link unplugged and of the one plugged in arrive here
+        // (or anywhere whose wire changed).
+        for link in [old, to].into_iter().flatten().map(Wire::link) {
+            for dir in [link * 2, link * 2 + 1] {
+                let (node, port) = self.dirs[dir].to;
+                let plugged = self.peer((node as NodeId, port)).map(Wire::link) == Some(link);
+                self.dirs[dir].plugged = plugged;
+            }
+        }
     }
 
     fn peer(&self, (node, port): (NodeId, Port)) -> Option<Wire> {
@@ -642,13 +654,13 @@ impl Sim {
                     }
                 }
                 let (node, port) = (d.to.0 as NodeId, d.to.1);
-                self.read_due();
-                match self.peer((node, port)) {
-                    Some(w) if w.dir / 2 == dir / 2 => self.handle(node, port, frame),
-                    _ => {
-                        self.dirs[dir as usize].counters.dropped_in_flight += 1;
-                        self.counters.dropped_unlinked += 1;
-                    }
+                if d.plugged {
+                    self.read_due();
+                    self.handle(node, port, frame);
+                } else {
+                    d.counters.dropped_in_flight += 1;
+                    self.counters.dropped_unlinked += 1;
+                    self.read_due();
                 }
             }
             What::Timer(id) => {
@@ -1256,6 +1268,25 @@ mod tests {
             .collect();
         let want: Vec<(u64, &[u8])> = vec![(20, b"fast"), (20, b"next"), (100, b"slow")];
         assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn a_frame_arrives_if_its_link_is_plugged_in_when_it_does() {
+        let (mut sim, rec, l) = burst_over(1, 100, spec(100, Rate::UNLIMITED, 1 << 20));
+        sim.run_until(Instant::from_millis(1) + Duration::from_micros(50));
+        sim.disconnect(l);
+        sim.reconnect(l);
+        sim.run_until(Instant::from_millis(2));
+        assert_eq!(sim.get::<Recorder>(rec).unwrap().seen.len(), 1);
+        // Its far end's port taken by another link: the frames crossing are lost.
+        let (mut sim, rec, l) = burst_over(1, 100, spec(100, Rate::UNLIMITED, 1 << 20));
+        sim.run_until(Instant::from_millis(1) + Duration::from_micros(50));
+        let other = sim.add_node(Box::new(Recorder::default()));
+        sim.connect("other--rec", (other, 0), (rec, 0));
+        sim.run_until(Instant::from_millis(2));
+        assert!(sim.get::<Recorder>(rec).unwrap().seen.is_empty());
+        assert_eq!(sim.link_counters(l)[0].dropped_in_flight, 1);
+        assert!(!sim.is_connected(l));
     }
 
     #[test]
