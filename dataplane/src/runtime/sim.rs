@@ -117,6 +117,10 @@ struct Direction {
     /// for every frame.
     delay_ns: u64,
     frame_limit: usize,
+    /// The serialization time of the last frame length sent, in nanoseconds: a link's frames
+    /// mostly have one length (full segments one way, ACKs the other), and it is a division.
+    last_len: usize,
+    last_serialization_ns: u64,
     busy_until: Instant,
     counters: LinkCounters,
     /// Where its frames arrive: the node and port at the far end, and whether the link is
@@ -366,6 +370,8 @@ impl Sim {
                 spec,
                 delay_ns: spec.delay.as_nanos() as u64,
                 frame_limit: (spec.mtu as usize).saturating_add(ETH_HEADER_LEN),
+                last_len: 0,
+                last_serialization_ns: spec.rate.serialization_nanos(0),
                 busy_until: Instant::ZERO,
                 counters: LinkCounters::default(),
                 to: (node as u32, port),
@@ -899,7 +905,11 @@ fn send_timed(
         counters.tx_dropped_queue_full += 1;
         return false;
     }
-    let busy_until = start.saturating_add(d.spec.rate.serialization_nanos(len));
+    if len != d.last_len {
+        d.last_len = len;
+        d.last_serialization_ns = d.spec.rate.serialization_nanos(len);
+    }
+    let busy_until = start.saturating_add(d.last_serialization_ns);
     d.busy_until = Instant::from_nanos(busy_until);
     d.counters.tx_frames += 1;
     d.counters.tx_bytes += len as u64;
