@@ -131,6 +131,8 @@ struct Direction {
     /// a link's frames arrive in the order they were sent, so the timeline holds one entry a
     /// busy link rather than one a frame.
     crossing: VecDeque<Crossing>,
+    /// When the last frame sent onto it arrives (while `crossing` holds any).
+    last_at: Instant,
 }
 
 /// A frame on a link that takes time: when it arrives, and its place on the timeline.
@@ -377,6 +379,7 @@ impl Sim {
                 to: (node as u32, port),
                 plugged: false,
                 crossing: VecDeque::new(),
+                last_at: Instant::ZERO,
             });
         }
         self.captures.push(None);
@@ -925,24 +928,22 @@ fn send_timed(
         seq: *seq,
         frame,
     };
-    match d.crossing.back() {
-        None => {
-            events.push(Event {
-                at: c.at,
-                seq: c.seq,
-                what: What::Deliver(w.dir),
-            });
-            d.crossing.push_back(c);
-            true
-        }
-        Some(last) if last.at <= c.at => {
-            d.crossing.push_back(c);
-            false
-        }
-        Some(_) => {
-            overtake(d, events, w.dir, c);
-            true
-        }
+    if d.crossing.is_empty() {
+        events.push(Event {
+            at: c.at,
+            seq: c.seq,
+            what: What::Deliver(w.dir),
+        });
+        d.last_at = c.at;
+        d.crossing.push_back(c);
+        true
+    } else if d.last_at <= c.at {
+        d.last_at = c.at;
+        d.crossing.push_back(c);
+        false
+    } else {
+        overtake(d, events, w.dir, c);
+        true
     }
 }
 
