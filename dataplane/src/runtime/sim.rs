@@ -247,7 +247,7 @@ pub struct Sim {
     wave: Vec<Sent>,
     rest: Vec<Sent>,
     /// Whether the timeline's earliest event is due now: read for every frame, so kept rather
-    /// than looked up.
+    /// than looked up, by whatever changes the timeline or the clock.
     due: bool,
     /// The sequence number of the last thing put on the timeline.
     seq: u64,
@@ -579,6 +579,13 @@ impl Sim {
     /// node told the control plane something (once for what it told).
     pub fn settle(&mut self) -> Option<Stop> {
         self.read_due();
+        self.settle_due()
+    }
+
+    /// [`Sim::settle`] with the due flag already read (the run loop sets it as it moves the
+    /// clock to the earliest event).
+    #[inline(never)]
+    fn settle_due(&mut self) -> Option<Stop> {
         loop {
             let stop = self.settle_once();
             while let Some(node) = self.dirty.pop() {
@@ -818,7 +825,7 @@ impl Sim {
     /// the control plane something.
     pub fn run_while(&mut self, deadline: Instant, mut done: impl FnMut(&Sim) -> bool) -> Stop {
         loop {
-            if let Some(stop) = self.settle() {
+            if let Some(stop) = self.settle_due() {
                 return stop;
             }
             if done(self) {
@@ -828,7 +835,10 @@ impl Sim {
                 return Stop::Interrupted;
             }
             match self.events.peek() {
-                Some(e) if e.at <= deadline => self.now = self.now.max(e.at),
+                Some(e) if e.at <= deadline => {
+                    self.now = self.now.max(e.at);
+                    self.due = true;
+                }
                 _ => {
                     self.now = self.now.max(deadline);
                     return if done(self) {
