@@ -613,23 +613,23 @@ impl Sim {
                     return Some(stop);
                 }
             }
-            // `wave` is empty between waves; it takes the next one, its old buffer goes to the
-            // outbox (or to `rest`).
+            let mut wave = std::mem::take(&mut self.wave);
             if self.rest.is_empty() {
-                self.outbox.take_sent(&mut self.wave);
+                self.outbox.take_sent(&mut wave);
             } else {
-                std::mem::swap(&mut self.wave, &mut self.rest);
+                std::mem::swap(&mut wave, &mut self.rest);
             }
-            if self.wave.is_empty() {
+            if wave.is_empty() {
+                self.wave = wave;
                 return None;
             }
             // The flag is read once a wave, and once every so many frames of a long run of
             // waves.
-            let n = self.wave.len() as u32;
+            let n = wave.len() as u32;
             if n >= self.until_interrupt_check {
                 self.until_interrupt_check = INTERRUPT_CHECK_EVERY;
                 if self.interrupted() {
-                    std::mem::swap(&mut self.rest, &mut self.wave);
+                    self.rest = wave;
                     return Some(Stop::Interrupted);
                 }
             } else {
@@ -637,12 +637,12 @@ impl Sim {
             }
             // Handling a frame puts nothing on the timeline for the current instant (a link
             // that takes time delivers later; timers are read after the wave): no event comes
-            // due in the middle of a wave. The wave is carried from its end, reversed.
-            self.wave.reverse();
-            while let Some(s) = self.wave.pop() {
+            // due in the middle of a wave.
+            for s in wave.drain(..) {
                 self.carry(s);
             }
             debug_assert!(!self.due, "an event came due in the middle of a wave");
+            self.wave = wave;
             // Nothing due and no next wave (frames onto links that take time): settled.
             if !self.due && self.outbox.is_empty() {
                 return None;
