@@ -222,6 +222,9 @@ pub enum Stop {
     Notice,
 }
 
+/// A run's deadline, and the condition that ends it early.
+type Run<'a> = (Instant, &'a mut dyn FnMut(&Sim) -> bool);
+
 /// A node that asked to be polled again without time passing is polled this much later, so a
 /// confused node cannot stall the clock.
 const MIN_TIMER_STEP: Duration = Duration::from_micros(1);
@@ -579,12 +582,46 @@ impl Sim {
     /// node told the control plane something (once for what it told).
     pub fn settle(&mut self) -> Option<Stop> {
         self.read_due();
-        self.settle_due()
+        self.drive(None)
+    }
+
+    /// Settle; then, for a run (`run`: its deadline and condition), move the clock to the next
+    /// event and settle again, until the run stops. One function for both, so that settling is
+    /// inlined once, and a run that moves the clock for nearly every frame (links that take
+    /// time) does not call out to settle each time.
+    #[inline(never)]
+    fn drive(&mut self, mut run: Option<Run<'_>>) -> Option<Stop> {
+        loop {
+            if let Some(stop) = self.settle_due() {
+                return Some(stop);
+            }
+            let (deadline, done) = run.as_mut()?;
+            if done(self) {
+                return Some(Stop::Done);
+            }
+            if self.interrupted() {
+                return Some(Stop::Interrupted);
+            }
+            match self.events.peek() {
+                Some(e) if e.at <= *deadline => {
+                    self.now = self.now.max(e.at);
+                    self.due = true;
+                }
+                _ => {
+                    self.now = self.now.max(*deadline);
+                    return Some(if done(self) {
+                        Stop::Done
+                    } else {
+                        Stop::Deadline
+                    });
+                }
+            }
+        }
     }
 
     /// [`Sim::settle`] with the due flag already read (the run loop sets it as it moves the
-    /// clock to the earliest event).
-    #[inline(never)]
+    /// clock to the earliest event). Inlined into [`Sim::drive`], its one caller.
+    #[inline(always)]
     fn settle_due(&mut self) -> Option<Stop> {
         loop {
             let stop = self.settle_once();
@@ -824,31 +861,8 @@ impl Sim {
     /// `deadline`, until interrupted, until a control action comes due or until a node tells
     /// the control plane something.
     pub fn run_while(&mut self, deadline: Instant, mut done: impl FnMut(&Sim) -> bool) -> Stop {
-        loop {
-            if let Some(stop) = self.settle_due() {
-                return stop;
-            }
-            if done(self) {
-                return Stop::Done;
-            }
-            if self.interrupted() {
-                return Stop::Interrupted;
-            }
-            match self.events.peek() {
-                Some(e) if e.at <= deadline => {
-                    self.now = self.now.max(e.at);
-                    self.due = true;
-                }
-                _ => {
-                    self.now = self.now.max(deadline);
-                    return if done(self) {
-                        Stop::Done
-                    } else {
-                        Stop::Deadline
-                    };
-                }
-            }
-        }
+        self.drive(Some((deadline, &mut done)))
+            .expect("a run returns only when it stops")
     }
 
     /// A timer entry for `id` queued for `t` came due: poll the node if it is still due, or
