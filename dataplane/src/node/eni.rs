@@ -136,6 +136,10 @@ impl Node for Eni {
         "eni"
     }
 
+    fn has_timers(&self) -> bool {
+        false
+    }
+
     fn port_name(&self, port: Port) -> String {
         match port {
             INSTANCE => "instance".into(),

@@ -220,6 +220,13 @@ pub trait Node: Any + Send {
         None
     }
 
+    /// Whether the node can ever want [`Node::poll`] called. A node that never can (its
+    /// [`Node::poll_at`] is always `None`) says `false`, and the runtime does not ask it for its
+    /// timer after every frame. Fixed for the node's life.
+    fn has_timers(&self) -> bool {
+        true
+    }
+
     /// The control plane changed what this node forwards by, at `now`. Frames the change makes
     /// the node send (an announcement) go to `out`.
     fn configure(&mut self, _now: Instant, _change: &Change, _out: &mut Outbox) {}

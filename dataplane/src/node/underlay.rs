@@ -63,6 +63,10 @@ impl Node for Underlay {
         "underlay"
     }
 
+    fn has_timers(&self) -> bool {
+        false
+    }
+
     fn handle(&mut self, _now: Instant, _port: Port, frame: Frame, out: &mut Outbox) {
         let Some(dst) = wire::eth_dst(&frame) else {
             self.counters.rx_dropped_runt += 1;

@@ -372,6 +372,10 @@ impl Node for VpcRouter {
         "vpc-router"
     }
 
+    fn has_timers(&self) -> bool {
+        false
+    }
+
     fn port_name(&self, port: Port) -> String {
         self.enis
             .iter()

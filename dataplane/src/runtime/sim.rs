@@ -258,6 +258,7 @@ pub struct Sim {
     scheduled: Vec<Option<Instant>>,
     /// Nodes called since their timer was last read, and a flag per node. Timers matter only
     /// when time advances, so they are read once a node after a burst of frames, not per frame.
+    /// The flag of a node without timers ([`Node::has_timers`]) is always set.
     dirty: Vec<NodeId>,
     is_dirty: Vec<bool>,
     /// Handed to every node call; collects the next wave.
@@ -340,10 +341,11 @@ impl Sim {
     /// Past 2^31 nodes.
     pub fn add_node(&mut self, node: Box<dyn Node>) -> NodeId {
         assert!(self.nodes.len() < Sent::ARRIVING as usize, "too many nodes");
+        // A node without timers stays marked as called: it never joins `dirty`.
+        self.is_dirty.push(!node.has_timers());
         self.nodes.push(node);
         self.wiring.push(Vec::new());
         self.scheduled.push(None);
-        self.is_dirty.push(false);
         let id = self.nodes.len() - 1;
         self.read_timer(id);
         id
