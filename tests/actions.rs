@@ -1090,25 +1090,16 @@ fn an_edge_vmotion_with_eni_reattach_costs_its_reattach_latency() {
 
 #[test]
 fn an_edge_made_active_announces_each_of_its_addresses_with_a_gratuitous_arp() {
-    use vmcnet::capture::MemorySink;
+    use common::capture_in_memory;
     use vmcnet::node::edge::Edge;
     use vmcnet::wire::arp::Arp;
+    use vmcnet_topo::{edge_iface_end, link_name, EDGE_UPLINK_IFACE};
     let t = topo();
     let mut lab = Lab::build(&t, 1);
     let standby = &t.sddc.edges.standby;
-    let link = lab
-        .sim
-        .link_by_name(&format!("{}.uplink--{}", standby.name, standby.host))
-        .expect("the standby's uplink link");
-    lab.sim.capture(link, Box::new(MemorySink::default()));
-    let segment = lab
-        .sim
-        .link_by_name(&format!(
-            "{}.{}--{}",
-            standby.name, t.sddc.segments[0].name, standby.host
-        ))
-        .expect("the standby's link on a segment");
-    lab.sim.capture(segment, Box::new(MemorySink::default()));
+    let end = |iface: &str| link_name(&edge_iface_end(&standby.name, iface), &standby.host);
+    let link = capture_in_memory(&mut lab.sim, &end(EDGE_UPLINK_IFACE));
+    let segment = capture_in_memory(&mut lab.sim, &end(&t.sddc.segments[0].name));
     let at = Instant::from_millis(1_000);
     lab.request(
         at,

@@ -827,16 +827,12 @@ fn hostile_drill_files_are_errors_or_drills_never_panics() {
 /// on the HA segment's VNI, one an interval each way, with TTL 255 to UDP 3784.
 #[test]
 fn bfd_crosses_the_overlay_between_the_edges_hosts_once_an_interval_each_way() {
-    use vmcnet::capture::MemorySink;
+    use common::capture_in_memory;
     use vmcnet::control::{Lab, HA_VNI};
     let topo = default_topo();
     let mut lab = Lab::build(&topo, 1);
     let standby = &topo.sddc.edges.standby;
-    let link = lab
-        .sim
-        .link_by_name(&link_name(&standby.host, UNDERLAY))
-        .expect("the standby's host's underlay link");
-    lab.sim.capture(link, Box::new(MemorySink::default()));
+    let link = capture_in_memory(&mut lab.sim, &link_name(&standby.host, UNDERLAY));
     let end = vmcnet::time::Instant::from_millis(10_000);
     lab.run_until(end);
     let mem = common::take_memory_capture(&mut lab.sim, link);

@@ -21,6 +21,15 @@ pub fn default_topo() -> Topology {
     vmcnet_topo::load(&root().join("topo/default.toml")).expect("default topology")
 }
 
+/// Capture the link named `name` into memory (see [`take_memory_capture`]); its id.
+pub fn capture_in_memory(sim: &mut Sim, name: &str) -> LinkId {
+    let link = sim
+        .link_by_name(name)
+        .unwrap_or_else(|| panic!("no link named {name}"));
+    sim.capture(link, Box::new(MemorySink::default()));
+    link
+}
+
 /// Take the capture off `link`, where a [`MemorySink`] was put: what it holds.
 pub fn take_memory_capture(sim: &mut Sim, link: LinkId) -> MemorySink {
     let sink = sim.take_capture(link).expect("a capture on the link");
