@@ -587,18 +587,9 @@ fn segment_vnics_renumbered_after_a_removal_survive_an_edge_vmotion() {
     lab.request(t, remove).unwrap();
     lab.run_until(t);
     // The active Edge moves to another host: every interface is plugged in again there.
-    lab.request(
-        t,
-        Action::StunVm {
-            vm: "edge-1".into(),
-        },
-    )
-    .unwrap();
-    let resume = Action::ResumeVm {
-        vm: "edge-1".into(),
-        host: "esxi-3".into(),
-    };
-    lab.request(t, resume).unwrap();
+    for a in Action::vmotion("edge-1", "esxi-3") {
+        lab.request(t, a).unwrap();
+    }
     t += lab.topo.timing.vmotion_stun;
     lab.run_until(t);
     assert!(lab.timeline().iter().all(|e| e.error.is_none()));
@@ -636,18 +627,9 @@ fn segment_vnics_renumbered_after_a_removal_survive_an_edge_vmotion() {
 fn a_segment_added_during_an_edge_vmotion_is_dark_until_the_edge_resumes() {
     let mut lab = Lab::build(&topo(), 1);
     let t = Instant::from_millis(1_000);
-    lab.request(
-        t,
-        Action::StunVm {
-            vm: "edge-1".into(),
-        },
-    )
-    .unwrap();
-    let resume = Action::ResumeVm {
-        vm: "edge-1".into(),
-        host: "esxi-3".into(),
-    };
-    lab.request(t, resume).unwrap();
+    for a in Action::vmotion("edge-1", "esxi-3") {
+        lab.request(t, a).unwrap();
+    }
     add_segment(&mut lab, t, 4);
     lab.run_until(t);
     let link = |lab: &Lab, edge: &str| {
@@ -1002,18 +984,9 @@ fn edge_vmotion_outages(
         let ep = lab.sim.get_mut::<Endpoint>(from).unwrap();
         streams.push((from, to, ep.probe(start, dst, port, count, interval)));
     }
-    lab.request(
-        t,
-        Action::StunVm {
-            vm: "edge-1".into(),
-        },
-    )
-    .unwrap();
-    let resume = Action::ResumeVm {
-        vm: "edge-1".into(),
-        host: "esxi-3".into(),
-    };
-    lab.request(t, resume).unwrap();
+    for a in Action::vmotion("edge-1", "esxi-3") {
+        lab.request(t, a).unwrap();
+    }
     lab.run_until(start + interval * count + Duration::from_secs(1));
     let mut out = [Duration::ZERO; 2];
     for (k, (from, to, app)) in streams.into_iter().enumerate() {

@@ -1101,22 +1101,12 @@ fn a_standby_stunned_when_its_peer_died_takes_over_when_it_resumes() {
     let mut topo = default_topo();
     topo.timing.vmotion_stun = std::time::Duration::from_secs(3);
     let (standby, active) = (topo.sddc.edges.standby.name.clone(), "edge-1".to_string());
+    let vmotion = Action::vmotion(&standby, "esxi-1");
     let mut lab = automated(
         &topo,
         &[
-            (
-                1_000,
-                Action::StunVm {
-                    vm: standby.clone(),
-                },
-            ),
-            (
-                1_000,
-                Action::ResumeVm {
-                    vm: standby.clone(),
-                    host: "esxi-1".into(),
-                },
-            ),
+            (1_000, vmotion[0].clone()),
+            (1_000, vmotion[1].clone()),
             (1_200, Action::StopEdge { edge: active }),
         ],
     );
@@ -1206,15 +1196,7 @@ fn automation_turned_on_late_acts_on_what_bfd_knows() {
 fn a_bfd_cut_holds_across_an_edge_vmotion_until_healed() {
     let topo = default_topo();
     let standby = topo.sddc.edges.standby.name.clone();
-    let vmotion = [
-        Action::StunVm {
-            vm: standby.clone(),
-        },
-        Action::ResumeVm {
-            vm: standby.clone(),
-            host: "esxi-1".into(),
-        },
-    ];
+    let vmotion = Action::vmotion(&standby, "esxi-1");
     let mut lab = automated(
         &topo,
         &[

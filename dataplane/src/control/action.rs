@@ -148,6 +148,18 @@ pub enum Strategy {
 }
 
 impl Action {
+    /// A vMotion of `vm` to `host`, requested at one instant: the VM is stunned, and resumes on
+    /// `host` after the stun.
+    pub fn vmotion(vm: &str, host: &str) -> [Action; 2] {
+        [
+            Action::StunVm { vm: vm.into() },
+            Action::ResumeVm {
+                vm: vm.into(),
+                host: host.into(),
+            },
+        ]
+    }
+
     /// The object the action is on.
     pub fn object(&self) -> String {
         match self {

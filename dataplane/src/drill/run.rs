@@ -408,13 +408,7 @@ fn request_actions(lab: &mut Lab, drill: &DrillFile) -> Result<(), DrillError> {
 /// The control actions a drill's action asks of the lab.
 pub fn lab_actions(a: &DrillAction) -> Vec<Action> {
     match a {
-        DrillAction::Vmotion { vm, to, .. } => vec![
-            Action::StunVm { vm: vm.clone() },
-            Action::ResumeVm {
-                vm: vm.clone(),
-                host: to.clone(),
-            },
-        ],
+        DrillAction::Vmotion { vm, to, .. } => Action::vmotion(vm, to).to_vec(),
         DrillAction::FailHost { host, .. } => vec![Action::FailHost { host: host.clone() }],
         DrillAction::RecoverHost { host, .. } => {
             vec![Action::RecoverHost { host: host.clone() }]
