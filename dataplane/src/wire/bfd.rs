@@ -207,28 +207,21 @@ mod tests {
         assert_eq!(with(1, (2 << 6) | 0x04), None, "authentication present");
         assert_eq!(with(1, (2 << 6) | 0x01), None, "multipoint");
         assert_eq!(Control::parse(&raw[..23]), None, "short");
-        let mut no_you = control();
-        no_you.your_discriminator = 0;
+        // A packet whose fields say so.
+        let changed = |change: fn(&mut Control)| {
+            let mut c = control();
+            change(&mut c);
+            (c, Control::parse(&c.to_bytes()))
+        };
+        let init_without_yours = changed(|c| c.your_discriminator = 0).1;
+        assert_eq!(init_without_yours, None, "Init without yours");
+        let (down, parsed) = changed(|c| (c.your_discriminator, c.state) = (0, State::Down));
+        assert_eq!(parsed, Some(down), "Down without yours");
         assert_eq!(
-            Control::parse(&no_you.to_bytes()),
+            changed(|c| c.desired_min_tx_us = 0).1,
             None,
-            "Init without yours"
+            "interval zero"
         );
-        no_you.state = State::Down;
-        assert_eq!(Control::parse(&no_you.to_bytes()), Some(no_you));
-        let mut no_tx = control();
-        no_tx.desired_min_tx_us = 0;
-        assert_eq!(
-            Control::parse(&no_tx.to_bytes()),
-            None,
-            "desired interval zero"
-        );
-        let mut no_me = control();
-        no_me.my_discriminator = 0;
-        assert_eq!(
-            Control::parse(&no_me.to_bytes()),
-            None,
-            "my discriminator zero"
-        );
+        assert_eq!(changed(|c| c.my_discriminator = 0).1, None, "mine zero");
     }
 }
