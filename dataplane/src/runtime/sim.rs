@@ -8,8 +8,10 @@
 //! Each link direction has a delay, a rate and a byte-limited queue ([`LinkSpec`]): a frame sent
 //! onto a busy link waits for the frames before it, is dropped and counted
 //! (`tx_dropped_queue_full`) when the queue holds no room for it, and arrives when its last bit
-//! has crossed. A link that takes no time (zero delay, unlimited rate) keeps the fast path: its
-//! frames join a first-in, first-out queue of the current instant instead of the timeline.
+//! has crossed. The frames crossing a link direction wait in that direction's own queue, in the
+//! order they arrive; only the first is on the timeline. A link that takes no time (zero delay,
+//! unlimited rate) keeps the fast path: its frames join a first-in, first-out queue of the
+//! current instant instead of the timeline.
 //!
 //! Every link can be captured: the frame is handed to a [`FrameSink`] as it is sent onto the
 //! link, stamped with the virtual time.
